@@ -1,0 +1,216 @@
+"""Command line: `python -m kd_core {train-teacher,distill,sweep,bench} …`.
+
+Every subcommand maps its flags onto `RunConfig` (the single home of defaults) and consumes the same
+event stream as the app. With `--json` the last stdout line is one JSON object (DESIGN.md). Bad
+arguments or unavailable data exit with code 2 and one `error: …` line on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .config import DATASETS, DEVICES, MAX_EPOCHS, RunConfig
+from .data import DatasetUnavailable
+from .models import STUDENTS, TEACHERS
+from .train import TrainingDiverged, resolve_device
+
+DEFAULTS = RunConfig()
+
+
+class CliError(Exception):
+    """A user mistake: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line
+        raise CliError(message)
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by distill and sweep, defaults taken from RunConfig."""
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASETS)
+    parser.add_argument("--teacher", default=DEFAULTS.teacher,
+                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/)")
+    parser.add_argument("--student", default=DEFAULTS.student, choices=sorted(STUDENTS))
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"1..{MAX_EPOCHS}")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--train-size", type=int, default=DEFAULTS.train_size,
+                        help="students' training samples (0 = all); class-stratified subset")
+    parser.add_argument("--hide-class", type=int, default=DEFAULTS.hide_class,
+                        help="class index removed from the students' training set")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+
+
+def run_config(args: argparse.Namespace, **extra) -> RunConfig:
+    return DEFAULTS.replace(
+        dataset=args.dataset, teacher=args.teacher, student=args.student, epochs=args.epochs,
+        lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
+        hide_class=args.hide_class, seed=args.seed, device=args.device, **extra).validate()
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m kd_core", description="KD Playground: knowledge distillation you can see")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    teacher = commands.add_parser("train-teacher", help="train a teacher and save it as safetensors")
+    teacher.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
+    teacher.add_argument("--arch", default="cnn-teacher", choices=sorted(TEACHERS) + sorted(STUDENTS))
+    teacher.add_argument("--epochs", type=int, default=6)
+    teacher.add_argument("--lr", type=float, default=3e-3, help="peak OneCycle learning rate")
+    teacher.add_argument("--batch-size", type=int, default=128)
+    teacher.add_argument("--seed", type=int, default=0)
+    teacher.add_argument("--device", default="auto", choices=DEVICES)
+    teacher.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    teacher.add_argument("--json", action="store_true")
+
+    distill = commands.add_parser("distill", help="train a CE student and a KD student side by side")
+    add_run_options(distill)
+    distill.add_argument("--T", type=float, default=DEFAULTS.temperature, help="temperature > 0")
+    distill.add_argument("--alpha", type=float, default=DEFAULTS.alpha,
+                         help="weight on the teacher's soft targets, in [0, 1]")
+    distill.add_argument("--save-students", metavar="DIR",
+                         help="write ce-student.safetensors and kd-student.safetensors here")
+    sweep = commands.add_parser("sweep", help="train a T x alpha grid of KD students in one batched pass")
+    add_run_options(sweep)
+    sweep.add_argument("--T", type=float_list, default=[1.0, 2.0, 4.0, 8.0],
+                       help="comma-separated temperatures, e.g. 1,2,4,8")
+    sweep.add_argument("--alpha", type=float_list, default=[0.1, 0.5, 0.9],
+                       help="comma-separated alphas in [0, 1], e.g. 0.1,0.5,0.9")
+
+    bench = commands.add_parser("bench", help="measure training speed against the seed-style loop")
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+    return parser
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> dict:
+    from .data import load_dataset
+    from .teacher import save_logits_beside, teacher_logits, train_teacher
+
+    if not 1 <= args.epochs <= 200:
+        raise ValueError("--epochs must be in [1, 200]")
+    if not args.out.endswith(".safetensors"):
+        raise ValueError("--out must end in .safetensors")
+    device = resolve_device(args.device)
+    recipe = "python -m kd_core " + shlex.join(sys.argv[1:])
+    start = time.perf_counter()
+
+    def report(event) -> None:
+        print(f"epoch {event.epoch}/{args.epochs}  loss {event.train_loss:.4f}  "
+              f"test acc {event.test_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
+
+    model, acc = train_teacher(args.dataset, args.arch, epochs=args.epochs, lr=args.lr,
+                               batch_size=args.batch_size, seed=args.seed, device=device,
+                               on_epoch=report)
+    train_seconds = time.perf_counter() - start
+    dataset = load_dataset(args.dataset)
+    meta = {"arch": args.arch, "dataset": args.dataset, "in_shape": list(dataset.image_shape),
+            "num_classes": dataset.num_classes, "classes": list(dataset.classes),
+            "mean": list(dataset.mean), "std": list(dataset.std), "test_acc": round(acc, 4),
+            "recipe": recipe, "seed": args.seed, "epochs": args.epochs,
+            "train_seconds": round(train_seconds, 1), "device": str(device),
+            "torch": torch.__version__}
+    out = checkpoints.save_model(args.out, model, meta)
+    # ship the training-set logits beside the checkpoint so the first distillation starts at once
+    logits = teacher_logits(out, dataset, device)
+    save_logits_beside(out, dataset, logits)
+    return {"checkpoint": str(out), "test_acc": acc, "train_seconds": train_seconds,
+            "logits_seconds": logits.seconds, "arch": args.arch, "dataset": args.dataset}
+
+
+def cmd_distill(args: argparse.Namespace) -> dict:
+    from .train import Evaluated, Finished, Started, distill
+
+    cfg = run_config(args, temperature=args.T, alpha=args.alpha)
+    result = None
+    for event in distill(cfg):
+        if isinstance(event, Started):
+            print(f"teacher acc {event.teacher_acc:.4f} ({event.logits_source} logits, "
+                  f"{event.logits_seconds:.1f}s); {event.train_samples} training samples on "
+                  f"{event.device}", file=sys.stderr, flush=True)
+        elif isinstance(event, Evaluated) and event.epoch > 0:
+            hidden = (f"  hidden class: CE {event.ce_hidden_acc:.3f} KD {event.kd_hidden_acc:.3f}"
+                      if event.ce_hidden_acc is not None else "")
+            print(f"epoch {event.epoch}/{cfg.epochs}  CE acc {event.ce_acc:.4f}  KD acc "
+                  f"{event.kd_acc:.4f}{hidden}  {event.elapsed_s:.1f}s", file=sys.stderr, flush=True)
+        elif isinstance(event, Finished):
+            result = event.result
+    if args.save_students:
+        save_students(result, Path(args.save_students))
+    return result.summary()
+
+
+def save_students(result, directory: Path) -> None:
+    from .data import load_dataset
+
+    dataset = load_dataset(result.config.dataset)
+    for role, model, acc in (("ce", result.ce_student, result.ce_acc),
+                             ("kd", result.kd_student, result.kd_acc)):
+        meta = {"arch": result.config.student, "dataset": dataset.name, "role": f"{role}-student",
+                "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
+                "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
+                "test_acc": round(acc, 4), "seed": result.config.seed,
+                "recipe": "python -m kd_core " + shlex.join(sys.argv[1:]),
+                "config": result.config.__dict__}
+        checkpoints.save_model(directory / f"{role}-student.safetensors", model, meta)
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    from .sweep import run_sweep
+
+    cfg = run_config(args)
+    return run_sweep(cfg, temperatures=args.T, alphas=args.alpha).summary()
+
+
+def cmd_bench(args: argparse.Namespace) -> dict:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "sweep": cmd_sweep,
+                   "bench": cmd_bench}[args.command]
+        print_result(handler(args), getattr(args, "json", False))
+    except (CliError, ValueError, DatasetUnavailable, TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Every knob of a distillation run, in one frozen dataclass.
+
+`RunConfig` is the single home of defaults: the CLI, the Gradio app, the sweep and the benchmarks all
+start from `RunConfig()` and change fields with `dataclasses.replace`. `validate()` turns a bad value
+into one `ValueError` sentence that says the allowed range, so every front end can show it as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_EPOCHS = 50  # a hard cap so one run (or one Space visitor) cannot train forever
+MAX_BATCH_SIZE = 8192  # larger batches stop fitting comfortably in a laptop's memory
+MAX_TEMPERATURE = 100.0  # beyond this every softened distribution is uniform to float precision
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "fashion-mnist"  # one of DATASETS
+    teacher: str = "default"  # checkpoint path, or "default" for the one shipped in checkpoints/
+    student: str = "mlp-small"  # a name from kd_core.models.STUDENTS
+    temperature: float = 4.0  # T: softens both softmaxes in the KD term; T=1 is the plain softmax
+    alpha: float = 0.9  # weight on the teacher's soft targets; (1 - alpha) weighs hard-label CE
+    epochs: int = 3  # passes over the (possibly reduced) training set
+    lr: float = 1e-3  # Adam learning rate, the same for both students
+    batch_size: int = 256  # samples per step; both students see the same batch
+    train_size: int = 0  # 0 = the whole training set; else a class-stratified random subset (low-data regime)
+    hide_class: int | None = None  # class index removed from the students' training set (Hinton 2015 §3)
+    seed: int = 0  # seeds the subset, the shared student init and the batch order
+    device: str = "auto"  # "auto" picks cuda when available, else cpu
+    event_interval_s: float = 0.25  # at most one step event per this many seconds (UI refresh rate)
+    max_seconds: float = 0.0  # 0 = no limit; else stop training after this wall time (shared Spaces)
+
+    def validate(self, num_classes: int | None = None) -> RunConfig:
+        """Return self, or raise ValueError naming the first bad field and its allowed range."""
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("device", self.device, DEVICES)
+        _check_number("temperature", self.temperature, low=0.0, high=MAX_TEMPERATURE, low_open=True)
+        _check_number("alpha", self.alpha, low=0.0, high=1.0)
+        _check_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
+        _check_number("lr", self.lr, low=0.0, high=1.0, low_open=True)
+        _check_int("batch_size", self.batch_size, low=1, high=MAX_BATCH_SIZE)
+        _check_int("train_size", self.train_size, low=0, high=10_000_000)
+        _check_int("seed", self.seed, low=0, high=2**63 - 1)
+        _check_number("event_interval_s", self.event_interval_s, low=0.0, high=3600.0)
+        _check_number("max_seconds", self.max_seconds, low=0.0, high=7 * 24 * 3600.0)
+        if self.hide_class is not None:
+            high = (num_classes - 1) if num_classes else 9
+            _check_int("hide_class", self.hide_class, low=0, high=high)
+        from .models import STUDENTS  # deferred: keeps `import kd_core.config` free of torch
+
+        if self.student not in STUDENTS:
+            raise ValueError(f"unknown model {self.student!r} for a student; choose one of "
+                             f"{', '.join(STUDENTS)}")
+        if not isinstance(self.teacher, str) or not self.teacher:
+            raise ValueError("teacher must be a checkpoint path or 'default'")
+        return self
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_number(name: str, value, *, low: float, high: float, low_open: bool = False) -> None:
+    bracket = "(" if low_open else "["
+    allowed = f"{name} must be a number in {bracket}{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{allowed}; got {value!r}")
+    if value > high or value < low or (low_open and value == low):
+        raise ValueError(f"{allowed}; got {value!r}")
+
+
+def _check_int(name: str, value, *, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number in [{low}, {high}]; got {value!r}")

@@ -1,0 +1,207 @@
+"""Datasets as whole uint8 tensors in memory, with class names and normalisation.
+
+Small image datasets fit in memory many times over, so each is loaded once into
+`uint8 [N, C, H, W]` tensors and batches are slices of a permutation (no per-sample DataLoader).
+Where the files come from, in order (DESIGN.md):
+
+1. `$KD_DATA_DIR` or `./data`, in torchvision's layout (`FashionMNIST/raw/…`, `cifar-10-batches-py/`);
+2. Debian's `dataset-fashion-mnist` package (`/usr/share/datasets/fashion-mnist/*.gz`, read as idx);
+3. torchvision's own download into the directory of step 1 (needs the internet);
+4. otherwise `DatasetUnavailable`, whose message says how to get the data.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+CLASSES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"),
+}
+# per-channel mean / std of the training images, scaled to [0, 1]
+NORMALISATION = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset is neither on disk nor downloadable; the message says how to get it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    train_images: torch.Tensor  # uint8 [N, C, H, W]
+    train_labels: torch.Tensor  # int64 [N]
+    test_images: torch.Tensor  # uint8 [M, C, H, W]
+    test_labels: torch.Tensor  # int64 [M]
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, images scaled to [0, 1]
+    std: tuple[float, ...]
+    source: str  # where the files were read from, for display
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Short hash of the training images and labels: keys the teacher-logit cache."""
+        digest = hashlib.sha256(self.name.encode())
+        digest.update(self.train_images.contiguous().numpy().tobytes())
+        digest.update(self.train_labels.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] on any device -> float32 normalised model input."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255.0 - mean) / std
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("KD_DATA_DIR", "data"))
+
+
+def load_dataset(name: str = "fashion-mnist") -> Dataset:
+    """Load `name` into memory once per process (cached by name and data root)."""
+    if name not in CLASSES:
+        raise ValueError(f"dataset must be one of {', '.join(CLASSES)}; got {name!r}")
+    return _load_cached(name, str(data_root().resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, root: str) -> Dataset:
+    arrays = _from_torchvision(name, root, download=False)
+    source = root
+    if arrays is None and name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir():
+        arrays = _from_idx_dir(DEBIAN_FASHION_MNIST)
+        source = str(DEBIAN_FASHION_MNIST)
+    if arrays is None:
+        arrays = _download(name, root)
+    mean, std = NORMALISATION[name]
+    return Dataset(name, *arrays, classes=CLASSES[name], mean=mean, std=std, source=source)
+
+
+def _download(name: str, root: str):
+    try:
+        arrays = _from_torchvision(name, root, download=True)
+    except Exception as error:  # no network, proxy, disk full: all end the same way for the user
+        hint = ("`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or "
+                if name == "fashion-mnist" else "")
+        raise DatasetUnavailable(
+            f"{name} is not on this machine and could not be downloaded ({type(error).__name__}: "
+            f"{error}). Get it with {hint}an internet connection once (it is saved under {root}), "
+            f"or put torchvision's files there or in $KD_DATA_DIR."
+        ) from error
+    assert arrays is not None
+    return arrays
+
+
+def _from_torchvision(name: str, root: str, *, download: bool):
+    """(train_images, train_labels, test_images, test_labels) via torchvision, or None if absent."""
+    from torchvision import datasets  # deferred: torchvision is slow to import
+
+    cls = {"fashion-mnist": datasets.FashionMNIST, "mnist": datasets.MNIST,
+           "cifar10": datasets.CIFAR10}[name]
+    try:
+        splits = [cls(root, train=train, download=download) for train in (True, False)]
+    except RuntimeError:
+        if download:
+            raise
+        return None  # "Dataset not found": try the next place
+    arrays = []
+    for split in splits:
+        images = torch.as_tensor(split.data)
+        images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images.unsqueeze(1)  # -> NCHW
+        arrays += [images.contiguous(), torch.as_tensor(split.targets, dtype=torch.int64)]
+    return tuple(arrays)
+
+
+def _from_idx_dir(directory: Path):
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    images_train, labels_train, images_test, labels_test = (
+        read_idx(directory / f"{stem}.gz") for stem in files)
+    return images_train.unsqueeze(1), labels_train.long(), images_test.unsqueeze(1), labels_test.long()
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an idx file (LeCun's MNIST format, optionally gzipped) of unsigned bytes into a tensor."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    if data.numel() != torch.Size(shape).numel():
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.numel()} bytes")
+    return data.view(*shape)
+
+
+def student_indices(labels: torch.Tensor, *, train_size: int = 0, hide_class: int | None = None,
+                    seed: int = 0) -> torch.Tensor:
+    """Indices of the training samples the students may see.
+
+    `hide_class` drops every sample of that class; `train_size` > 0 then keeps a class-stratified
+    random subset of that many samples (drawn with `seed`), so a 1k subset still has every class.
+    """
+    keep = torch.arange(len(labels))
+    if hide_class is not None:
+        keep = keep[labels != hide_class]
+    if not train_size or train_size >= len(keep):
+        return keep
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = keep[torch.randperm(len(keep), generator=generator)]
+    # stable sort by class, then take each class's share round-robin by rank within the class
+    order = torch.argsort(labels[shuffled], stable=True)
+    by_class = shuffled[order]
+    sorted_labels = labels[by_class]
+    first_of_class = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank_in_class = torch.arange(len(by_class)) - first_of_class
+    counts = torch.bincount(sorted_labels)[sorted_labels].float()
+    spread = rank_in_class.float() / counts  # 0..1 within each class: equal shares across classes
+    chosen = by_class[torch.argsort(spread, stable=True)[:train_size]]
+    return chosen.sort().values
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, *, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop after zero padding, and random horizontal flip, as batched tensor ops.
+
+    uint8 [B, C, H, W] on any device -> same shape; randomness drawn from `generator` (on the CPU)
+    so runs are reproducible on any device.
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    shifts = torch.randint(0, 2 * pad + 1, (2, batch), generator=generator).to(device)
+    rows = torch.arange(height, device=device)[None, :] + shifts[0][:, None]  # [B, H] in padded coords
+    cols = torch.arange(width, device=device)[None, :] + shifts[1][:, None]  # [B, W]
+    if flip:
+        mirrored = torch.rand(batch, generator=generator).to(device) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    index = torch.arange(batch, device=device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return cropped.permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,114 @@
+"""The model zoo, chosen by name: teachers and students for 28×28 grey or 32×32 colour images.
+
+Every builder takes the dataset's image shape `(C, H, W)` and number of classes, so the same names
+work on Fashion-MNIST, MNIST and CIFAR-10. `TEACHERS` and `STUDENTS` are plain dicts of builders;
+`build(name, …)` looks a name up in both and raises a `ValueError` listing the valid ones.
+`describe(model)` gives the parameter count and the size in bytes shown in the UI.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+Shape = tuple[int, int, int]
+
+
+def mlp(in_shape: Shape, num_classes: int, hidden: tuple[int, ...], *,
+        batchnorm: bool = False, dropout: tuple[float, ...] = ()) -> nn.Sequential:
+    """Flatten -> [Linear -> (BatchNorm) -> ReLU -> (Dropout)] per hidden width -> Linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_shape[0] * in_shape[1] * in_shape[2]
+    for i, out in enumerate(hidden):
+        layers.append(nn.Linear(width, out))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(out))
+        layers.append(nn.ReLU())
+        if i < len(dropout) and dropout[i] > 0:
+            layers.append(nn.Dropout(dropout[i]))
+        width = out
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def cnn(in_shape: Shape, num_classes: int, widths: tuple[int, ...], *,
+        pool_after: tuple[int, ...], dropout: float = 0.0) -> nn.Sequential:
+    """3×3 conv + BN + ReLU blocks, 2×2 max-pool after the listed blocks, global average pool, Linear."""
+    layers: list[nn.Module] = []
+    c_in = in_shape[0]
+    for i, width in enumerate(widths):
+        layers += conv_bn(c_in, width)
+        if i in pool_after:
+            layers.append(nn.MaxPool2d(2))
+        c_in = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(c_in, num_classes))
+    return nn.Sequential(*layers)
+
+
+Builder = Callable[[Shape, int], nn.Module]
+
+TEACHERS: dict[str, Builder] = {
+    # the seed script's teacher: 784 -> 2048 -> 1024 -> 512 -> 10 with BatchNorm and dropout
+    "mlp-teacher": lambda shape, k: mlp(shape, k, (2048, 1024, 512), batchnorm=True,
+                                        dropout=(0.3, 0.3, 0.2)),
+    # four conv blocks, 28 -> 14 -> 7 -> 7 -> global pool; 0.39M params, 44 MFLOP per image
+    "cnn-teacher": lambda shape, k: cnn(shape, k, (32, 64, 128, 256), pool_after=(0, 1), dropout=0.2),
+}
+
+STUDENTS: dict[str, Builder] = {
+    "mlp-tiny": lambda shape, k: mlp(shape, k, (32,)),  # 784 -> 32 -> 10, ~25k params
+    "mlp-small": lambda shape, k: mlp(shape, k, (128,)),  # 784 -> 128 -> 10, ~0.1M params
+    "mlp-medium": lambda shape, k: mlp(shape, k, (256, 128)),  # 784 -> 256 -> 128 -> 10, ~0.24M
+    "cnn-tiny": lambda shape, k: cnn(shape, k, (8, 16, 32), pool_after=(0, 1)),  # ~6k params
+}
+
+
+def build(name: str, in_shape: Shape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """A freshly initialised model called `name` (a teacher or a student)."""
+    builder = TEACHERS.get(name) or STUDENTS.get(name)
+    if builder is None:
+        names = ", ".join([*TEACHERS, *STUDENTS])
+        raise ValueError(f"unknown model {name!r}; choose one of {names}")
+    return builder(tuple(in_shape), num_classes)
+
+
+def describe(model: nn.Module) -> dict[str, int]:
+    """{'params': trainable parameter count, 'bytes': parameters and buffers as stored}."""
+    params = sum(p.numel() for p in model.parameters())
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return {"params": params, "bytes": size}
+
+
+def flops_per_sample(model: nn.Module, in_shape: Shape) -> int:
+    """Multiply-accumulates ×2 of one forward pass for one sample (Linear and Conv2d layers only)."""
+    total = 0
+
+    def count(module: nn.Module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+        elif isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += 2 * kernel * output[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *in_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return total

@@ -1,0 +1,185 @@
+"""The frozen teacher: loading it, caching its logits, and training one.
+
+A teacher never changes during distillation, so its logits on the un-augmented training and test
+sets are computed once per (checkpoint, dataset) and reused by every run: in memory for the process,
+and on disk as safetensors keyed by the checkpoint's file hash and the dataset's fingerprint. Disk
+copies are looked for beside the checkpoint (`<name>.logits.safetensors`, shipped with the repo so a
+fresh Space starts at once) and in `$KD_CACHE_DIR` (default `~/.cache/kd_playground`). A cache file
+whose keys, shapes or values do not check out is ignored and rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoints, models
+from .data import Dataset, augment, load_dataset
+
+
+@dataclass(frozen=True, eq=False)
+class TeacherLogits:
+    train: torch.Tensor  # float32 [N, K] on CPU, un-augmented training set
+    test: torch.Tensor  # float32 [M, K] on CPU
+    test_acc: float  # the teacher's test accuracy, from `test`
+    seconds: float  # time spent getting them (compute or disk read)
+    source: str  # "memory", "disk" or "computed"
+
+
+_memory: dict[tuple[str, str], TeacherLogits] = {}
+_memory_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_playground"))
+
+
+def logits_paths(checkpoint: Path, key: tuple[str, str]) -> list[Path]:
+    """Where logits for (checkpoint hash, dataset fingerprint) may be stored, first match wins."""
+    return [checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".logits.safetensors"),
+            cache_dir() / f"teacher-{key[0]}-{key[1]}.logits.safetensors"]
+
+
+def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.device | str = "cpu",
+                   *, batch_size: int = 1024) -> TeacherLogits:
+    """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir)."""
+    checkpoint = Path(checkpoint)
+    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    with _memory_lock:
+        if key in _memory:
+            cached = _memory[key]
+            return TeacherLogits(cached.train, cached.test, cached.test_acc, 0.0, "memory")
+    start = time.perf_counter()
+    found = next((logits for path in logits_paths(checkpoint, key)
+                  if (logits := _read_logits(path, key, dataset)) is not None), None)
+    if found is None:
+        teacher, _ = checkpoints.load_model(checkpoint, device)
+        train, test = (predict_logits(teacher, dataset, images, device, batch_size=batch_size)
+                       for images in (dataset.train_images, dataset.test_images))
+        found, source = (train, test), "computed"
+        _write_logits(logits_paths(checkpoint, key)[-1], key, train, test)
+    else:
+        source = "disk"
+    train, test = found
+    acc = (test.argmax(1) == dataset.test_labels).float().mean().item()
+    result = TeacherLogits(train, test, acc, time.perf_counter() - start, source)
+    with _memory_lock:
+        _memory[key] = result
+    return result
+
+
+def save_logits_beside(checkpoint: str | Path, dataset: Dataset, logits: TeacherLogits) -> Path:
+    """Write `logits` next to the checkpoint (the copy that ships with the repo)."""
+    checkpoint = Path(checkpoint)
+    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    path = logits_paths(checkpoint, key)[0]
+    _write_logits(path, key, logits.train, logits.test)
+    return path
+
+
+def _write_logits(path: Path, key: tuple[str, str], train: torch.Tensor, test: torch.Tensor) -> None:
+    # fp16 halves the file (60k×10 -> 1.2 MB); logits of a trained net are O(10), well inside its range
+    tensors = {"train": train.half(), "test": test.half()}
+    try:
+        checkpoints.save_tensors(path, tensors, {"checkpoint_hash": key[0], "dataset": key[1]})
+    except OSError:
+        pass  # a read-only cache directory only costs the next run a recompute
+
+
+def _read_logits(path: Path, key: tuple[str, str], dataset: Dataset):
+    if not path.is_file():
+        return None
+    try:
+        tensors, meta = checkpoints.load_tensors(path)
+    except checkpoints.CheckpointError:
+        return None
+    train, test = tensors.get("train"), tensors.get("test")
+    expected = {"train": (len(dataset.train_labels), dataset.num_classes),
+                "test": (len(dataset.test_labels), dataset.num_classes)}
+    if (meta.get("checkpoint_hash"), meta.get("dataset")) != key or train is None or test is None:
+        return None
+    if tuple(train.shape) != expected["train"] or tuple(test.shape) != expected["test"]:
+        return None
+    if not (torch.isfinite(train).all() and torch.isfinite(test).all()):
+        return None
+    return train.float(), test.float()
+
+
+def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor,
+                   device: torch.device | str, *, batch_size: int = 1024) -> torch.Tensor:
+    """float32 [N, K] logits on CPU for uint8 `images`, in eval mode, in large batches."""
+    model = model.to(device).eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = dataset.normalize(images[start:start + batch_size].to(device))
+            outputs.append(model(batch).float().cpu())
+    return torch.cat(outputs)
+
+
+def clear_memory_cache() -> None:
+    with _memory_lock:
+        _memory.clear()
+
+
+# ---------------------------------------------------------------------------------------------------
+# training a teacher (python -m kd_core train-teacher)
+
+@dataclass(frozen=True)
+class TeacherEpoch:
+    epoch: int
+    train_loss: float
+    test_acc: float
+    seconds: float  # wall time since training started
+
+
+def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher", *, epochs: int = 4,
+                  lr: float = 3e-3, batch_size: int = 128, label_smoothing: float = 0.1,
+                  seed: int = 0, device: str | torch.device = "cpu",
+                  on_epoch: Callable[[TeacherEpoch], None] | None = None) -> tuple[nn.Module, float]:
+    """Train `arch` on `dataset_name` with AdamW + OneCycle, flips/shifts and label smoothing.
+
+    Returns (model in eval mode on CPU, final test accuracy).
+    """
+    dataset = load_dataset(dataset_name)
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = models.build(arch, dataset.image_shape, dataset.num_classes).to(device)
+    flips = dataset_name != "mnist"  # a mirrored digit is another symbol; a mirrored shoe is a shoe
+    images, labels = dataset.train_images.to(device), dataset.train_labels.to(device)
+    steps_per_epoch = math.ceil(len(labels) / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    start, acc = time.perf_counter(), 0.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        total_loss = torch.zeros((), device=device)
+        for first in range(0, len(labels), batch_size):
+            index = order[first:first + batch_size]
+            batch = augment(images[index], generator, pad=2, flip=flips)
+            loss = F.cross_entropy(model(dataset.normalize(batch)), labels[index],
+                                   label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.detach()
+        test = predict_logits(model, dataset, dataset.test_images, device)
+        acc = (test.argmax(1) == dataset.test_labels).float().mean().item()
+        if on_epoch:
+            on_epoch(TeacherEpoch(epoch, total_loss.item() / steps_per_epoch, acc,
+                                  time.perf_counter() - start))
+    return model.cpu().eval(), acc

@@ -1,0 +1,267 @@
+"""`distill(cfg)`: a CE student and a KD student trained side by side, as a stream of events.
+
+Both students start from the same initial weights and see the same batches in the same order, in
+one loop, so any difference between them is the loss. The whole (possibly reduced) training set sits
+on the device as a tensor and each batch is a slice of a permutation; the teacher's logits come from
+`teacher.teacher_logits` (computed once per checkpoint and dataset, cached). The generator yields:
+
+    Started  ->  Evaluated(epoch 0)  ->  { Step* (at most one per `event_interval_s`)  ->  Evaluated }
+    per epoch  ->  Finished(result)
+
+It never prints. Closing it (a consumer that stops iterating, a Gradio cancel) stops training at
+the next event; `finally` releases the device tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoints, models
+from .config import RunConfig
+from .data import Dataset, load_dataset, student_indices
+from .losses import check_kd_params, kd_loss
+from .teacher import teacher_logits
+
+
+class TrainingDiverged(RuntimeError):
+    """A student's loss became NaN or infinite; the message suggests what to change."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------- events
+
+@dataclass(frozen=True)
+class Started:
+    config: RunConfig
+    device: str
+    teacher_acc: float
+    train_samples: int  # samples per epoch the students see (after train_size / hide_class)
+    steps_per_epoch: int
+    total_steps: int
+    logits_seconds: float  # time to get the teacher's logits (0 when already in memory)
+    logits_source: str  # "memory", "disk" or "computed"
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int  # 1-based epoch this step belongs to
+    step: int  # steps done so far, over all epochs
+    total_steps: int
+    ce_loss: float  # CE student's cross-entropy, mean over the steps since the previous Step event
+    kd_loss: float  # KD student's full loss (α·soft + (1−α)·CE), same averaging
+    elapsed_s: float  # training wall time so far (evaluation excluded)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    epoch: int  # epochs completed; 0 = before training
+    step: int
+    ce_acc: float  # test accuracy, fraction in [0, 1]
+    kd_acc: float
+    ce_hidden_acc: float | None  # accuracy on the hidden class's test images, when one is hidden
+    kd_hidden_acc: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    config: RunConfig
+    device: str
+    teacher_acc: float
+    ce_acc: float
+    kd_acc: float
+    ce_class_acc: list[float]  # per-class test accuracy
+    kd_class_acc: list[float]
+    teacher_class_acc: list[float]
+    ce_agreement: float  # fraction of test images where the student's top-1 equals the teacher's
+    kd_agreement: float
+    epochs: int  # epochs completed (fewer than asked when a time limit stopped the run)
+    seconds: float  # training wall time, evaluation and event handling excluded
+    samples_per_s: float  # training samples per second, each sample seen by both students counted once
+    logits_seconds: float
+    stopped: str  # "" when all epochs ran, else why training stopped early
+    ce_student: nn.Module = field(repr=False)  # on CPU, eval mode
+    kd_student: nn.Module = field(repr=False)
+
+    def summary(self) -> dict:
+        """The CLI's JSON fields (DESIGN.md) plus per-class figures."""
+        hidden = self.config.hide_class
+        return {
+            "teacher_acc": self.teacher_acc, "ce_acc": self.ce_acc, "kd_acc": self.kd_acc,
+            "epochs": self.epochs, "seconds": self.seconds, "samples_per_s": self.samples_per_s,
+            "device": self.device, "config": self.config.__dict__.copy(),
+            "logits_seconds": self.logits_seconds, "stopped": self.stopped,
+            "ce_agreement": self.ce_agreement, "kd_agreement": self.kd_agreement,
+            "ce_hidden_acc": None if hidden is None else self.ce_class_acc[hidden],
+            "kd_hidden_acc": None if hidden is None else self.kd_class_acc[hidden],
+            "teacher_hidden_acc": None if hidden is None else self.teacher_class_acc[hidden],
+        }
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: RunResult
+
+
+Event = Started | Step | Evaluated | Finished
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def predictions(model: nn.Module, dataset: Dataset, images: torch.Tensor,
+                batch_size: int = 4096) -> torch.Tensor:
+    """Top-1 class per image (int64 [N], on the images' device) in eval mode, large batches."""
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        out = torch.cat([model(dataset.normalize(images[i:i + batch_size])).argmax(1)
+                         for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+    correct = torch.bincount(labels[predicted == labels], minlength=num_classes).float()
+    total = torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
+    return (correct / total).tolist()
+
+
+# ------------------------------------------------------------------------------------------- loop
+
+def new_student(name: str, dataset: Dataset, seed: int) -> nn.Module:
+    """A student initialised from `seed` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return models.build(name, dataset.image_shape, dataset.num_classes)
+
+
+def distill(cfg: RunConfig, dataset: Dataset | None = None):
+    """Train the CE and KD students of `cfg`; yields Started, Step, Evaluated and Finished events."""
+    dataset = dataset or load_dataset(cfg.dataset)
+    cfg.validate(dataset.num_classes)
+    check_kd_params(cfg.temperature, cfg.alpha)
+    device = resolve_device(cfg.device)
+    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    logits = teacher_logits(teacher_path, dataset, device)
+
+    index = student_indices(dataset.train_labels, train_size=cfg.train_size,
+                            hide_class=cfg.hide_class, seed=cfg.seed)
+    if len(index) == 0:
+        raise ValueError("no training samples left after train_size / hide_class")
+    # the students' whole training set, normalised once, on the device: [n, C, H, W] float32
+    inputs = dataset.normalize(dataset.train_images[index].to(device))
+    labels = dataset.train_labels[index].to(device)
+    soft_targets = logits.train[index].to(device)  # teacher logits [n, K]
+    test_images = dataset.test_images.to(device)
+    test_labels = dataset.test_labels.to(device)
+    n = len(labels)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    ce_student = new_student(cfg.student, dataset, cfg.seed).to(device).train()
+    kd_student = copy.deepcopy(ce_student)
+    # one Adam over both students is two independent Adams (it is per-parameter) in fewer kernel calls
+    optimizer = torch.optim.Adam([*ce_student.parameters(), *kd_student.parameters()], lr=cfg.lr)
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    teacher_test = logits.test.argmax(1)
+
+    def evaluate(epoch: int, step: int, elapsed: float) -> Evaluated:
+        ce_pred = predictions(ce_student, dataset, test_images)
+        kd_pred = predictions(kd_student, dataset, test_images)
+        ce_acc = (ce_pred == test_labels).float().mean().item()
+        kd_acc = (kd_pred == test_labels).float().mean().item()
+        hidden = cfg.hide_class
+        if hidden is None:
+            return Evaluated(epoch, step, ce_acc, kd_acc, None, None, elapsed)
+        mask = test_labels == hidden
+        return Evaluated(epoch, step, ce_acc, kd_acc, (ce_pred[mask] == hidden).float().mean().item(),
+                         (kd_pred[mask] == hidden).float().mean().item(), elapsed)
+
+    try:
+        yield Started(cfg, str(device), logits.test_acc, n, steps_per_epoch, total_steps,
+                      logits.seconds, logits.source)
+        yield evaluate(0, 0, 0.0)
+        train_seconds, step, samples, epochs_done, stopped = 0.0, 0, 0, 0, ""
+        loss_sums = torch.zeros(2, device=device)  # running [ce, kd] loss since the last Step event
+        steps_in_sum, last_event = 0, -math.inf
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+            order = torch.randperm(n, generator=order_rng).to(device)
+            for first in range(0, n, cfg.batch_size):
+                batch = order[first:first + cfg.batch_size]
+                if len(batch) < 2 and n > 1:
+                    continue  # a batch of one would break BatchNorm students; it is reshuffled next epoch
+                x, y = inputs[batch], labels[batch]
+                ce_loss = F.cross_entropy(ce_student(x), y)
+                kd = kd_loss(kd_student(x), soft_targets[batch], y, T=cfg.temperature, alpha=cfg.alpha)
+                optimizer.zero_grad(set_to_none=True)
+                (ce_loss + kd).backward()  # disjoint graphs: each student gets only its own gradient
+                optimizer.step()
+                loss_sums += torch.stack([ce_loss.detach(), kd.detach()])
+                step += 1
+                samples += len(batch)
+                steps_in_sum += 1
+                now = time.perf_counter()
+                if now - last_event >= cfg.event_interval_s or step == total_steps:
+                    train_seconds += now - started
+                    ce_mean, kd_mean = (loss_sums / steps_in_sum).tolist()
+                    if not (math.isfinite(ce_mean) and math.isfinite(kd_mean)):
+                        raise TrainingDiverged(f"training diverged at step {step} (the loss became "
+                                               f"NaN or infinite); lower the learning rate (now {cfg.lr:g})")
+                    yield Step(epoch, step, total_steps, ce_mean, kd_mean, train_seconds)
+                    loss_sums.zero_()
+                    steps_in_sum, last_event = 0, time.perf_counter()
+                    started = last_event
+                if cfg.max_seconds and train_seconds + (time.perf_counter() - started) > cfg.max_seconds:
+                    stopped = f"time limit of {cfg.max_seconds:g} s reached in epoch {epoch}"
+                    break
+            train_seconds += time.perf_counter() - started
+            epochs_done = epoch
+            yield evaluate(epoch, step, train_seconds)
+            if stopped:
+                break
+
+        ce_pred = predictions(ce_student, dataset, test_images).cpu()
+        kd_pred = predictions(kd_student, dataset, test_images).cpu()
+        labels_cpu = dataset.test_labels
+        k = dataset.num_classes
+        yield Finished(RunResult(
+            config=cfg, device=str(device), teacher_acc=logits.test_acc,
+            ce_acc=(ce_pred == labels_cpu).float().mean().item(),
+            kd_acc=(kd_pred == labels_cpu).float().mean().item(),
+            ce_class_acc=class_accuracy(ce_pred, labels_cpu, k),
+            kd_class_acc=class_accuracy(kd_pred, labels_cpu, k),
+            teacher_class_acc=class_accuracy(teacher_test, labels_cpu, k),
+            ce_agreement=(ce_pred == teacher_test).float().mean().item(),
+            kd_agreement=(kd_pred == teacher_test).float().mean().item(),
+            epochs=epochs_done, seconds=train_seconds,
+            samples_per_s=samples / train_seconds if train_seconds > 0 else 0.0,
+            logits_seconds=logits.seconds, stopped=stopped,
+            ce_student=ce_student.cpu().eval(), kd_student=kd_student.cpu().eval()))
+    finally:
+        del inputs, labels, soft_targets, test_images, test_labels
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
+    """Run `distill(cfg)` to the end and return its result (for scripts and tests)."""
+    for event in distill(cfg, dataset):
+        if isinstance(event, Finished):
+            return event.result
+    raise RuntimeError("distill ended without a Finished event")

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real Fashion-MNIST (loaded once), a small teacher for engine tests, isolation of
+caches from the user's home directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from kd_core import checkpoints
+from kd_core.data import load_dataset
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Logit caches written by tests go to a temporary directory, never ~/.cache."""
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kd-cache"))
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    return load_dataset("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def shipped_teacher():
+    path = checkpoints.default_teacher_path("fashion-mnist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory, fashion):
+    """A quickly trained mlp-tiny saved as a checkpoint: a real (weak) teacher for cache tests."""
+    from kd_core.teacher import train_teacher
+
+    model, acc = train_teacher("fashion-mnist", "mlp-tiny", epochs=1, batch_size=512)
+    path = tmp_path_factory.mktemp("teacher") / "tiny-teacher.safetensors"
+    meta = {"arch": "mlp-tiny", "dataset": "fashion-mnist", "in_shape": [1, 28, 28], "num_classes": 10,
+            "test_acc": acc}
+    checkpoints.save_model(path, model, meta)
+    return path
