@@ -77,6 +77,8 @@ def build_parser() -> Parser:
     teacher.add_argument("--epochs", type=int, default=6)
     teacher.add_argument("--lr", type=float, default=3e-3, help="peak OneCycle learning rate")
     teacher.add_argument("--batch-size", type=int, default=128)
+    teacher.add_argument("--label-smoothing", type=float, default=0.0,
+                         help="0 keeps the teacher's dark knowledge; smoothing erases class similarities")
     teacher.add_argument("--seed", type=int, default=0)
     teacher.add_argument("--device", default="auto", choices=DEVICES)
     teacher.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
@@ -112,7 +114,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if not args.out.endswith(".safetensors"):
         raise ValueError("--out must end in .safetensors")
     device = resolve_device(args.device)
-    recipe = "python -m kd_core " + shlex.join(sys.argv[1:])
+    recipe = "python -m kd_core " + shlex.join(args.argv)
     start = time.perf_counter()
 
     def report(event) -> None:
@@ -120,7 +122,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
               f"test acc {event.test_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
 
     model, acc = train_teacher(args.dataset, args.arch, epochs=args.epochs, lr=args.lr,
-                               batch_size=args.batch_size, seed=args.seed, device=device,
+                               batch_size=args.batch_size, label_smoothing=args.label_smoothing,
+                               seed=args.seed, device=device,
                                on_epoch=report)
     train_seconds = time.perf_counter() - start
     dataset = load_dataset(args.dataset)
@@ -156,11 +159,11 @@ def cmd_distill(args: argparse.Namespace) -> dict:
         elif isinstance(event, Finished):
             result = event.result
     if args.save_students:
-        save_students(result, Path(args.save_students))
+        save_students(result, Path(args.save_students), args.argv)
     return result.summary()
 
 
-def save_students(result, directory: Path) -> None:
+def save_students(result, directory: Path, result_argv: list[str]) -> None:
     from .data import load_dataset
 
     dataset = load_dataset(result.config.dataset)
@@ -170,7 +173,7 @@ def save_students(result, directory: Path) -> None:
                 "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
                 "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
                 "test_acc": round(acc, 4), "seed": result.config.seed,
-                "recipe": "python -m kd_core " + shlex.join(sys.argv[1:]),
+                "recipe": "python -m kd_core " + shlex.join(result_argv),
                 "config": result.config.__dict__}
         checkpoints.save_model(directory / f"{role}-student.safetensors", model, meta)
 
@@ -198,8 +201,10 @@ def print_result(result: dict, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser.parse_args(argv)
+        args.argv = argv  # recorded in checkpoints as the recipe that made them
         handler = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "sweep": cmd_sweep,
                    "bench": cmd_bench}[args.command]
         print_result(handler(args), getattr(args, "json", False))

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from kd_core.__main__ import main
 from kd_core.checkpoints import load_model
 
 
@@ -50,21 +51,24 @@ def test_distill_json_is_the_last_line(tmp_path):
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
-def test_bad_arguments_exit_2_with_one_line(args, message):
-    done = cli(*args, timeout=120)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert re.search(message, lines[0])
 
 
-def test_train_teacher_writes_a_loadable_checkpoint_with_its_recipe(tmp_path):
+def test_bad_argument_from_the_shell_has_no_traceback():
+    done = cli("distill", "--T", "-3", timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: temperature")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_train_teacher_writes_a_loadable_checkpoint_with_its_recipe(tmp_path, capsys):
     out = tmp_path / "t.safetensors"
-    done = cli("train-teacher", "--arch", "mlp-tiny", "--epochs", "1", "--batch-size", "1024",
-               "--out", str(out), "--json")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert main(["train-teacher", "--arch", "mlp-tiny", "--epochs", "1", "--batch-size", "1024",
+                 "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     model, meta = load_model(out)
     assert meta["recipe"].startswith("python -m kd_core train-teacher --arch mlp-tiny")
     assert meta["test_acc"] == pytest.approx(result["test_acc"], abs=1e-4) and result["test_acc"] > 0.6
