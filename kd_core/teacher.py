@@ -63,7 +63,8 @@ def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.devic
                   if (logits := _read_logits(path, key, dataset)) is not None), None)
     if found is None:
         teacher, _ = checkpoints.load_model(checkpoint, device)
-        train, test = (predict_logits(teacher, dataset, images, device, batch_size=batch_size)
+        # rounded through fp16 like the disk copy, so a run never depends on where its logits came from
+        train, test = (predict_logits(teacher, dataset, images, device, batch_size=batch_size).half().float()
                        for images in (dataset.train_images, dataset.test_images))
         found, source = (train, test), "computed"
         _write_logits(logits_paths(checkpoint, key)[-1], key, train, test)
