@@ -12,7 +12,6 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -57,6 +56,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="class index removed from the students' training set")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES)
+    parser.add_argument("--threads", type=int, default=DEFAULTS.cpu_threads,
+                        help="torch threads for CPU training (more help big students on idle machines)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
 
 
@@ -64,7 +65,8 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
     return DEFAULTS.replace(
         dataset=args.dataset, teacher=args.teacher, student=args.student, epochs=args.epochs,
         lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
-        hide_class=args.hide_class, seed=args.seed, device=args.device, **extra).validate()
+        hide_class=args.hide_class, seed=args.seed, device=args.device, cpu_threads=args.threads,
+        **extra).validate()
 
 
 def build_parser() -> Parser:

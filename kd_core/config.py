@@ -23,8 +23,9 @@ class RunConfig:
     dataset: str = "fashion-mnist"  # one of DATASETS
     teacher: str = "default"  # checkpoint path, or "default" for the one shipped in checkpoints/
     student: str = "mlp-small"  # a name from kd_core.models.STUDENTS
-    temperature: float = 4.0  # T: softens both softmaxes in the KD term; T=1 is the plain softmax
-    alpha: float = 0.9  # weight on the teacher's soft targets; (1 - alpha) weighs hard-label CE
+    temperature: float = 2.0  # T: softens both softmaxes in the KD term; T=1 is the plain softmax
+    alpha: float = 0.5  # weight on the teacher's soft targets; (1 - alpha) weighs hard-label CE
+    # (T=2, α=0.5 beat CE on full Fashion-MNIST in 3 epochs here: 86.5 vs 86.1%; T=4, α=0.9 did not)
     epochs: int = 3  # passes over the (possibly reduced) training set
     lr: float = 1e-3  # Adam learning rate, the same for both students
     batch_size: int = 256  # samples per step; both students see the same batch
@@ -32,6 +33,8 @@ class RunConfig:
     hide_class: int | None = None  # class index removed from the students' training set (Hinton 2015 §3)
     seed: int = 0  # seeds the subset, the shared student init and the batch order
     device: str = "auto"  # "auto" picks cuda when available, else cpu
+    cpu_threads: int = 1  # torch threads while training on CPU: a 2nd core speeds small students <10%,
+    #                       but when another process wants that core, 2 threads ran 10-80x slower here
     event_interval_s: float = 0.25  # at most one step event per this many seconds (UI refresh rate)
     max_seconds: float = 0.0  # 0 = no limit; else stop training after this wall time (shared Spaces)
 
@@ -46,6 +49,7 @@ class RunConfig:
         _check_int("batch_size", self.batch_size, low=1, high=MAX_BATCH_SIZE)
         _check_int("train_size", self.train_size, low=0, high=10_000_000)
         _check_int("seed", self.seed, low=0, high=2**63 - 1)
+        _check_int("cpu_threads", self.cpu_threads, low=1, high=256)
         _check_number("event_interval_s", self.event_interval_s, low=0.0, high=3600.0)
         _check_number("max_seconds", self.max_seconds, low=0.0, high=7 * 24 * 3600.0)
         if self.hide_class is not None:

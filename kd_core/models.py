@@ -8,7 +8,7 @@ work on Fashion-MNIST, MNIST and CIFAR-10. `TEACHERS` and `STUDENTS` are plain d
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

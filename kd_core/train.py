@@ -192,10 +192,17 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
         return Evaluated(epoch, step, ce_acc, kd_acc, (ce_pred[mask] == hidden).float().mean().item(),
                          (kd_pred[mask] == hidden).float().mean().item(), elapsed)
 
+    def pin_threads() -> None:
+        # OpenMP thread counts are per OS thread, and a consumer may resume this generator from a
+        # different thread each time (Gradio does), so this is re-applied after every yield
+        if device.type == "cpu":
+            torch.set_num_threads(cfg.cpu_threads)
+
     try:
         yield Started(cfg, str(device), logits.test_acc, n, steps_per_epoch, total_steps,
                       logits.seconds, logits.source)
         yield evaluate(0, 0, 0.0)
+        pin_threads()
         train_seconds, step, samples, epochs_done, stopped = 0.0, 0, 0, 0, ""
         loss_sums = torch.zeros(2, device=device)  # running [ce, kd] loss since the last Step event
         steps_in_sum, last_event = 0, -math.inf
@@ -224,6 +231,7 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
                         raise TrainingDiverged(f"training diverged at step {step} (the loss became "
                                                f"NaN or infinite); lower the learning rate (now {cfg.lr:g})")
                     yield Step(epoch, step, total_steps, ce_mean, kd_mean, train_seconds)
+                    pin_threads()
                     loss_sums.zero_()
                     steps_in_sum, last_event = 0, time.perf_counter()
                     started = last_event
@@ -233,6 +241,7 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
             train_seconds += time.perf_counter() - started
             epochs_done = epoch
             yield evaluate(epoch, step, train_seconds)
+            pin_threads()
             if stopped:
                 break
 
@@ -254,7 +263,7 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
             logits_seconds=logits.seconds, stopped=stopped,
             ce_student=ce_student.cpu().eval(), kd_student=kd_student.cpu().eval()))
     finally:
-        del inputs, labels, soft_targets, test_images, test_labels
+        inputs = labels = soft_targets = test_images = test_labels = None  # drop device copies now
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -81,7 +81,7 @@ def test_full_data_one_epoch_accuracy_floor(fashion):
 
 def test_hidden_class_is_learned_only_from_the_teacher(fashion):
     # measured with the shipped teacher: CE 0.000, KD 0.197 of the 1000 test dresses (T=4, α=0.9)
-    result = run(RunConfig(hide_class=3, train_size=10000, epochs=10))
+    result = run(RunConfig(hide_class=3, train_size=10000, epochs=10, temperature=4.0, alpha=0.9))
     summary = result.summary()
     assert summary["ce_hidden_acc"] < 0.02  # never saw a dress
     assert summary["kd_hidden_acc"] > 0.12  # learned dresses from the teacher's soft targets alone
@@ -119,6 +119,7 @@ def test_a_diverging_loss_stops_with_a_message(fashion, monkeypatch):
     ({"epochs": 51}, "epochs"), ({"lr": float("nan")}, "lr"), ({"batch_size": 0}, "batch_size"),
     ({"hide_class": 10}, "hide_class"), ({"dataset": "imagenet"}, "dataset"),
     ({"student": "nope"}, "unknown model"), ({"train_size": -1}, "train_size"),
+    ({"cpu_threads": 0}, "cpu_threads"),
 ])
 def test_bad_settings_raise_before_any_work(change, message, fashion):
     with pytest.raises(ValueError, match=message):
