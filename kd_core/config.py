@@ -31,6 +31,7 @@ class RunConfig:
     batch_size: int = 256  # samples per step; both students see the same batch
     train_size: int = 0  # 0 = the whole training set; else a class-stratified random subset (low-data regime)
     hide_class: int | None = None  # class index removed from the students' training set (Hinton 2015 §3)
+    augment: bool = False  # random crop + flip per batch (CIFAR); the teacher then sees each augmented batch
     seed: int = 0  # seeds the subset, the shared student init and the batch order
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     cpu_threads: int = 1  # torch threads while training on CPU: a 2nd core speeds small students <10%,
@@ -60,6 +61,8 @@ class RunConfig:
         if self.student not in STUDENTS:
             raise ValueError(f"unknown model {self.student!r} for a student; choose one of "
                              f"{', '.join(STUDENTS)}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"augment must be true or false; got {self.augment!r}")
         if not isinstance(self.teacher, str) or not self.teacher:
             raise ValueError("teacher must be a checkpoint path or 'default'")
         return self

@@ -54,6 +54,43 @@ def cnn(in_shape: Shape, num_classes: int, widths: tuple[int, ...], *,
     return nn.Sequential(*layers)
 
 
+def resnet(depth: int, in_shape: Shape, num_classes: int, *, cifar_stem: bool) -> nn.Module:
+    """torchvision's ResNet-18/50. `cifar_stem`: 3×3 stride-1 first conv and no max-pool, the usual
+    CIFAR variant for 32×32 inputs; otherwise the ImageNet stem behind a resize to 224×224 (the seed's)."""
+    from torchvision.models import resnet18, resnet50  # deferred: torchvision is slow to import
+
+    model = {18: resnet18, 50: resnet50}[depth](weights=None, num_classes=num_classes)
+    if cifar_stem:
+        model.conv1 = nn.Conv2d(in_shape[0], 64, 3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+        return model
+    if in_shape[0] != 3:
+        model.conv1 = nn.Conv2d(in_shape[0], 64, 7, stride=2, padding=3, bias=False)
+    return nn.Sequential(nn.Upsample(size=(224, 224), mode="bilinear", align_corners=False), model)
+
+
+def load_pretrained(name: str, model: nn.Module) -> str:
+    """Copy torchvision's ImageNet weights into `model`'s body when they can be had; return what happened.
+
+    The final layer (and, for a CIFAR stem, the first conv) keep their fresh initialisation. Offline, the
+    download fails and the model stays randomly initialised: the returned message says so.
+    """
+    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+
+    weights = {"18": ResNet18_Weights.DEFAULT, "50": ResNet50_Weights.DEFAULT}[name.split("-")[0][6:]]
+    try:
+        state = weights.get_state_dict(progress=False)
+    except Exception as error:  # no network, proxy, disk: the user is told, training goes on
+        return (f"ImageNet weights for {name} are unavailable ({type(error).__name__}); "
+                f"starting from random initialisation")
+    body = model[1] if isinstance(model, nn.Sequential) else model
+    own = body.state_dict()
+    usable = {k: v for k, v in state.items()
+              if k in own and own[k].shape == v.shape and not k.startswith("fc.")}
+    body.load_state_dict(usable, strict=False)
+    return f"loaded ImageNet weights for {len(usable)} of {len(own)} tensors of {name}"
+
+
 Builder = Callable[[Shape, int], nn.Module]
 
 TEACHERS: dict[str, Builder] = {
@@ -62,6 +99,9 @@ TEACHERS: dict[str, Builder] = {
                                         dropout=(0.3, 0.3, 0.2)),
     # four conv blocks, 28 -> 14 -> 7 -> 7 -> global pool; 0.39M params, 44 MFLOP per image
     "cnn-teacher": lambda shape, k: cnn(shape, k, (32, 64, 128, 256), pool_after=(0, 1), dropout=0.2),
+    # CIFAR-10 track (GPU-sized): ResNet-50 with a 3×3 stem for 32×32 inputs, or the seed's 224 resize
+    "resnet50-cifar": lambda shape, k: resnet(50, shape, k, cifar_stem=True),
+    "resnet50": lambda shape, k: resnet(50, shape, k, cifar_stem=False),
 }
 
 STUDENTS: dict[str, Builder] = {
@@ -69,7 +109,10 @@ STUDENTS: dict[str, Builder] = {
     "mlp-small": lambda shape, k: mlp(shape, k, (128,)),  # 784 -> 128 -> 10, ~0.1M params
     "mlp-medium": lambda shape, k: mlp(shape, k, (256, 128)),  # 784 -> 256 -> 128 -> 10, ~0.24M
     "cnn-tiny": lambda shape, k: cnn(shape, k, (8, 16, 32), pool_after=(0, 1)),  # ~6k params
+    "resnet18-cifar": lambda shape, k: resnet(18, shape, k, cifar_stem=True),  # 11.2M params
+    "resnet18": lambda shape, k: resnet(18, shape, k, cifar_stem=False),  # ImageNet stem, 224 resize
 }
+SMALL_STUDENTS = ("mlp-tiny", "mlp-small", "mlp-medium", "cnn-tiny")  # fit a CPU demo
 
 
 def build(name: str, in_shape: Shape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
