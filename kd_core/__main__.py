@@ -83,6 +83,8 @@ def build_parser() -> Parser:
                          help="0 keeps the teacher's dark knowledge; smoothing erases class similarities")
     teacher.add_argument("--seed", type=int, default=0)
     teacher.add_argument("--device", default="auto", choices=DEVICES)
+    teacher.add_argument("--pretrained", action="store_true",
+                         help="start ResNets from torchvision's ImageNet weights (needs the internet)")
     teacher.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     teacher.add_argument("--json", action="store_true")
 
@@ -91,6 +93,8 @@ def build_parser() -> Parser:
     distill.add_argument("--T", type=float, default=DEFAULTS.temperature, help="temperature > 0")
     distill.add_argument("--alpha", type=float, default=DEFAULTS.alpha,
                          help="weight on the teacher's soft targets, in [0, 1]")
+    distill.add_argument("--augment", action="store_true",
+                         help="random crop + flip per batch; the teacher runs on every augmented batch")
     distill.add_argument("--save-students", metavar="DIR",
                          help="write ce-student.safetensors and kd-student.safetensors here")
     sweep = commands.add_parser("sweep", help="train a T x alpha grid of KD students in one batched pass")
@@ -125,8 +129,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
 
     model, acc = train_teacher(args.dataset, args.arch, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, label_smoothing=args.label_smoothing,
-                               seed=args.seed, device=device,
-                               on_epoch=report)
+                               seed=args.seed, device=device, pretrained=args.pretrained,
+                               on_epoch=report, on_note=lambda note: print(note, file=sys.stderr))
     train_seconds = time.perf_counter() - start
     dataset = load_dataset(args.dataset)
     meta = {"arch": args.arch, "dataset": args.dataset, "in_shape": list(dataset.image_shape),
@@ -146,7 +150,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
 def cmd_distill(args: argparse.Namespace) -> dict:
     from .train import Evaluated, Finished, Started, distill
 
-    cfg = run_config(args, temperature=args.T, alpha=args.alpha)
+    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment)
     result = None
     for event in distill(cfg):
         if isinstance(event, Started):
@@ -165,19 +169,12 @@ def cmd_distill(args: argparse.Namespace) -> dict:
     return result.summary()
 
 
-def save_students(result, directory: Path, result_argv: list[str]) -> None:
-    from .data import load_dataset
+def save_students(result, directory: Path, argv: list[str]) -> None:
+    from .train import save_student
 
-    dataset = load_dataset(result.config.dataset)
-    for role, model, acc in (("ce", result.ce_student, result.ce_acc),
-                             ("kd", result.kd_student, result.kd_acc)):
-        meta = {"arch": result.config.student, "dataset": dataset.name, "role": f"{role}-student",
-                "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
-                "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
-                "test_acc": round(acc, 4), "seed": result.config.seed,
-                "recipe": "python -m kd_core " + shlex.join(result_argv),
-                "config": result.config.__dict__}
-        checkpoints.save_model(directory / f"{role}-student.safetensors", model, meta)
+    for role in ("ce", "kd"):
+        save_student(result, role, directory / f"{role}-student.safetensors",
+                     recipe="python -m kd_core " + shlex.join(argv))
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:

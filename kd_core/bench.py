@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoints, models
-from .config import RunConfig
+from .config import MAX_EPOCHS, RunConfig
 from .data import Dataset, load_dataset, student_indices
 from .losses import kd_loss
 from .teacher import clear_memory_cache, predict_logits, teacher_logits
@@ -199,7 +199,7 @@ def scaling(cfg: RunConfig, dataset: Dataset) -> dict:
     """Engine samples/s by training-set size (≥ 60k samples seen each) and by student."""
     by_size = {}
     for size in (1000, 10000, 60000):
-        epochs = max(1, 60000 // size)
+        epochs = min(MAX_EPOCHS, max(1, 60000 // size))  # ~60k samples seen per measurement
         by_size[str(size)] = engine_run(cfg.replace(train_size=size, epochs=epochs), dataset)["samples_per_s"]
     by_student = {name: engine_run(cfg.replace(student=name, train_size=0), dataset)["samples_per_s"]
                   for name in models.STUDENTS}

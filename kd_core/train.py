@@ -25,7 +25,7 @@ from torch import nn
 
 from . import checkpoints, models
 from .config import RunConfig
-from .data import Dataset, load_dataset, student_indices
+from .data import Dataset, augment, load_dataset, student_indices
 from .losses import check_kd_params, kd_loss
 from .teacher import teacher_logits
 
@@ -163,10 +163,28 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
                             hide_class=cfg.hide_class, seed=cfg.seed)
     if len(index) == 0:
         raise ValueError("no training samples left after train_size / hide_class")
-    # the students' whole training set, normalised once, on the device: [n, C, H, W] float32
-    inputs = dataset.normalize(dataset.train_images[index].to(device))
     labels = dataset.train_labels[index].to(device)
-    soft_targets = logits.train[index].to(device)  # teacher logits [n, K]
+    if cfg.augment:  # uint8 images stay on the device; each batch is augmented, then seen by the teacher too
+        inputs = dataset.train_images[index].to(device)
+        soft_targets = None
+        teacher_model, _ = checkpoints.load_model(teacher_path, device)
+        augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        flip = dataset.name != "mnist"  # a mirrored digit is another symbol
+        pad = dataset.image_shape[-1] // 8  # 4 pixels on 32×32, 3 on 28×28
+    else:  # the students' whole training set, normalised once, on the device: [n, C, H, W] float32
+        inputs = dataset.normalize(dataset.train_images[index].to(device))
+        soft_targets = logits.train[index].to(device)  # cached teacher logits [n, K]
+    mixed = device.type == "cuda"  # bf16 autocast + channels_last on GPUs; plain fp32 on CPU
+
+    def get_batch(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student input, teacher logits) for a batch of indices into the students' training set."""
+        if soft_targets is not None:
+            return inputs[batch], soft_targets[batch]
+        x = dataset.normalize(augment(inputs[batch], augment_rng, pad=pad, flip=flip))
+        if mixed:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=mixed):
+            return x, teacher_model(x).float()
     test_images = dataset.test_images.to(device)
     test_labels = dataset.test_labels.to(device)
     n = len(labels)
@@ -174,6 +192,8 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
     total_steps = steps_per_epoch * cfg.epochs
 
     ce_student = new_student(cfg.student, dataset, cfg.seed).to(device).train()
+    if mixed:
+        ce_student = ce_student.to(memory_format=torch.channels_last)
     kd_student = copy.deepcopy(ce_student)
     # one Adam over both students is two independent Adams (it is per-parameter) in fewer kernel calls
     optimizer = torch.optim.Adam([*ce_student.parameters(), *kd_student.parameters()], lr=cfg.lr)
@@ -213,9 +233,12 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
                 batch = order[first:first + cfg.batch_size]
                 if len(batch) < 2 and n > 1:
                     continue  # a batch of one would break BatchNorm students; it is reshuffled next epoch
-                x, y = inputs[batch], labels[batch]
-                ce_loss = F.cross_entropy(ce_student(x), y)
-                kd = kd_loss(kd_student(x), soft_targets[batch], y, T=cfg.temperature, alpha=cfg.alpha)
+                x, teacher_out = get_batch(batch)
+                y = labels[batch]
+                with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
+                    ce_logits, kd_logits = ce_student(x), kd_student(x)
+                ce_loss = F.cross_entropy(ce_logits.float(), y)
+                kd = kd_loss(kd_logits.float(), teacher_out, y, T=cfg.temperature, alpha=cfg.alpha)
                 optimizer.zero_grad(set_to_none=True)
                 (ce_loss + kd).backward()  # disjoint graphs: each student gets only its own gradient
                 optimizer.step()
@@ -264,8 +287,26 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
             ce_student=ce_student.cpu().eval(), kd_student=kd_student.cpu().eval()))
     finally:
         inputs = labels = soft_targets = test_images = test_labels = None  # drop device copies now
+        teacher_model = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
+    """What a student checkpoint records besides its weights: enough to rebuild and use it."""
+    cfg = result.config
+    dataset = load_dataset(cfg.dataset)  # already in memory: the run loaded it
+    return {"arch": cfg.student, "dataset": cfg.dataset, "role": f"{role}-student",
+            "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
+            "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
+            "test_acc": round(result.kd_acc if role == "kd" else result.ce_acc, 4), "seed": cfg.seed,
+            "recipe": recipe, "config": cfg.__dict__}
+
+
+def save_student(result: RunResult, role: str, path, recipe: str = ""):
+    """Write the run's `role` ("ce" or "kd") student as a checkpoint; returns its path."""
+    model = result.kd_student if role == "kd" else result.ce_student
+    return checkpoints.save_model(path, model, student_metadata(result, role, recipe))
 
 
 def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
@@ -274,3 +315,26 @@ def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
         if isinstance(event, Finished):
             return event.result
     raise RuntimeError("distill ended without a Finished event")
+
+
+def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max_tflop: float) -> None:
+    """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
+
+    Counts both students' training (≈ 3 × forward each) over every sample and epoch, plus a teacher
+    forward per sample when augmenting. GPUs are not capped.
+    """
+    if device.type != "cpu":
+        return
+    samples = len(student_indices(dataset.train_labels, train_size=cfg.train_size,
+                                  hide_class=cfg.hide_class, seed=cfg.seed)) * cfg.epochs
+    student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
+    per_sample = 6 * models.flops_per_sample(student, dataset.image_shape)
+    if cfg.augment:
+        teacher, _ = checkpoints.load_model(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset))
+        per_sample += models.flops_per_sample(teacher, dataset.image_shape)
+    needed = per_sample * samples / 1e12
+    if needed > max_tflop:
+        raise ValueError(
+            f"this run needs about {needed:,.0f} TFLOP, more than the {max_tflop:g} TFLOP this app allows "
+            f"on a CPU (roughly {max_tflop / 0.08 / 60:.0f} minutes on 2 cores); pick a smaller student, "
+            f"fewer epochs or a smaller training set, or run it on a GPU")
