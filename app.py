@@ -1,0 +1,310 @@
+"""KD Playground, the Gradio app: layout and event wiring only.
+
+The logic lives in kd_core: `session` (run settings, the live run, results, per-session students),
+`predict` (any picture -> the 28×28 model input -> predictions) and `plots` (chart frames). Every
+handler here is a few lines: call kd_core, turn its `ValueError`s into `gr.Error`s, fill widgets.
+`import app` builds the page without starting a server or loading the dataset; `python app.py` serves it.
+API (gradio_client): /distill, /predict, /predict_sketch, /soften; see README "API (gradio_client)".
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from kd_core import plots, predict, session
+from kd_core.checkpoints import CHECKPOINT_DIR, CheckpointError
+from kd_core.config import RunConfig
+from kd_core.data import CLASSES, DatasetUnavailable
+from kd_core.models import SMALL_STUDENTS
+from kd_core.sweep import MAX_GRID
+from kd_core.train import TrainingDiverged
+
+try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
+    import spaces
+
+    gpu = spaces.GPU(duration=int(session.max_run_seconds()) + 60)
+except ImportError:  # anywhere else: a no-op
+    def gpu(fn):
+        return fn
+
+DEFAULTS = RunConfig()
+CLASS_NAMES = CLASSES[DEFAULTS.dataset]
+EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
+TOP_K = 3  # classes shown per model in the Predict tab
+CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "1"))  # training runs at once; others queue
+USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
+COLORS = {"CE student": "#e4572e", "KD student": "#2e86ab", "teacher": "#7f7f7f",
+          "CE hidden": "#f4a259", "KD hidden": "#76c7e8"}
+CSS = """
+.kd-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+.kd-status progress { width: 40%; vertical-align: middle; }
+"""
+
+INTRO = """# KD Playground
+A **teacher** network's softened predictions (temperature **T**) train a small **KD student**, while its
+twin, the **CE student**, learns from the labels alone: same size, same initial weights, same batches.
+Pick T and α, press **Start**, and watch both learn Fashion-MNIST side by side."""
+
+FORMULA = r"""$$L_{KD} = \alpha \, T^2 \, \mathrm{KL}\big(\mathrm{softmax}(t/T) \,\|\,
+\mathrm{softmax}(s/T)\big) + (1-\alpha)\, \mathrm{CE}(s, y)$$
+**α weighs the teacher's soft targets** (Hinton et al. 2015): α = 0 is plain cross-entropy, α = 1 pure
+distillation. t, s: teacher and student logits; y: the true labels."""
+
+
+def header() -> str:
+    try:
+        teacher = predict.default_teacher(DEFAULTS.dataset)
+        about = (f"teacher: {teacher.meta['arch']}, {teacher.meta['params']:,} parameters, "
+                 f"{100 * teacher.meta['test_acc']:.1f}% test accuracy")
+    except CheckpointError as error:
+        about = f"no teacher yet: {error}"
+    return (f"Training runs on **{session.device_label()}** · {about} · one run is capped at "
+            f"{session.MAX_APP_EPOCHS} epochs and {session.max_run_seconds():g} s; {CONCURRENT_RUNS} at a "
+            f"time, others wait in the queue.")
+
+
+# ----------------------------------------------------------------------------------------- handlers
+
+@gpu
+def train_on_device(cfg: RunConfig):
+    """The only code that touches the GPU; what it yields (frames, CPU students) is plain CPU data."""
+    yield from session.live_run(cfg)
+
+
+def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
+            hide_class: str, seed: int, students: session.SessionStudents | None):
+    """Train a CE and a KD student side by side; stream the curves, end with the results table."""
+    try:
+        cfg = session.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
+                                  student=student, train_size=train_size, hide_class=hide_class, seed=seed)
+        for view in train_on_device(cfg):
+            done = view.table is not None
+            yield (view.status_html(),
+                   gr.LinePlot(view.losses, x_lim=[0, max(view.total_steps, 1)]),
+                   gr.LinePlot(view.accuracies, x_lim=[0, view.epochs]),
+                   gr.Dataframe(view.table, visible=done),
+                   gr.DownloadButton(value=view.log_csv, visible=done),
+                   gr.DownloadButton(value=view.kd_checkpoint, visible=done),
+                   view.students if done else gr.skip())
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    session.discard(students)  # the new run's students replace the previous run's
+
+
+def stopped() -> str:
+    return '<div class="kd-status">Stopped. Change the settings and press Start again.</div>'
+
+
+def apply_preset(name: str):
+    cfg = session.preset(name)
+    return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.student, cfg.train_size,
+            session.hidden_class_name(cfg), cfg.seed)
+
+
+def file_path(image: dict | str) -> str:
+    """An image input's server-side path: events with preprocess=False get Gradio's FileData dict."""
+    return image["path"] if isinstance(image, dict) else image
+
+
+def show_prediction(picture, students):
+    try:
+        view = session.predict_picture(picture, students, TOP_K)
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return (view.preview, f"What the models see: {view.steps}.", *view.predictions.values(),
+            f"Students: {view.students}.")
+
+
+def predict_upload(image: dict | str | None, students: session.SessionStudents | None):
+    """An uploaded picture -> the 28×28 model input, then teacher / CE / KD top-k predictions."""
+    if image is None:  # the upload was cleared
+        return None, "", None, None, None, gr.skip()
+    try:
+        picture = predict.open_image(file_path(image))
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return show_prediction(picture, students)
+
+
+def predict_sketch(sketch: dict | None, students: session.SessionStudents | None):
+    """A drawing (an ImageEditor value) -> the same as /predict."""
+    picture = sketch.get("composite") if isinstance(sketch, dict) else None
+    if picture is None:
+        raise gr.Error("The sketch is empty: draw something first.", print_exception=False)
+    return show_prediction(picture, students)
+
+
+def soften(image: dict | str | None, temperature: float):
+    """The teacher's class probabilities for a picture at T = 1 and at `temperature`."""
+    if image is None:
+        return None, None, None, ""
+    try:
+        view = session.soften_picture(predict.open_image(file_path(image)), temperature)
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return (view.preview, gr.BarPlot(view.plain, title="Teacher at T = 1: its ordinary softmax"),
+            gr.BarPlot(view.softened, title=f"Teacher at T = {temperature:g}: the soft targets KD matches"),
+            view.caption)
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+def train_tab(students: gr.State) -> None:
+    gr.Markdown(FORMULA)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            with gr.Row():
+                preset_buttons = [gr.Button(name, size="sm") for name in session.PRESETS]
+            temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T",
+                                    info="softens the teacher's and the KD student's softmax")
+            alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05,
+                              label="α: weight on the teacher's soft targets",
+                              info="1 − α weighs cross-entropy with the labels")
+            epochs = gr.Slider(1, session.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
+            lr = gr.Dropdown([(f"{rate:g}", rate) for rate in session.LEARNING_RATES], value=DEFAULTS.lr,
+                             label="Learning rate (Adam, both students)")
+            student = gr.Dropdown(list(SMALL_STUDENTS), value=DEFAULTS.student, label="Student size")
+            train_size = gr.Dropdown([("all 60,000", 0), *[(f"{n:,}", n) for n in session.TRAIN_SIZES[1:]]],
+                                     value=DEFAULTS.train_size, label="Training images (class-balanced)")
+            hide_class = gr.Dropdown([session.NO_HIDDEN_CLASS, *CLASS_NAMES], value=session.NO_HIDDEN_CLASS,
+                                     label="Hide one class from the students",
+                                     info="the teacher still knows it; can the KD student learn it?")
+            seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="Seed")
+        with gr.Column(scale=3):
+            with gr.Row():
+                start = gr.Button("Start", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
+            with gr.Row():
+                losses = gr.LinePlot(x="step", y="loss", color="student", color_map=COLORS, height=300,
+                                     title="Training loss", x_title="step", y_title="loss")
+                accuracies = gr.LinePlot(x="epoch", y="accuracy", color="model", color_map=COLORS, height=300,
+                                         title="Test accuracy", x_title="epoch", y_title="accuracy (%)")
+            gr.Markdown("The KD student's loss includes the soft-target term α·T²·KL, so it starts higher "
+                        "than the CE student's. Accuracy is measured on the 10,000 test images after each "
+                        "epoch; the teacher's is the grey line.")
+            table = gr.Dataframe(label="Results on the 10,000 test images", visible=False, interactive=False)
+            with gr.Row():
+                log_file = gr.DownloadButton("Run log (CSV)", visible=False)
+                kd_file = gr.DownloadButton("KD student (safetensors)", visible=False)
+    controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed]
+    for button in preset_buttons:
+        button.click(apply_preset, gr.State(button.value), controls, api_visibility="private")
+    run = start.click(distill, [*controls, students], [status, losses, accuracies, table, log_file, kd_file,
+                                                     students],
+                      api_name="distill", concurrency_limit=CONCURRENT_RUNS, concurrency_id="training",
+                      show_progress="full", show_progress_on=[status])  # queue position while waiting
+    stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+
+
+def predict_tab(page: gr.Blocks, students: gr.State) -> None:
+    with gr.Row():
+        with gr.Column():
+            with gr.Tab("Upload"):
+                image = gr.Image(EXAMPLES[0] if EXAMPLES else None, type="filepath", height=280,
+                                 label="A picture of a garment", sources=["upload", "clipboard"],
+                                 elem_classes="kd-pixels")
+                gr.Examples(EXAMPLES, image, label="Fashion-MNIST test images (click one)",
+                            examples_per_page=10)
+            with gr.Tab("Draw"):
+                sketch = gr.Sketchpad(type="pil", image_mode="RGBA", height=320, canvas_size=(280, 280),
+                                      label="Draw a garment: pick the brush on the left, then draw",
+                                      brush=gr.Brush(colors=["#000000"], default_size=14), transforms=(),
+                                      layers=False)
+                classify = gr.Button("Classify the drawing", variant="primary")
+        with gr.Column():
+            preview = gr.Image(label="What the models see (28×28)", height=280, interactive=False,
+                               elem_classes="kd-pixels")
+            steps = gr.Markdown()
+    with gr.Row():
+        labels = [gr.Label(num_top_classes=TOP_K, label=name)
+                  for name in ("teacher", "CE student", "KD student")]
+    source = gr.Markdown()
+    outputs = [preview, steps, *labels, source]
+    gr.on([image.change, page.load], predict_upload, [image, students], outputs, api_name="predict",
+          preprocess=False)
+    classify.click(predict_sketch, [sketch, students], outputs, api_name="predict_sketch")
+
+
+def dark_knowledge_tab(page: gr.Blocks) -> None:
+    gr.Markdown("A trained teacher is confident: at T = 1 almost all its probability sits on one class. "
+                "Dividing its logits by T > 1 before the softmax shows how it ranks the *wrong* classes. "
+                "That ranking is what a KD student is trained to match.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(EXAMPLES[6] if len(EXAMPLES) > 6 else None, type="filepath", label="Picture",
+                             sources=["upload", "clipboard"], height=220, elem_classes="kd-pixels")
+            gr.Examples(EXAMPLES, image, label="Test images", examples_per_page=10)
+            temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T")
+            preview = gr.Image(label="What the teacher sees", height=140, interactive=False,
+                               elem_classes="kd-pixels")
+        with gr.Column(scale=2):
+            plain, softened = (gr.BarPlot(x="class", y="probability", y_lim=[0, 1], sort=list(CLASS_NAMES),
+                                          height=260, x_label_angle=-30) for _ in range(2))
+            caption = gr.Markdown()
+    gr.on([image.change, temperature.change, page.load], soften, [image, temperature],
+          [preview, plain, softened, caption], api_name="soften", preprocess=False)
+
+
+def sweep(temperatures: str, alphas: str, epochs: int, train_size: int):
+    """Train a KD student per (T, α) and the CE baseline in one batched pass; stream the heatmap."""
+    try:
+        cfg = session.make_config(temperature=DEFAULTS.temperature, alpha=DEFAULTS.alpha, epochs=epochs,
+                                  lr=DEFAULTS.lr, student=DEFAULTS.student, train_size=train_size,
+                                  hide_class=session.NO_HIDDEN_CLASS, seed=DEFAULTS.seed)
+        grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
+        for view in session.live_sweep(cfg, *grid):
+            yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
+                   plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
+                   gr.Dataframe(view.frame, visible=view.done))
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def sweep_tab() -> None:
+    gr.Markdown(f"Train a KD student for every temperature × α pair, plus the CE baseline, **in one batched "
+                f"pass** (all students share one initialisation and the same batches). At most "
+                f"{MAX_GRID} KD students; student {DEFAULTS.student}, learning rate {DEFAULTS.lr:g}.")
+    with gr.Row():
+        temperatures = gr.Textbox("1, 2, 4, 8", label="Temperatures T (comma-separated)")
+        alphas = gr.Textbox("0.25, 0.5, 0.75, 0.9", label="α values (comma-separated)")
+        epochs = gr.Slider(1, session.MAX_APP_EPOCHS, 2, step=1, label="Epochs")
+        train_size = gr.Dropdown([("all 60,000", 0), *[(f"{n:,}", n) for n in session.TRAIN_SIZES[1:]]],
+                                 value=0, label="Training images")
+    with gr.Row():
+        start = gr.Button("Start sweep", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown("Press Start sweep.")
+    heatmap = gr.Plot(label="KD student accuracy over T × α")
+    with gr.Row():
+        by_t = gr.LinePlot(x="T", y="accuracy", color="alpha", height=280, x_title="T",
+                           title="Accuracy vs temperature (one line per α)", y_title="accuracy (%)")
+        by_alpha = gr.LinePlot(x="alpha", y="accuracy", color="T", height=280, x_title="α",
+                               title="Accuracy vs α (one line per T)", y_title="accuracy (%)")
+    table = gr.Dataframe(label="Grid", visible=False, interactive=False)
+    run = start.click(sweep, [temperatures, alphas, epochs, train_size],
+                      [status, heatmap, by_t, by_alpha, table],
+                      api_name="sweep", concurrency_limit=CONCURRENT_RUNS, concurrency_id="training")
+    stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
+
+
+with gr.Blocks(title="KD Playground") as demo:
+    gr.Markdown(INTRO)
+    gr.Markdown(header())
+    session_students = gr.State(None, delete_callback=session.discard)  # this browser session's students
+    with gr.Tab("Train"):
+        train_tab(session_students)
+    with gr.Tab("Predict"):
+        predict_tab(demo, session_students)
+    with gr.Tab("Dark knowledge"):
+        dark_knowledge_tab(demo)
+    with gr.Tab("Sweep"):
+        sweep_tab()
+demo.queue(max_size=64, default_concurrency_limit=4)
+
+LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")]}
+
+if __name__ == "__main__":
+    demo.launch(**LAUNCH_OPTIONS)

@@ -1,0 +1,115 @@
+"""Plot frames: the tidy pandas DataFrames the app's charts draw, built from training events.
+
+Each frame is "long" (one row per point, a column naming the series) so a chart colours by that
+column: loss curves per student, test-accuracy curves per model, and one image's class probabilities
+at a temperature (the app draws T = 1 beside the chosen T), and a T × α sweep's accuracies. The app
+(gr.LinePlot, gr.BarPlot) or a notebook (`frame.pivot(...).plot()`) draws the frames; the sweep heatmap,
+which Gradio has no native chart for, is a matplotlib figure (imported only when one is drawn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from .predict import softened
+from .train import Evaluated, Step
+
+CE, KD, TEACHER = "CE student", "KD student", "teacher"
+CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
+
+
+def loss_frame(steps: Sequence[Step]) -> pd.DataFrame:
+    """Columns step, loss, student: each Step event gives one CE point and one KD point."""
+    rows = [(s.step, loss, student) for s in steps for loss, student in ((s.ce_loss, CE), (s.kd_loss, KD))]
+    return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
+
+
+def accuracy_frame(evaluations: Sequence[Evaluated], teacher_acc: float | None = None) -> pd.DataFrame:
+    """Columns epoch, accuracy (% of the test set), model; the hidden class's curves when there is one.
+
+    The teacher does not train, so it is a flat line across the epochs evaluated so far.
+    """
+    rows = []
+    for e in evaluations:
+        rows += [(e.epoch, 100 * e.ce_acc, CE), (e.epoch, 100 * e.kd_acc, KD)]
+        if e.ce_hidden_acc is not None:
+            rows += [(e.epoch, 100 * e.ce_hidden_acc, CE_HIDDEN), (e.epoch, 100 * e.kd_hidden_acc, KD_HIDDEN)]
+        if teacher_acc is not None:
+            rows.append((e.epoch, 100 * teacher_acc, TEACHER))
+    frame = pd.DataFrame(rows, columns=["epoch", "accuracy", "model"])
+    return typed(frame, epoch="int64", accuracy="float64")
+
+
+def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
+    """`frame` after one row per name in `series` at x = 0 with every other number missing.
+
+    A chart draws nothing for those rows, but its colour legend knows every series from the first
+    update on: Gradio's native plots fix their colour domain when a chart is first drawn, so a run
+    that started from an empty frame would otherwise draw every later line without a colour.
+    """
+    placeholders = pd.DataFrame({name: [float("nan")] * len(series) for name in frame.columns})
+    placeholders[column] = list(series)
+    placeholders[x] = 0
+    return pd.concat([placeholders.astype(frame.dtypes.to_dict()), frame], ignore_index=True)
+
+
+def probability_frame(logits: torch.Tensor, classes: Sequence[str], temperature: float = 1.0) -> pd.DataFrame:
+    """Columns class, probability: softmax(logits / T) of one image, one row per class in class order."""
+    probabilities = softened(logits, temperature).tolist()
+    return pd.DataFrame({"class": list(classes), "probability": probabilities})
+
+
+def typed(frame: pd.DataFrame, **dtypes: str) -> pd.DataFrame:
+    """Numeric columns stay numeric even when the frame is empty (a chart then knows its axes' kind)."""
+    return frame.astype(dtypes)
+
+
+def entropy_bits(probabilities: torch.Tensor) -> float:
+    """Shannon entropy in bits: 0 for a one-hot distribution, log2(K) for a uniform one."""
+    p = probabilities.float().clamp_min(1e-12)
+    return float(-(p * p.log2()).sum())
+
+
+def sweep_frame(temperatures: Sequence[float], alphas: Sequence[float],
+                kd_acc: Sequence[float]) -> pd.DataFrame:
+    """Columns T, alpha, accuracy (% of the test set): one row per KD student, row-major over T × α."""
+    rows = [(t, a, round(100 * acc, 2)) for (t, a), acc in zip(
+        [(t, a) for t in temperatures for a in alphas], kd_acc, strict=True)]
+    return typed(pd.DataFrame(rows, columns=["T", "alpha", "accuracy"]), T="float64", alpha="float64",
+                 accuracy="float64")
+
+
+def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = ""):
+    """A matplotlib Figure: KD-student accuracy over T (rows) × α (columns), each cell annotated, and
+    its difference to the CE baseline (`ce_acc`, a fraction) coloured: blue beats CE, red loses to it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to images only
+    from matplotlib.figure import Figure
+
+    grid = frame.pivot(index="T", columns="alpha", values="accuracy")
+    gain = grid.to_numpy() - 100 * ce_acc
+    limit = max(abs(gain).max(), 0.5)
+    size = (1.3 * len(grid.columns) + 2.5, 0.7 * len(grid.index) + 1.8)
+    figure = Figure(figsize=size, layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(gain, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    axes.set_xticks(range(len(grid.columns)), [f"{a:g}" for a in grid.columns])
+    axes.set_yticks(range(len(grid.index)), [f"{t:g}" for t in grid.index])
+    axes.set_xlabel("α (weight on the teacher's soft targets)")
+    axes.set_ylabel("temperature T")
+    for row, t in enumerate(grid.index):
+        for col, a in enumerate(grid.columns):
+            axes.text(col, row, f"{grid.loc[t, a]:.1f}", ha="center", va="center", fontsize=10)
+    figure.colorbar(image, ax=axes, label="KD − CE (percentage points)")
+    axes.set_title(title or f"KD student test accuracy (%); CE baseline {100 * ce_acc:.1f}%")
+    return figure
+
+
+def sweep_lines(frame: pd.DataFrame, series: str) -> pd.DataFrame:
+    """`frame` with the `series` column ("T" or "alpha") as labels like "α=0.5", one line per label."""
+    prefix = {"T": "T=", "alpha": "α="}[series]
+    return frame.assign(**{series: [f"{prefix}{value:g}" for value in frame[series]]})

@@ -1,0 +1,145 @@
+"""Screenshots of every tab of the app, taken with headless Chromium (Playwright, system browser).
+
+    .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/]
+
+Without --url it serves app.py in-process on a free port. The Train tab is shot after a short run
+of the "Low data" preset, so its curves and results table are filled in. Uses the Chromium at
+$KD_CHROMIUM (default /usr/bin/chromium, Debian's `chromium` package); never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TRAIN_PRESET = "Low data (1,000 images): KD shines"  # ~40 steps: a run of seconds on 2 CPU cores
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def capture(url: str, out_dir: str | Path, *, preset: str = TRAIN_PRESET,
+            timeout_s: float = 120.0) -> list[Path]:
+    """Open `url`, shoot the Train (after a run of `preset`), Predict (upload, drawing), Dark
+    knowledge and Sweep tabs; return the PNG paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(timeout_s * 1000)
+            expect.set_options(timeout=timeout_s * 1000)
+            page.goto(url)
+            expect(page.get_by_text("KD Playground").first).to_be_visible()
+            paths = [shoot_train(page, out_dir / "train.png", preset),
+                     shoot_predict(page, out_dir / "predict.png"),
+                     shoot_sketch(page, out_dir / "predict-sketch.png"),
+                     shoot_dark_knowledge(page, out_dir / "dark-knowledge.png"),
+                     shoot_sweep(page, out_dir / "sweep.png")]
+        finally:
+            browser.close()
+    return paths
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    """The system's Chromium, headless, with nothing that reaches the network."""
+    executable = os.environ.get("KD_CHROMIUM", "/usr/bin/chromium")
+    return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def shoot_train(page: Page, path: Path, preset: str) -> Path:
+    open_tab(page, "Train")
+    page.get_by_role("button", name=preset).click()
+    expect(page.get_by_label("Training images (class-balanced)")).not_to_have_value("all 60,000")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator(".kd-status")).to_contain_text("done:")
+    expect(page.get_by_text("Results on the 10,000 test images")).to_be_visible()
+    page.wait_for_timeout(1000)  # let the charts finish their transition
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_sweep(page: Page, path: Path) -> Path:
+    """A 2 × 2 grid on 2,000 images: the heatmap, the two line plots and the table."""
+    open_tab(page, "Sweep")
+    page.get_by_label("Temperatures T (comma-separated)").fill("1, 4")
+    page.get_by_label("α values (comma-separated)").fill("0.5, 0.9")
+    page.get_by_role("button", name="Start sweep").click()
+    expect(page.get_by_text("done in")).to_be_visible()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_predict(page: Page, path: Path) -> Path:
+    open_tab(page, "Predict")
+    page.locator(".gallery-item, button.gallery-item").nth(3).click()  # the Dress example
+    expect(page.get_by_text("What the models see:")).to_be_visible()
+    expect(page.locator(".output-class").first).to_contain_text("Dress")
+    page.wait_for_timeout(500)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_sketch(page: Page, path: Path) -> Path:
+    """Draw a pair of trousers (a waistband and two legs) with the mouse and classify the drawing."""
+    page.get_by_role("tab", name="Draw").click()
+    page.get_by_role("button", name="Brush").click()
+    box = page.locator("canvas").last.bounding_box()
+    side = 0.8 * box["height"]  # the square drawing area, centred in the editor's canvas
+    left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    strokes = [((0.3, 0.1), (0.7, 0.1)), ((0.33, 0.1), (0.28, 0.9)), ((0.67, 0.1), (0.72, 0.9)),
+               ((0.5, 0.1), (0.5, 0.35)), ((0.38, 0.12), (0.42, 0.85)), ((0.62, 0.12), (0.58, 0.85))]
+    for (x0, y0), (x1, y1) in strokes:
+        page.mouse.move(left + x0 * side, top + y0 * side)
+        page.mouse.down()
+        page.mouse.move(left + x1 * side, top + y1 * side, steps=15)
+        page.mouse.up()
+    page.get_by_role("button", name="Classify the drawing").click()
+    expect(page.get_by_text("What the models see: ").last).to_contain_text("cropped to the object")
+    page.wait_for_timeout(500)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_dark_knowledge(page: Page, path: Path) -> Path:
+    open_tab(page, "Dark knowledge")
+    expect(page.get_by_text("The teacher says")).to_be_visible()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running app; default: serve app.py in-process")
+    parser.add_argument("--out", default=str(ROOT / "screenshots"), help="directory for the PNGs")
+    args = parser.parse_args(argv)
+    if args.url:
+        paths = capture(args.url, args.out)
+    else:
+        sys.path.insert(0, str(ROOT))
+        import app
+
+        app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+        try:
+            paths = capture(app.demo.local_url, args.out)
+        finally:
+            app.demo.close()
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""The app, driven the way a visitor's browser or a gradio_client script drives it: an in-process server
+on a free port, real Fashion-MNIST, the shipped teacher, tiny runs (2,000 images, 1 epoch)."""
+
+import csv
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import app
+from kd_core import checkpoints, predict, session
+from kd_core.config import RunConfig
+from kd_core.teacher import teacher_logits
+
+ROOT = Path(__file__).resolve().parent.parent
+DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
+TINY = {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "train_size": 2000}
+
+
+@pytest.fixture(scope="module")
+def server():
+    app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    yield app.demo.local_url
+    app.demo.close()
+
+
+@pytest.fixture
+def client(server):
+    return Client(server, verbose=False)
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def label_probabilities(label: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+# ------------------------------------------------------------------------------------ the running app
+
+def test_api_names_and_distill_parameters(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/distill", "/predict", "/predict_sketch", "/soften"} <= set(api)
+    names = [p["parameter_name"] for p in api["/distill"]["parameters"]]
+    assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/distill"]["parameters"]}
+    cfg = RunConfig()
+    assert (defaults["temperature"], defaults["alpha"], defaults["epochs"]) == (cfg.temperature, cfg.alpha,
+                                                                               cfg.epochs)
+
+
+def test_distill_streams_updates_then_results_and_files(client, fashion):
+    job = client.submit(**TINY, api_name="/distill")
+    updates = list(job)
+    # preparing, Started, Evaluated(0), Step(s), Evaluated(1), Finished
+    assert len(updates) >= 6
+    statuses = [u[0] for u in updates]
+    assert "loading the data" in statuses[0] and "before training" in statuses[2]
+    assert "done: CE" in statuses[-1] and '<progress max="100" value="100">' in statuses[-1]
+    losses = updates[-1][1]
+    assert losses["x_lim"] == [0, 8]  # 2000 images / batch 256 = 8 steps: the x range is fixed up front
+    assert {row[2] for row in losses["value"]["data"]} == {"CE student", "KD student"}
+    accuracy_rows = updates[-1][2]["value"]["data"]
+    assert sorted({row[0] for row in accuracy_rows}) == [0, 1]
+    assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
+
+    table = updates[-1][3]["value"]
+    assert table["headers"] == ["model", "test acc. (%)", "params", "size (MB)", "CPU ms/img",
+                                "agrees w/ teacher (%)"]
+    assert [row[0] for row in table["data"]] == ["teacher", "CE student", "KD student"]
+    teacher_row, ce_row, kd_row = table["data"]
+    shipped = teacher_logits(checkpoints.default_teacher_path("fashion-mnist"), fashion)
+    assert teacher_row[1] == round(100 * shipped.test_acc, 2)
+    assert ce_row[2] == kd_row[2] == 101_770 and teacher_row[5] == 100.0
+    assert 50 < ce_row[1] < 95 and 50 < kd_row[1] < 95
+
+    with open(updates[-1][4]["value"], newline="") as f:
+        log = list(csv.DictReader(f))
+    assert [r["event"] for r in log if r["event"] == "evaluation"] == ["evaluation"] * 2
+    assert float(log[-1]["kd_acc"]) == pytest.approx(kd_row[1] / 100, abs=1e-4)
+
+    kd_student = predict.load_classifier(updates[-1][5]["value"], "KD student")
+    accuracy = (kd_student.logits(fashion.test_images).argmax(1) == fashion.test_labels).float().mean()
+    assert 100 * accuracy.item() == pytest.approx(kd_row[1], abs=0.01)
+
+
+def test_each_session_predicts_with_its_own_students(server):
+    visitor, other = Client(server, verbose=False), Client(server, verbose=False)
+    before = visitor.predict(handle_file(DRESS), api_name="/predict")
+    assert "default pair" in before[5]
+    list(visitor.submit(**TINY, api_name="/distill"))
+    after = visitor.predict(handle_file(DRESS), api_name="/predict")
+    untouched = other.predict(handle_file(DRESS), api_name="/predict")
+    assert "this session's run: T=2, α=0.5" in after[5]
+    assert label_probabilities(after[4]) != label_probabilities(before[4])  # the session's own KD student
+    assert label_probabilities(after[2]) == label_probabilities(before[2])  # the teacher never changes
+    assert untouched[2:] == before[2:]  # the other visitor still sees the default pair
+
+
+def test_stop_cancels_a_run_mid_way_and_the_app_keeps_serving(client):
+    job = client.submit(temperature=4.0, alpha=0.9, epochs=20, train_size=0, student="mlp-medium",
+                        api_name="/distill")  # minutes of training if nothing stopped it
+    received = 0
+    for _ in job:
+        received += 1
+        if received == 4:  # preparing, Started, Evaluated(0), the first Step: training is under way
+            break
+    assert session.active_runs() == 1
+    job.cancel()
+    assert wait_for(lambda: session.active_runs() == 0, seconds=10), "the training loop kept running"
+    assert wait_for(job.done, seconds=10)
+    assert all("done" not in output[0] for output in job.outputs())
+    result = client.predict(handle_file(DRESS), api_name="/predict")
+    assert result[2]["label"] == "Dress"
+
+
+def test_predict_shows_what_the_models_see(client, fashion):
+    preview, steps, teacher, ce, kd, source = client.predict(handle_file(DRESS), api_name="/predict")
+    assert steps == "What the models see: already 28×28 on a dark background: used as is."
+    assert [len(label["confidences"]) for label in (teacher, ce, kd)] == [app.TOP_K] * 3
+    expected = predict.default_teacher().probabilities(fashion.test_images[13])
+    assert label_probabilities(teacher)["Dress"] == pytest.approx(expected[3].item(), abs=1e-6)
+    assert predict.open_image(preview).size == (224, 224)  # 28×28 enlarged 8× with sharp pixels
+
+
+def test_predict_sketch_classifies_a_drawing(client, tmp_path):
+    from PIL import Image, ImageDraw
+
+    drawing = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(drawing).rectangle((100, 20, 180, 260), fill=(0, 0, 0, 255))  # a tall dark shape
+    path = tmp_path / "sketch.png"
+    drawing.save(path)
+    sketch = {"background": None, "layers": [], "composite": handle_file(str(path))}
+    preview, steps, teacher, *_ = client.predict(sketch, api_name="/predict_sketch")
+    assert steps.startswith("What the models see: transparent parts made white → grayscale → inverted")
+    assert len(teacher["confidences"]) == app.TOP_K
+
+
+def test_dark_knowledge_softens_the_teacher(client):
+    preview, plain, softened, caption = client.predict(handle_file(DRESS), 8.0, api_name="/soften")
+    p1 = dict(plain["value"]["data"])
+    p8 = dict(softened["value"]["data"])
+    assert list(p1) == list(predict.default_teacher().classes)
+    assert sum(p1.values()) == pytest.approx(1, abs=1e-5) and sum(p8.values()) == pytest.approx(1, abs=1e-5)
+    assert max(p8.values()) < max(p1.values())  # softer: the top class gives probability to the others
+    assert "T = 8" in softened["title"] and "bits at T = 8" in caption
+
+
+@pytest.mark.parametrize("endpoint, args, kwargs, message", [
+    ("/distill", (), {"epochs": 50}, "Value 50 is greater than maximum value 20"),
+    ("/distill", (), {"temperature": 0}, "Value 0 is less than minimum value 0.5"),
+    ("/distill", (), {"alpha": 1.5}, "Value 1.5 is greater than maximum value 1"),
+    ("/distill", (), {"hide_class": "Banana"}, "Value: Banana is not in the list of choices"),
+    ("/distill", (), {"seed": -1}, "Value -1 is less than minimum value 0"),
+    ("/predict_sketch", ({"background": None, "layers": [], "composite": None},), {},
+     "The sketch is empty: draw something first."),
+    ("/soften", (handle_file(DRESS), 0), {}, r"temperature must be a number in \(0, 100\]; got 0"),
+    ("/soften", (handle_file(DRESS), "hot"), {}, r"temperature must be a number in \(0, 100\]; got 'hot'"),
+])
+def test_bad_input_is_a_clear_error(client, endpoint, args, kwargs, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, **kwargs, api_name=endpoint)
+
+
+def test_non_image_upload_is_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
+    fake = tmp_path / "holiday.png"
+    fake.write_text("this is not a picture")
+    with pytest.raises(AppError, match="holiday.png is not an image this app can read"):
+        client.predict(handle_file(str(fake)), api_name="/predict")
+    blank = tmp_path / "white.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(blank)
+    with pytest.raises(AppError, match="the picture is blank"):
+        client.predict(handle_file(str(blank)), api_name="/predict")
+    assert client.predict(handle_file(DRESS), api_name="/predict")[2]["label"] == "Dress"
+
+
+def test_readme_api_example_runs(server, tmp_path, monkeypatch, capsys):
+    """The README's gradio_client example, run as written against this server."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## API (gradio_client)", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'Client("http://127.0.0.1:7860/")' in code
+    from PIL import Image, ImageDraw
+
+    drawing = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(drawing).rectangle((90, 20, 190, 260), fill="black")
+    drawing.save(tmp_path / "drawing.png")
+    monkeypatch.chdir(tmp_path)
+    code = code.replace("http://127.0.0.1:7860/", server).replace('handle_file("checkpoints/',
+                                                                   f'handle_file("{ROOT}/checkpoints/')
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert [row[0] for row in scope["table"]["value"]["data"]] == ["teacher", "CE student", "KD student"]
+    assert scope["teacher"]["label"] == "Dress"
+    assert "bits at T = 8" in scope["caption"]
+    assert "done: CE" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- session logic
+
+def test_make_config_maps_widgets_and_caps_the_run():
+    cfg = session.make_config(temperature=3.5, alpha=0.6, epochs=4.0, lr=3e-4, student="mlp-tiny",
+                              train_size=2000.0, hide_class="Dress", seed=7.0)
+    assert cfg == RunConfig().replace(temperature=3.5, alpha=0.6, epochs=4, lr=3e-4, student="mlp-tiny",
+                                      train_size=2000, hide_class=3, seed=7,
+                                      max_seconds=session.DEFAULT_MAX_RUN_SECONDS)
+    assert session.hidden_class_name(cfg) == "Dress"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 21}, r"epochs must be a whole number in \[1, 20\] in the app"),
+    ({"epochs": 2.5}, "epochs must be a whole number; got 2.5"),
+    ({"seed": "x"}, "seed must be a whole number"),
+    ({"temperature": 0.0}, r"temperature must be a number in \(0, 100\]"),
+    ({"alpha": -0.1}, r"alpha must be a number in \[0, 1\]"),
+    ({"student": "resnet-huge"}, "unknown model 'resnet-huge'"),
+    ({"hide_class": "Banana"}, "hide_class must be 'none' or one of T-shirt/top"),
+])
+def test_make_config_rejects_bad_values(change, message):
+    settings = {"temperature": 4.0, "alpha": 0.9, "epochs": 3, "lr": 1e-3, "student": "mlp-small",
+                "train_size": 0, "hide_class": "none", "seed": 0, **change}
+    with pytest.raises(ValueError, match=message):
+        session.make_config(**settings)
+
+
+def test_run_time_cap_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KD_MAX_RUN_SECONDS", "42")
+    cfg = session.make_config(temperature=4.0, alpha=0.9, epochs=3, lr=1e-3, student="mlp-small",
+                              train_size=0, hide_class="none", seed=0)
+    assert cfg.max_seconds == 42.0
+
+
+@pytest.mark.parametrize("name", list(session.PRESETS))
+def test_presets_are_valid_configs_the_widgets_can_show(name):
+    cfg = session.preset(name).validate()
+    values = app.apply_preset(name)
+    assert values == (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.student, cfg.train_size,
+                      session.hidden_class_name(cfg), cfg.seed)
+    assert cfg.epochs <= session.MAX_APP_EPOCHS and cfg.lr in session.LEARNING_RATES
+    assert cfg.train_size in session.TRAIN_SIZES
+
+
+# ------------------------------------------------------------------------------ start-up
+
+def test_python_app_py_serves_the_page_quickly(tmp_path):
+    """`python app.py` in a fresh process answers within 30 s (the target is ~20 s on 2 cores)."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tmp_path / "app.log"
+    start = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        served = wait_for(lambda: page_answers(f"http://127.0.0.1:{port}/"), seconds=30)
+        print(f"python app.py served the page after {time.monotonic() - start:.1f} s")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert served, log.read_text()
+
+
+def test_import_app_starts_no_server_and_loads_no_data():
+    code = ("import app, kd_core.data as d; assert getattr(app.demo, 'server', None) is None; "
+            "assert d._load_cached.cache_info().currsize == 0; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def page_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------ the browser
+
+@pytest.fixture(scope="module")
+def screenshots():
+    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "scripts" / "screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.browser
+def test_screenshot_of_each_tab(server, screenshots):
+    """Headless Chromium runs a short training, draws a sketch, and saves one PNG per tab."""
+    paths = screenshots.capture(server, ROOT / "screenshots")
+    assert [p.name for p in paths] == ["train.png", "predict.png", "predict-sketch.png", "dark-knowledge.png",
+                                       "sweep.png"]
+    assert all(p.stat().st_size > 20_000 for p in paths)
+
+
+@pytest.mark.browser
+def test_stop_button_cancels_a_run_in_the_browser(server, screenshots):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = screenshots.launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport=screenshots.VIEWPORT)
+            page.goto(server)
+            epochs = page.get_by_label("number input for Epochs")
+            epochs.fill("20")
+            epochs.press("Enter")
+            page.get_by_role("button", name="Start", exact=True).click()
+            status = page.locator(".kd-status")
+            expect(status).to_contain_text("epoch 1/20", timeout=60_000)  # 20 epochs of 60,000 images
+            assert session.active_runs() == 1
+            page.get_by_role("button", name="Stop", exact=True).click()
+            expect(status).to_contain_text("Stopped")
+            assert wait_for(lambda: session.active_runs() == 0, seconds=10), "training kept running"
+            expect(page.get_by_text("Results on the 10,000 test images")).not_to_be_visible()
+        finally:
+            browser.close()
+
+
+def test_sweep_streams_a_heatmap_and_the_grid(client):
+    job = client.submit("4, 1", "0.5, 0.9", 1, 2000, api_name="/sweep")
+    updates = list(job)
+    assert len(updates) >= 3
+    status, heatmap, by_t, by_alpha, table = updates[-1]
+    assert status.startswith("done in") and "CE baseline" in status
+    assert heatmap is not None and table["visible"] is True
+    assert table["value"]["headers"] == ["T", "alpha", "accuracy"]
+    rows = table["value"]["data"]
+    assert [row[:2] for row in rows] == [[1.0, 0.5], [1.0, 0.9], [4.0, 0.5], [4.0, 0.9]]
+    assert all(40 < row[2] <= 100 for row in rows)
+    assert [row[1] for row in by_t["data"]] == ["α=0.5", "α=0.9", "α=0.5", "α=0.9"]  # a line per α
+
+
+@pytest.mark.parametrize("temperatures, alphas, message", [
+    ("1, x", "0.5", "temperatures must be comma-separated numbers"),
+    ("0", "0.5", "temperature T must be a finite number > 0"),
+    ("1, 2, 3, 4, 5, 6", "0.1, 0.2, 0.3, 0.4, 0.5", "at most 25 KD students"),
+    ("", "0.5", "at least one temperature"),
+])
+def test_bad_sweep_grids_are_clear_errors(client, temperatures, alphas, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(temperatures, alphas, 1, 2000, api_name="/sweep")
