@@ -304,7 +304,8 @@ with gr.Blocks(title="KD Playground") as demo:
         sweep_tab()
 demo.queue(max_size=64, default_concurrency_limit=4)
 
-LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")]}
+LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")],
+                  "max_file_size": "10mb"}  # uploads above this are refused by Gradio before any handler
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH_OPTIONS)

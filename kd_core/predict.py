@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import statistics
+import struct
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from . import checkpoints
 
 DEFAULT_STUDENTS_DIR = checkpoints.CHECKPOINT_DIR / "default-students"
 MIN_CONTRAST = 16  # grey levels between background and brightest pixel below which a picture is blank
+MAX_PIXELS = 40_000_000  # larger pictures are refused before decoding (40 MP decode to ~120 MB of RGB)
 INK_THRESHOLD = 0.1  # a pixel belongs to the object above this fraction of the brightest pixel
 
 
@@ -101,13 +104,26 @@ class Prepared:
 
 
 def open_image(path: str | Path) -> Image.Image:
-    """The image file at `path`, or ValueError saying it is not one."""
+    """The image file at `path` (the first frame of an animation), or ValueError saying why not.
+
+    The size is checked from the header before any pixel is decoded, so a decompression bomb (a tiny
+    file that claims billions of pixels) is refused without using the memory it asks for.
+    """
+    name = Path(path).name
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{Path(path).name} is not an image this app can read "
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise ValueError(f"{name} is {image.width}×{image.height} pixels; pictures above "
+                                     f"{MAX_PIXELS // 1_000_000} megapixels are refused")
+                image.seek(0)
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(f"{name} is refused: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, struct.error) as error:
+        raise ValueError(f"{name} is not an image this app can read "
                          f"(PNG, JPEG, WebP, GIF or BMP): {error}") from None
 
 

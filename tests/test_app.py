@@ -364,3 +364,39 @@ def test_sweep_streams_a_heatmap_and_the_grid(client):
 def test_bad_sweep_grids_are_clear_errors(client, temperatures, alphas, message):
     with pytest.raises(AppError, match=message):
         client.predict(temperatures, alphas, 1, 2000, api_name="/sweep")
+
+
+def test_ten_sessions_at_once_get_their_own_results(server, fashion):
+    """4 visitors train (different T), 3 predict, 3 start a long run and cancel it, all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kd_core.train import run
+
+    def trainer(T: float):
+        client = Client(server, verbose=False)
+        final = list(client.submit(**{**TINY, "temperature": T}, api_name="/distill"))[-1]
+        kd_acc = final[3]["value"]["data"][2][1]
+        described = client.predict(handle_file(DRESS), api_name="/predict")[5]
+        return T, kd_acc, described
+
+    def predictor(_):
+        return Client(server, verbose=False).predict(handle_file(DRESS), api_name="/predict")[2]["label"]
+
+    def canceller(_):
+        job = Client(server, verbose=False).submit(epochs=20, train_size=0, api_name="/distill")
+        time.sleep(0.5)
+        job.cancel()
+        return wait_for(job.done, seconds=60)
+
+    temperatures = [1.0, 2.0, 4.0, 8.0]
+    with ThreadPoolExecutor(10) as pool:
+        trained = pool.map(trainer, temperatures)
+        predicted = pool.map(predictor, range(3))
+        cancelled = pool.map(canceller, range(3))
+        trained, predicted, cancelled = list(trained), list(predicted), list(cancelled)
+    assert predicted == ["Dress"] * 3 and all(cancelled)
+    for T, kd_acc, described in trained:
+        expected = run(RunConfig(**{**TINY, "temperature": T}))  # the same run, outside the app
+        assert kd_acc == pytest.approx(100 * expected.kd_acc, abs=0.01), T
+        assert f"this session's run: T={T:g}," in described
+    assert wait_for(lambda: session.active_runs() == 0, seconds=30)

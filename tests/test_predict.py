@@ -143,3 +143,59 @@ def test_cpu_latency_is_a_positive_duration():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     latency = predict.cpu_latency_ms(model, (1, 28, 28), repeats=5)
     assert 0 < latency < 1000 and math.isfinite(latency)
+
+
+# ------------------------------------------------------------------------------ hostile pictures
+
+def hostile(tmp_path, kind: str):
+    from PIL import Image, ImageDraw
+
+    path = tmp_path / f"{kind}.png"
+    shirt = Image.new("L", (60, 60), 255)
+    ImageDraw.Draw(shirt).rectangle((15, 10, 45, 50), fill=0)
+    if kind == "one-pixel":
+        Image.new("RGB", (1, 1), "red").save(path)
+    elif kind == "transparent":
+        rgba = Image.new("RGBA", (60, 60), (0, 0, 0, 0))
+        ImageDraw.Draw(rgba).rectangle((15, 10, 45, 50), fill=(0, 0, 0, 255))
+        rgba.save(path)
+    elif kind == "palette":
+        shirt.convert("P").save(path)
+    elif kind == "16-bit":
+        Image.fromarray((np.asarray(shirt, dtype=np.uint16) * 257)).save(path)
+    elif kind == "cmyk":
+        path = tmp_path / "cmyk.jpg"
+        shirt.convert("CMYK").save(path)
+    elif kind == "animated":
+        path = tmp_path / "animated.gif"
+        shirt.save(path, save_all=True, append_images=[Image.new("L", (60, 60), 128)], duration=100)
+    elif kind == "bomb":  # 20000×20000 one-bit pixels: a few kB on disk, 400 megapixels decoded
+        Image.new("1", (20000, 20000), 0).save(path, optimize=True)
+    elif kind == "big":  # 60 megapixels: under Pillow's own bomb limit, over ours
+        Image.new("1", (8000, 7500), 0).save(path, optimize=True)
+    elif kind == "truncated":
+        shirt.save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["transparent", "palette", "16-bit", "cmyk", "animated"])
+def test_unusual_but_valid_pictures_are_classified(tmp_path, kind):
+    picture = predict.open_image(hostile(tmp_path, kind))
+    prepared = predict.prepare_image(picture)
+    assert prepared.pixels.shape == (1, 28, 28) and prepared.pixels.dtype == torch.uint8
+    assert prepared.pixels.float().std() > 20  # an object, not a flat square
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("bomb", "bomb.png is refused"), ("big", "8000×7500 pixels; pictures above 40 megapixels are refused"),
+    ("truncated", "not an image this app can read"),
+])
+def test_hostile_files_are_refused_clearly(tmp_path, kind, message):
+    with pytest.raises(ValueError, match=message):
+        predict.open_image(hostile(tmp_path, kind))
+
+
+def test_a_one_pixel_picture_is_blank_not_a_crash(tmp_path):
+    with pytest.raises(ValueError, match="blank"):
+        predict.prepare_image(predict.open_image(hostile(tmp_path, "one-pixel")))
