@@ -95,6 +95,8 @@ def build_parser() -> Parser:
                          help="weight on the teacher's soft targets, in [0, 1]")
     distill.add_argument("--augment", action="store_true",
                          help="random crop + flip per batch; the teacher runs on every augmented batch")
+    distill.add_argument("--pretrained", action="store_true",
+                         help="ResNet students start from ImageNet weights (needs the internet once)")
     distill.add_argument("--save-students", metavar="DIR",
                          help="write ce-student.safetensors and kd-student.safetensors here")
     sweep = commands.add_parser("sweep", help="train a T x alpha grid of KD students in one batched pass")
@@ -150,10 +152,13 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
 def cmd_distill(args: argparse.Namespace) -> dict:
     from .train import Evaluated, Finished, Started, distill
 
-    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment)
+    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
+                     pretrained=args.pretrained)
     result = None
     for event in distill(cfg):
         if isinstance(event, Started):
+            for note in event.notes:
+                print(note, file=sys.stderr, flush=True)
             print(f"teacher acc {event.teacher_acc:.4f} ({event.logits_source} logits, "
                   f"{event.logits_seconds:.1f}s); {event.train_samples} training samples on "
                   f"{event.device}", file=sys.stderr, flush=True)

@@ -82,6 +82,35 @@ def data_root() -> Path:
     return Path(os.environ.get("KD_DATA_DIR", "data"))
 
 
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+# the files torchvision's loaders read under the data root: (folder, file names)
+TORCHVISION_FILES = {
+    "fashion-mnist": ("FashionMNIST/raw", IDX_FILES),
+    "mnist": ("MNIST/raw", IDX_FILES),
+    "cifar10": ("cifar-10-batches-py",
+                (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
+}
+
+
+def available_datasets() -> tuple[str, ...]:
+    """Names of the datasets whose files are on this machine, so they load without the internet.
+
+    A quick look for the files (no hashing, no loading, no download) for pickers that should offer
+    only what will load; `load_dataset` may still fetch the others when online.
+    """
+    root = data_root()
+    return tuple(name for name in CLASSES if _files_present(name, root))
+
+
+def _files_present(name: str, root: Path) -> bool:
+    folder, files = TORCHVISION_FILES[name]
+    if all((root / folder / file).is_file() for file in files):
+        return True
+    return name == "fashion-mnist" and all((DEBIAN_FASHION_MNIST / f"{file}.gz").is_file()
+                                           for file in IDX_FILES)
+
+
 def load_dataset(name: str = "fashion-mnist") -> Dataset:
     """Load `name` into memory once per process (cached by name and data root)."""
     if name not in CLASSES:
@@ -138,10 +167,8 @@ def _from_torchvision(name: str, root: str, *, download: bool):
 
 
 def _from_idx_dir(directory: Path):
-    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     images_train, labels_train, images_test, labels_test = (
-        read_idx(directory / f"{stem}.gz") for stem in files)
+        read_idx(directory / f"{stem}.gz") for stem in IDX_FILES)
     return images_train.unsqueeze(1), labels_train.long(), images_test.unsqueeze(1), labels_test.long()
 
 

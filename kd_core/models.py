@@ -77,6 +77,8 @@ def load_pretrained(name: str, model: nn.Module) -> str:
     """
     from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
+    if name not in PRETRAINED:
+        raise ValueError(f"{name} has no ImageNet weights; only {', '.join(PRETRAINED)} do")
     weights = {"18": ResNet18_Weights.DEFAULT, "50": ResNet50_Weights.DEFAULT}[name.split("-")[0][6:]]
     try:
         state = weights.get_state_dict(progress=False)
@@ -113,6 +115,7 @@ STUDENTS: dict[str, Builder] = {
     "resnet18": lambda shape, k: resnet(18, shape, k, cifar_stem=False),  # ImageNet stem, 224 resize
 }
 SMALL_STUDENTS = ("mlp-tiny", "mlp-small", "mlp-medium", "cnn-tiny")  # fit a CPU demo
+PRETRAINED = ("resnet18-cifar", "resnet18", "resnet50-cifar", "resnet50")  # torchvision has ImageNet weights
 
 
 def build(name: str, in_shape: Shape = (1, 28, 28), num_classes: int = 10) -> nn.Module:

@@ -78,6 +78,16 @@ def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.devic
     return result
 
 
+def logits_cached(checkpoint: str | Path, dataset: Dataset) -> bool:
+    """Whether `teacher_logits` would find these logits in memory or on disk, without running the model."""
+    checkpoint = Path(checkpoint)
+    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    with _memory_lock:
+        if key in _memory:
+            return True
+    return any(_read_logits(path, key, dataset) is not None for path in logits_paths(checkpoint, key))
+
+
 def save_logits_beside(checkpoint: str | Path, dataset: Dataset, logits: TeacherLogits) -> Path:
     """Write `logits` next to the checkpoint (the copy that ships with the repo)."""
     checkpoint = Path(checkpoint)
@@ -155,14 +165,15 @@ def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher"
 
     Returns (model in eval mode on CPU, final test accuracy).
     """
+    if pretrained and arch not in models.PRETRAINED:
+        raise ValueError(f"--pretrained needs one of {', '.join(models.PRETRAINED)}; "
+                         f"{arch} has no ImageNet weights")
     dataset = load_dataset(dataset_name)
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = models.build(arch, dataset.image_shape, dataset.num_classes)
     if pretrained:
-        if not arch.startswith("resnet"):
-            raise ValueError(f"--pretrained needs a ResNet architecture; {arch} has no ImageNet weights")
         note = models.load_pretrained(arch, model)
         if on_note:
             on_note(note)

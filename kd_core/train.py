@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, models
-from .config import RunConfig
+from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from .data import Dataset, augment, load_dataset, student_indices
 from .losses import check_kd_params, kd_loss
-from .teacher import teacher_logits
+from .teacher import logits_cached, teacher_logits
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,6 +55,7 @@ class Started:
     total_steps: int
     logits_seconds: float  # time to get the teacher's logits (0 when already in memory)
     logits_source: str  # "memory", "disk" or "computed"
+    notes: tuple[str, ...] = ()  # things to tell the user, e.g. that ImageNet weights were unavailable
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
         inputs = dataset.train_images[index].to(device)
         soft_targets = None
         teacher_model, _ = checkpoints.load_model(teacher_path, device)
+        if device.type == "cuda":
+            teacher_model = teacher_model.to(memory_format=torch.channels_last)
         augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
         flip = dataset.name != "mnist"  # a mirrored digit is another symbol
         pad = dataset.image_shape[-1] // 8  # 4 pixels on 32×32, 3 on 28×28
@@ -191,7 +194,9 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    ce_student = new_student(cfg.student, dataset, cfg.seed).to(device).train()
+    ce_student = new_student(cfg.student, dataset, cfg.seed)
+    notes = (models.load_pretrained(cfg.student, ce_student),) if cfg.pretrained else ()
+    ce_student = ce_student.to(device).train()
     if mixed:
         ce_student = ce_student.to(memory_format=torch.channels_last)
     kd_student = copy.deepcopy(ce_student)
@@ -220,7 +225,7 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
 
     try:
         yield Started(cfg, str(device), logits.test_acc, n, steps_per_epoch, total_steps,
-                      logits.seconds, logits.source)
+                      logits.seconds, logits.source, notes)
         yield evaluate(0, 0, 0.0)
         pin_threads()
         train_seconds, step, samples, epochs_done, stopped = 0.0, 0, 0, 0, ""
@@ -317,11 +322,13 @@ def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
     raise RuntimeError("distill ended without a Finished event")
 
 
-def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max_tflop: float) -> None:
+def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device,
+                     max_tflop: float = CPU_MAX_TFLOP) -> None:
     """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
 
-    Counts both students' training (≈ 3 × forward each) over every sample and epoch, plus a teacher
-    forward per sample when augmenting. GPUs are not capped.
+    Counts both students' training (≈ 3 × forward each) over every sample and epoch, a teacher forward
+    per sample when augmenting, and the teacher's pass over the training and test sets when its logits
+    are not cached yet. GPUs are not capped.
     """
     if device.type != "cpu":
         return
@@ -329,12 +336,17 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
                                   hide_class=cfg.hide_class, seed=cfg.seed)) * cfg.epochs
     student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
     per_sample = 6 * models.flops_per_sample(student, dataset.image_shape)
-    if cfg.augment:
-        teacher, _ = checkpoints.load_model(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset))
-        per_sample += models.flops_per_sample(teacher, dataset.image_shape)
-    needed = per_sample * samples / 1e12
+    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    teacher_samples = samples if cfg.augment else 0
+    if not logits_cached(teacher_path, dataset):
+        teacher_samples += len(dataset.train_labels) + len(dataset.test_labels)
+    teacher_flops = 0
+    if teacher_samples:
+        teacher, _ = checkpoints.load_model(teacher_path)
+        teacher_flops = models.flops_per_sample(teacher, dataset.image_shape) * teacher_samples
+    needed = (per_sample * samples + teacher_flops) / 1e12
     if needed > max_tflop:
         raise ValueError(
-            f"this run needs about {needed:,.0f} TFLOP, more than the {max_tflop:g} TFLOP this app allows "
-            f"on a CPU (roughly {max_tflop / 0.08 / 60:.0f} minutes on 2 cores); pick a smaller student, "
-            f"fewer epochs or a smaller training set, or run it on a GPU")
+            f"this run needs about {needed:,.1f} TFLOP, at least {needed / CPU_TFLOP_PER_S / 60:,.0f} "
+            f"minutes on a CPU, over the CPU limit of {max_tflop:g} TFLOP; pick a smaller student or "
+            f"teacher, fewer epochs or a smaller training set, or run it on a GPU")

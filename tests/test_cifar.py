@@ -1,9 +1,12 @@
 """The CIFAR-10 track on CPU, with small generated colour images (the real CIFAR-10 is online-only here)."""
 
+from urllib.error import URLError
+
 import pytest
 import torch
 
-from kd_core import checkpoints, data, models, train
+from kd_core import checkpoints, data, models, teacher, train
+from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
 from kd_core.teacher import clear_memory_cache
@@ -43,31 +46,133 @@ def test_imagenet_stem_variant_resizes_to_224():
     assert seen["shape"] == (1, 3, 224, 224)
 
 
-def test_pretrained_weights_unavailable_falls_back_to_random_init(monkeypatch):
+def offline_weights(monkeypatch):
+    """torchvision's weight download fails as it does without a network (fast, and never downloads)."""
     from torchvision.models import ResNet18_Weights
 
     def offline(self, *args, **kwargs):
-        raise OSError("network is unreachable")
+        raise URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", offline)
+
+
+def imagenet_like_weights(monkeypatch) -> dict[str, torch.Tensor]:
+    """torchvision's weight download 'succeeds' with a seeded 1000-class ResNet-18's state dict."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    torch.manual_seed(1)
+    state = resnet18(weights=None).state_dict()
+    monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", lambda self, **kw: state)
+    return state
+
+
+def test_pretrained_weights_unavailable_falls_back_to_random_init(monkeypatch):
+    offline_weights(monkeypatch)
     model = models.build("resnet18-cifar", (3, 32, 32), 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     message = models.load_pretrained("resnet18-cifar", model)
-    assert "unavailable" in message and "random initialisation" in message
+    assert message == ("ImageNet weights for resnet18-cifar are unavailable (URLError); "
+                       "starting from random initialisation")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("name, skipped", [("resnet18-cifar", {"conv1.weight", "fc.weight", "fc.bias"}),
+                                           ("resnet18", {"fc.weight", "fc.bias"})])
+def test_pretrained_weights_fill_the_body_but_not_the_new_head_or_cifar_stem(monkeypatch, name, skipped):
+    imagenet = imagenet_like_weights(monkeypatch)
+    model = models.build(name, (3, 32, 32), 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    message = models.load_pretrained(name, model)
+    body = model[1] if name == "resnet18" else model
+    after = body.state_dict()
+    loaded = len(after) - len(skipped)
+    assert message == f"loaded ImageNet weights for {loaded} of {len(after)} tensors of {name}"
+    prefix = "1." if name == "resnet18" else ""
+    for key, value in after.items():
+        expected = before[prefix + key] if key in skipped else imagenet[key]
+        assert torch.equal(value, expected), key
+
+
+def test_pretrained_needs_a_model_with_imagenet_weights():
+    with pytest.raises(ValueError, match="cnn-tiny has no ImageNet weights"):
+        models.load_pretrained("cnn-tiny", models.build("cnn-tiny", (3, 32, 32), 10))
+    with pytest.raises(ValueError, match="pretrained needs a student with ImageNet weights.*mlp-small"):
+        RunConfig(pretrained=True).validate()
+    with pytest.raises(ValueError, match="pretrained must be true or false"):
+        RunConfig(student="resnet18-cifar", pretrained="yes").validate()
+    with pytest.raises(ValueError, match="needs one of resnet18-cifar.*cnn-teacher has no ImageNet"):
+        teacher.train_teacher("cifar10", "cnn-teacher", pretrained=True)  # refused before any data loads
+
+
+@pytest.mark.parametrize("args, message", [
+    (["distill", "--pretrained"], "pretrained needs a student with ImageNet weights"),
+    (["train-teacher", "--arch", "cnn-teacher", "--pretrained", "--out", "t.safetensors"],
+     "cnn-teacher has no ImageNet weights"),
+])
+def test_cli_refuses_pretrained_without_imagenet_weights(args, message, capsys):
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
+        cifar_teacher, monkeypatch, online):
+    imagenet = imagenet_like_weights(monkeypatch) if online else offline_weights(monkeypatch)
+    clear_memory_cache()
+    cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar",
+                    pretrained=True)
+    stream = train.distill(cfg, colour_dataset())
+    started = next(stream)
+    ce_student, kd_student = (stream.gi_frame.f_locals[k] for k in ("ce_student", "kd_student"))
+    stream.close()  # no training needed: the students exist once Started is out
+    assert len(started.notes) == 1
+    if online:
+        assert started.notes[0].startswith("loaded ImageNet weights for ")
+        assert torch.equal(ce_student.layer1[0].conv1.weight, imagenet["layer1.0.conv1.weight"])
+    else:
+        assert "unavailable (URLError); starting from random initialisation" in started.notes[0]
+        fresh = train.new_student("resnet18-cifar", colour_dataset(), cfg.seed)
+        assert torch.equal(ce_student.layer1[0].conv1.weight, fresh.layer1[0].conv1.weight)
+    for ce, kd in zip(ce_student.state_dict().values(), kd_student.state_dict().values(), strict=True):
+        assert torch.equal(ce, kd)
+    assert train.Started(cfg, "cpu", 0.0, 0, 0, 0, 0.0, "memory").notes == ()  # without pretrained: none
+
+
 def test_cifar10_offline_says_how_to_get_it(tmp_path, monkeypatch):
+    """The real torchvision path: no files under $KD_DATA_DIR, then a download that fails as offline."""
+    import torchvision.datasets.cifar
+
+    def offline(url, *args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
     monkeypatch.setenv("KD_DATA_DIR", str(tmp_path))
-
-    def offline(name, root, *, download):
-        if download:
-            raise OSError("no route to host")
-        return None
-
-    monkeypatch.setattr(data, "_from_torchvision", offline)
-    with pytest.raises(DatasetUnavailable, match="cifar10 is not on this machine"):
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetUnavailable) as caught:
         data.load_dataset("cifar10")
+    assert str(caught.value) == (
+        f"cifar10 is not on this machine and could not be downloaded (URLError: <urlopen error [Errno -2] "
+        f"Name or service not known>). Get it with an internet connection once (it is saved under "
+        f"{tmp_path.resolve()}), or put torchvision's files there or in $KD_DATA_DIR.")
+    assert "cifar10" not in data.available_datasets()
+
+
+def test_available_datasets_looks_for_files_without_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    assert data.available_datasets() == ()
+    cifar = tmp_path / "data" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    names = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]
+    for name in names[:-1]:
+        (cifar / name).touch()
+    assert data.available_datasets() == ()  # one file missing: torchvision would not load it
+    (cifar / names[-1]).touch()
+    assert data.available_datasets() == ("cifar10",)
+    (tmp_path / "debian").mkdir()
+    for stem in data.IDX_FILES:
+        (tmp_path / "debian" / f"{stem}.gz").touch()
+    assert data.available_datasets() == ("fashion-mnist", "cifar10")
 
 
 def test_augmented_batches_reach_the_teacher_and_both_students_identically(cifar_teacher, monkeypatch):
@@ -106,17 +211,60 @@ def test_augmented_batches_reach_the_teacher_and_both_students_identically(cifar
     assert not any(any(torch.equal(row, p) for p in plain) for row in seen["ce"][0])
 
 
-def test_cpu_budget_refuses_big_cifar_runs_on_cpu():
+def test_cpu_budget_refuses_big_cifar_runs_on_cpu(cifar_teacher):
     dataset = colour_dataset(train=640)
-    big = RunConfig(dataset="cifar10", student="resnet18-cifar", epochs=50)
-    with pytest.raises(ValueError, match="TFLOP.*GPU"):
-        train.check_cpu_budget(big, dataset, torch.device("cpu"), max_tflop=1.0)
-    train.check_cpu_budget(big, dataset, torch.device("cuda"), max_tflop=1.0)  # GPUs are not capped
-    train.check_cpu_budget(big.replace(student="mlp-tiny", epochs=1), dataset, torch.device("cpu"), 1.0)
+    big = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar", epochs=50)
+    with pytest.raises(ValueError, match=r"about 213\.[0-9] TFLOP, at least 5[0-9] minutes on a CPU, over "
+                                         r"the CPU limit of 20 TFLOP; .* or run it on a GPU"):
+        train.check_cpu_budget(big, dataset, torch.device("cpu"))
+    train.check_cpu_budget(big, dataset, torch.device("cuda"))  # GPUs are not capped
+    train.check_cpu_budget(big.replace(student="mlp-tiny", epochs=1), dataset, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cpu_budget_counts_students_teacher_passes_and_uncached_logits(cifar_teacher, augment, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "empty-cache"))
+    clear_memory_cache()
+    dataset = colour_dataset()  # 64 training, 32 test images
+    cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="mlp-tiny", epochs=3,
+                    augment=augment)
+    student_flops = 6 * models.flops_per_sample(models.build("mlp-tiny", (3, 32, 32), 10), (3, 32, 32))
+    teacher_flops = models.flops_per_sample(models.build("cnn-tiny", (3, 32, 32), 10), (3, 32, 32))
+    per_run = (student_flops + (teacher_flops if augment else 0)) * 64 * 3
+    uncached = per_run + teacher_flops * (64 + 32)  # the teacher's logits on the plain train + test sets
+    cpu = torch.device("cpu")
+    train.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 1.0001 / 1e12)
+    with pytest.raises(ValueError, match="over the CPU limit"):
+        train.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 0.9999 / 1e12)
+    teacher.teacher_logits(cifar_teacher, dataset)  # now cached: only the training itself counts
+    train.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 1.0001 / 1e12)
+    with pytest.raises(ValueError, match="over the CPU limit"):
+        train.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 0.9999 / 1e12)
+
+
+def test_train_teacher_on_colour_images(monkeypatch):
+    monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset())
+    epochs = []
+    model, acc = teacher.train_teacher("cifar10", "cnn-tiny", epochs=2, batch_size=32, on_epoch=epochs.append)
+    assert [e.epoch for e in epochs] == [1, 2] and acc == epochs[-1].test_acc
+    test = teacher.predict_logits(model, colour_dataset(), colour_dataset().test_images, "cpu")
+    assert acc == (test.argmax(1) == colour_dataset().test_labels).float().mean().item()
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@gpu
+def test_gpu_train_teacher_resnet_with_bf16_and_channels_last(monkeypatch):
+    monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset(train=256))
+    model, acc = teacher.train_teacher("cifar10", "resnet18-cifar", epochs=1, batch_size=64, device="cuda")
+    assert next(model.parameters()).device.type == "cpu" and 0 <= acc <= 1
+
+
+@pytest.mark.gpu
+@gpu
 def test_gpu_augmented_resnet_run_with_bf16(cifar_teacher):
     dataset = colour_dataset(train=256)
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar", epochs=1,
