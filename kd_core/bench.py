@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="default", help="teacher checkpoint, or 'default'")
     parser.add_argument("--batch-size", type=int, default=256, help="the engine's batch size")
     parser.add_argument("--threads", type=int, default=RunConfig().cpu_threads,
-                        help="torch threads for the engine (the reference keeps torch's default)")
+                        help="torch threads for both the engine and the reference loop")
     parser.add_argument("--scaling", action="store_true",
                         help="also measure samples/s for train_size 1k/10k/60k and every student")
     parser.add_argument("--sweep", action="store_true",
@@ -155,7 +155,9 @@ def run_bench(args: argparse.Namespace) -> dict:
     references, engines, engines_b64 = [], [], []
     default_threads = torch.get_num_threads()
     for _ in range(args.repeats):
-        torch.set_num_threads(default_threads)
+        # same thread count as the engine: on a 2-core machine shared with anything else, 2 torch threads
+        # collapse (they spin-wait for a busy core), which would flatter the engine unfairly
+        torch.set_num_threads(cfg.cpu_threads)
         references.append(reference_run(dataset, index, teacher, cfg.student, cfg))
         engines.append(engine_run(cfg, dataset))
         # the reference's batch size: the same number of optimizer steps, so accuracies are comparable
@@ -172,7 +174,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     engine_rate = statistics.median(e["samples_per_s"] for e in engines)
     figures = {
         "samples": len(index), "repeats": args.repeats, "student": cfg.student,
-        "teacher": str(teacher_path), "threads": {"engine": cfg.cpu_threads, "reference": default_threads},
+        "teacher": str(teacher_path), "threads": cfg.cpu_threads,
         "reference_samples_per_s": statistics.median(r["samples_per_s"] for r in references),
         "engine_samples_per_s": engine_rate,
         "speedup_median": statistics.median(ratios), "speedups": ratios,

@@ -335,7 +335,8 @@ def device_label() -> str:
     """Where training runs, without initialising CUDA (ZeroGPU forbids that outside a GPU call)."""
     if torch.cuda.is_available():
         return "GPU (CUDA)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = RunConfig().cpu_threads
+    return f"CPU ({threads} training thread{'s' if threads > 1 else ''} of {os.cpu_count()} cores)"
 
 
 # ------------------------------------------------------------------------------------ the sweep

@@ -357,7 +357,7 @@ def test_sweep_streams_a_heatmap_and_the_grid(client):
 
 @pytest.mark.parametrize("temperatures, alphas, message", [
     ("1, x", "0.5", "temperatures must be comma-separated numbers"),
-    ("0", "0.5", "temperature T must be a finite number > 0"),
+    ("0", "0.5", r"temperature must be a number in \(0, 100\]; got 0.0"),
     ("1, 2, 3, 4, 5, 6", "0.1, 0.2, 0.3, 0.4, 0.5", "at most 25 KD students"),
     ("", "0.5", "at least one temperature"),
 ])
@@ -400,3 +400,21 @@ def test_ten_sessions_at_once_get_their_own_results(server, fashion):
         assert kd_acc == pytest.approx(100 * expected.kd_acc, abs=0.01), T
         assert f"this session's run: T={T:g}," in described
     assert wait_for(lambda: session.active_runs() == 0, seconds=30)
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_over_50_runs(server):
+    """50 tiny runs through the API, each session discarded: resident memory must plateau."""
+    import resource
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    sizes = []
+    for i in range(50):
+        client = Client(server, verbose=False)
+        list(client.submit(**{**TINY, "seed": i}, api_name="/distill"))
+        client.close()
+        sizes.append(rss_mb())
+    assert sizes[-1] - sizes[9] < 150, sizes  # growth after warm-up: well under one dataset copy per run
