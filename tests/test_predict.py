@@ -162,7 +162,7 @@ def hostile(tmp_path, kind: str):
     elif kind == "palette":
         shirt.convert("P").save(path)
     elif kind == "16-bit":
-        Image.fromarray((np.asarray(shirt, dtype=np.uint16) * 257)).save(path)
+        Image.fromarray(np.asarray(shirt, dtype=np.uint16) * 257).save(path)
     elif kind == "cmyk":
         path = tmp_path / "cmyk.jpg"
         shirt.convert("CMYK").save(path)
