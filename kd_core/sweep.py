@@ -36,7 +36,10 @@ from .teacher import teacher_logits
 from .train import TrainingDiverged, new_student, resolve_device
 
 MAX_GRID = 25  # KD students per sweep (the CE baseline comes on top): bounds memory and a Space's CPU
-EVAL_SAMPLES = 4096  # test images × students per evaluation chunk (bounds the conv activations' memory)
+# bytes of one layer's activations for the students run together (see StudentStack.parts): 17 cnn-tiny
+# students at once ([256, 17·8, 28, 28] fp32, 109 MB a layer) ran 1.9× slower per student here than 2–4
+# at a time (cache misses, page faults); the MLP students' widest layers are small enough to run all at once
+ACTIVATION_BYTES = 2**24
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -138,23 +141,31 @@ STACKABLE = (nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.MaxPo
 class StudentStack:
     """S copies of one `nn.Sequential` student, their tensors stacked along a new first dimension.
 
-    `stack(x)` maps one shared batch [B, C, H, W] to logits [S, K, B] — classes before the batch,
-    because a CPU log-softmax over a non-last dimension of size 10 ran ~20× faster here than over the
-    last one. Inside, activations are "shared" [B, …] until the first layer with weights, "channels"
-    [B, S·C, H, W] (student s owns channels s·C … s·C + C − 1) in the conv part, and "features"
-    [S, F, B] in the Linear part.
+    `stack(x, part=slice(a, b))` maps one shared batch [B, C, H, W] to the logits of students a … b−1,
+    [b − a, K, B] — classes before the batch, because a CPU log-softmax over a non-last dimension of
+    size 10 ran ~20× faster here than over the last one. Inside, activations are "shared" [B, …] until
+    the first layer with weights, "channels" [B, S·C, H, W] (student s owns channels s·C … s·C + C − 1)
+    in the conv part, and "features" [S, F, B] in the Linear part. `parts(B)` splits the students into
+    groups whose activations stay within ACTIVATION_BYTES.
     """
 
-    def __init__(self, student: nn.Module, copies: int):
+    def __init__(self, student: nn.Module, copies: int, in_shape: tuple[int, int, int]):
         layers = list(student.named_children()) if isinstance(student, nn.Sequential) else []
         odd = [type(layer).__name__ for _, layer in layers if not isinstance(layer, STACKABLE)]
         if not layers or odd or any(getattr(layer, "groups", 1) != 1 for _, layer in layers):
             raise ValueError(f"sweeps need a student built from {', '.join(t.__name__ for t in STACKABLE)} "
                              f"layers (mlp-tiny, mlp-small, mlp-medium, cnn-tiny); this one has "
                              f"{', '.join(odd) or type(student).__name__}")
-        self.template = copy.deepcopy(student).cpu()
+        self.template = copy.deepcopy(student).cpu().eval()
         self.layers = layers
         self.copies = copies
+        with torch.no_grad():  # the widest activation of one student for one sample, in bytes
+            h, widest, own = torch.zeros(1, *in_shape), 0, False
+            for layer in self.template:
+                h = layer(h)
+                own = own or any(True for _ in layer.parameters())  # before that, all share the input
+                widest = max(widest, h.numel() * 4 if own else 0)
+        self.widest_bytes = widest
 
         def stacked(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.detach().unsqueeze(0).repeat(copies, *[1] * tensor.dim()).contiguous()
@@ -165,8 +176,25 @@ class StudentStack:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    def parts(self, batch: int) -> list[slice]:
+        """Consecutive groups of students whose widest activation for `batch` samples fits
+        ACTIVATION_BYTES (at least one student each)."""
+        size = max(1, ACTIVATION_BYTES // (batch * self.widest_bytes))
+        return [slice(first, min(first + size, self.copies)) for first in range(0, self.copies, size)]
+
+    def predict(self, inputs: torch.Tensor, batch: int) -> torch.Tensor:
+        """Top-1 class of every student for every input, [S, N], using the running BatchNorm
+        statistics; students in the groups of `parts(batch)`, inputs in chunks that fit likewise."""
+        rows = []
+        with torch.inference_mode():
+            for part in self.parts(batch):
+                chunk = max(1, ACTIVATION_BYTES // ((part.stop - part.start) * self.widest_bytes))
+                rows.append(torch.cat([self(inputs[i:i + chunk], train=False, part=part).argmax(1)
+                                       for i in range(0, len(inputs), chunk)], dim=1))
+        return torch.cat(rows)
+
     def to(self, device: torch.device | str) -> StudentStack:
-        """Move every stacked tensor (in place: the stack keeps its identity, the optimizer must follow)."""
+        """Move every stacked tensor to `device`; returns self (an earlier optimizer keeps the old ones)."""
         self.params = {n: p.detach().to(device).requires_grad_() for n, p in self.params.items()}
         self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
         return self
@@ -181,12 +209,18 @@ class StudentStack:
         model.load_state_dict(self.state_dict(index))
         return model.eval()
 
-    def __call__(self, x: torch.Tensor, *, train: bool) -> torch.Tensor:
-        """[B, C, H, W] -> logits [S, K, B]; `train` picks BatchNorm's batch statistics (and updates)."""
-        S, B = self.copies, len(x)
+    def __call__(self, x: torch.Tensor, *, train: bool, part: slice = slice(None)) -> torch.Tensor:
+        """[B, C, H, W] -> logits [S, K, B] of the students in `part`; `train` picks BatchNorm's batch
+        statistics (and updates the running ones) over the running statistics."""
+        whole = range(self.copies)[part] == range(self.copies)  # slicing costs a full-size gradient copy
+
+        def take(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return tensor if tensor is None or whole else tensor[part]
+
+        S, B = len(range(self.copies)[part]), len(x)
         h, layout = x, "shared"
         for name, layer in self.layers:
-            w, b = self.params.get(f"{name}.weight"), self.params.get(f"{name}.bias")
+            w, b = take(self.params.get(f"{name}.weight")), take(self.params.get(f"{name}.bias"))
             if isinstance(layer, nn.Flatten):
                 if layout == "shared":
                     h = h.flatten(1)
@@ -207,12 +241,12 @@ class StudentStack:
                              layer.stride, layer.padding, layer.dilation, groups)
                 layout = "channels"
             elif isinstance(layer, nn.BatchNorm2d):  # per channel = per student and channel
-                h = F.batch_norm(h, self.buffers[f"{name}.running_mean"].view(-1),
-                                 self.buffers[f"{name}.running_var"].view(-1),
+                h = F.batch_norm(h, take(self.buffers[f"{name}.running_mean"]).view(-1),
+                                 take(self.buffers[f"{name}.running_var"]).view(-1),
                                  None if w is None else w.reshape(-1), None if b is None else b.reshape(-1),
                                  training=train, momentum=layer.momentum, eps=layer.eps)
                 if train:
-                    self.buffers[f"{name}.num_batches_tracked"].add_(1)
+                    take(self.buffers[f"{name}.num_batches_tracked"]).add_(1)
             elif isinstance(layer, nn.ReLU):
                 h = F.relu(h)
             elif isinstance(layer, nn.MaxPool2d):
@@ -282,7 +316,8 @@ def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], datase
                             hide_class=cfg.hide_class, seed=cfg.seed)
     if len(index) == 0:
         raise ValueError("no training samples left after train_size / hide_class")
-    students = StudentStack(new_student(cfg.student, dataset, cfg.seed), len(grid) + 1).to(device)
+    students = StudentStack(new_student(cfg.student, dataset, cfg.seed), len(grid) + 1,
+                            dataset.image_shape).to(device)
     inputs = dataset.normalize(dataset.train_images[index].to(device))  # [n, C, H, W] float32
     labels = dataset.train_labels[index].to(device)
     soft_targets = logits.train[index].to(device)  # cached teacher logits [n, K]
@@ -296,15 +331,11 @@ def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], datase
     optimizer = torch.optim.Adam(students.parameters(), lr=cfg.lr, fused=True)
     order_rng = torch.Generator().manual_seed(cfg.seed)
 
-    def predicted() -> torch.Tensor:
-        """Top-1 class per student and test image: [S, M]."""
-        chunk = max(16, EVAL_SAMPLES // students.copies)
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=mixed):
-            return torch.cat([students(test_inputs[i:i + chunk], train=False).argmax(1)
-                              for i in range(0, len(test_labels), chunk)], dim=1)
+    parts = students.parts(cfg.batch_size)
 
     def evaluate(epoch: int, step: int, elapsed: float) -> SweepEvaluated:
-        pred = predicted()
+        with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
+            pred = students.predict(test_inputs, cfg.batch_size)  # [S, M]
         acc = (pred == test_labels).float().mean(1).tolist()
         hidden = None
         if cfg.hide_class is not None:
@@ -330,13 +361,15 @@ def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], datase
                 batch = order[first:first + cfg.batch_size]
                 if len(batch) < 2 and n > 1:
                     continue  # as in distill: a batch of one would break BatchNorm students
-                with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
-                    out = students(inputs[batch], train=True)
-                losses = grid_loss(out.float(), soft_targets[batch], labels[batch], T, alpha)
+                x, teacher_out, y = inputs[batch], soft_targets[batch], labels[batch]
                 optimizer.zero_grad(set_to_none=True)
-                losses.sum().backward()  # disjoint graphs: each student gets only its own gradient
+                for part in parts:  # one part (all students) for MLPs
+                    with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
+                        out = students(x, train=True, part=part)
+                    losses = grid_loss(out.float(), teacher_out, y, T[part], alpha[part])
+                    losses.sum().backward()  # disjoint graphs: each student gets only its own gradient
+                    loss_sums[part] += losses.detach()
                 optimizer.step()
-                loss_sums += losses.detach()
                 step += 1
                 samples += len(batch)
                 steps_in_sum += 1
