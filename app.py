@@ -82,7 +82,8 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
         for view in train_on_device(cfg):
             done = view.table is not None
             yield (view.status_html(),
-                   gr.LinePlot(view.losses, x_lim=[0, max(view.total_steps, 1)]),
+                   # the browser keeps a chart's first x range, so none is sent before the run's is known
+                   gr.LinePlot(view.losses, x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
                    gr.LinePlot(view.accuracies, x_lim=[0, view.epochs]),
                    gr.Dataframe(view.table, visible=done),
                    gr.DownloadButton(value=view.log_csv, visible=done),
