@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from kd_core import checkpoints  # noqa: E402
+from kd_core.bench import matmul_gflops  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
+from kd_core.models import flops_per_sample  # noqa: E402
 from kd_core.sweep import StudentStack, grid_loss, run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402
 from kd_core.train import new_student, predictions, run  # noqa: E402
@@ -155,17 +157,22 @@ def measure(args: argparse.Namespace) -> dict:
                                           for x, y in zip(r["acc"], b["acc"], strict=True))}
 
     student = new_student(cfg.student, dataset, cfg.seed)
+    samples = len(student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed))
+    # forward + weight-gradient FLOPs (the first layer needs no input gradient): a floor for training
+    train_flops = 2 * flops_per_sample(student, dataset.image_shape) * samples * cfg.epochs * (len(grid) + 1)
+    batched_s = statistics.median(b["train_s"] for b in batched)
     figures = {
         "student": cfg.student, "params": sum(p.numel() for p in student.parameters()),
         "students": len(grid) + 1, "grid": {"T": args.T, "alpha": args.alpha},
-        "samples": len(student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed)),
+        "samples": samples,
         "epochs": cfg.epochs, "batch_size": cfg.batch_size, "threads": cfg.cpu_threads,
         "repeats": args.repeats,
-        "batched": {"train_s": statistics.median(b["train_s"] for b in batched),
+        "batched": {"train_s": batched_s, "gflops": train_flops / batched_s / 1e9,
                     "wall_s": statistics.median(b["wall_s"] for b in batched),
                     "train_s_all": [round(b["train_s"], 3) for b in batched],
                     "ce_acc": batched[-1]["acc"][0], "kd_acc": batched[-1]["acc"][1:]},
         "sequential": summary(sequential), "plain": summary(plain),
+        "matmul_peak_gflops": matmul_gflops(cfg.cpu_threads),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
     }
@@ -181,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{figures['students']} × {figures['student']} students, {figures['samples']} samples × "
           f"{figures['epochs']} epoch(s), batch {figures['batch_size']}, {figures['threads']} thread(s), "
           f"median of {figures['repeats']}", file=sys.stderr)
-    print(f"  batched     train {batched['train_s']:7.2f} s   wall {batched['wall_s']:7.2f} s",
+    print(f"  batched     train {batched['train_s']:7.2f} s   wall {batched['wall_s']:7.2f} s   "
+          f"{batched['gflops']:.0f} GFLOP/s of a {figures['matmul_peak_gflops']:.0f} GFLOP/s matmul peak",
           file=sys.stderr)
     for mode in ("sequential", "plain", "distill"):
         if mode in figures:

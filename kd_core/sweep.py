@@ -38,7 +38,8 @@ from .train import TrainingDiverged, new_student, resolve_device
 MAX_GRID = 25  # KD students per sweep (the CE baseline comes on top): bounds memory and a Space's CPU
 # bytes of one layer's activations for the students run together (see StudentStack.parts): 17 cnn-tiny
 # students at once ([256, 17·8, 28, 28] fp32, 109 MB a layer) ran 1.9× slower per student here than 2–4
-# at a time (cache misses, page faults); the MLP students' widest layers are small enough to run all at once
+# at a time (over a third of the CPU time went to the kernel); MLP students' layers are narrow enough to
+# run all students at once
 ACTIVATION_BYTES = 2**24
 
 
@@ -142,11 +143,11 @@ class StudentStack:
     """S copies of one `nn.Sequential` student, their tensors stacked along a new first dimension.
 
     `stack(x, part=slice(a, b))` maps one shared batch [B, C, H, W] to the logits of students a … b−1,
-    [b − a, K, B] — classes before the batch, because a CPU log-softmax over a non-last dimension of
-    size 10 ran ~20× faster here than over the last one. Inside, activations are "shared" [B, …] until
-    the first layer with weights, "channels" [B, S·C, H, W] (student s owns channels s·C … s·C + C − 1)
-    in the conv part, and "features" [S, F, B] in the Linear part. `parts(B)` splits the students into
-    groups whose activations stay within ACTIVATION_BYTES.
+    [b − a, K, B] — classes before the batch, because a CPU log-softmax (forward + backward) over a
+    non-last dimension of size 10 ran 10× faster here than over the last one. Inside, activations are
+    "shared" [B, …] until the first layer with weights, "channels" [B, S·C, H, W] (student s owns
+    channels s·C … s·C + C − 1) in the conv part, and "features" [S, F, B] in the Linear part.
+    `parts(B)` splits the students into groups whose activations stay within ACTIVATION_BYTES.
     """
 
     def __init__(self, student: nn.Module, copies: int, in_shape: tuple[int, int, int]):
@@ -157,7 +158,7 @@ class StudentStack:
                              f"layers (mlp-tiny, mlp-small, mlp-medium, cnn-tiny); this one has "
                              f"{', '.join(odd) or type(student).__name__}")
         self.template = copy.deepcopy(student).cpu().eval()
-        self.layers = layers
+        self.layers = list(self.template.named_children())  # read for their settings only
         self.copies = copies
         with torch.no_grad():  # the widest activation of one student for one sample, in bytes
             h, widest, own = torch.zeros(1, *in_shape), 0, False
@@ -165,7 +166,7 @@ class StudentStack:
                 h = layer(h)
                 own = own or any(True for _ in layer.parameters())  # before that, all share the input
                 widest = max(widest, h.numel() * 4 if own else 0)
-        self.widest_bytes = widest
+        self.widest_bytes = max(widest, 4)
 
         def stacked(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.detach().unsqueeze(0).repeat(copies, *[1] * tensor.dim()).contiguous()
