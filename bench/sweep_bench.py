@@ -1,20 +1,20 @@
 """Batched T × α sweep vs the same grid trained one student at a time, in one process.
 
     .venv/bin/python bench/sweep_bench.py [--json] [--student mlp-small] [--samples 60000] [--epochs 1]
-        [--repeats 3] [--threads 1] [--T 1,2,4,8] [--alpha 0.25,0.5,0.75,0.9]
+        [--repeats 3] [--threads 1] [--T 1,2,4,8] [--alpha 0.25,0.5,0.75,0.9] [--no-distill]
 
 The same students (the CE baseline + one KD student per (T, α)) from the same initialisation, on the
-same batches in the same order, trained three ways:
+same batches in the same order, trained four ways:
 
 * **batched** — `kd_core.sweep.run_sweep`: all students in one `StudentStack`, one step for all;
 * **sequential** — the very same code one student at a time (`StudentStack(copies=1)`, `grid_loss`,
-  fused Adam), so the ratio is what batching itself buys;
+  fused Adam, `StudentStack.predict`), so the ratio is what batching itself buys;
 * **plain** — one student at a time as `distill` trains each of its students (`nn.Module`, `kd_loss`,
   default Adam): the natural loop;
 * **distill** — `kd_core.train.run` once per grid cell: what one would do without the sweep (each run
   also trains its own CE student and evaluates before training).
 
-The three alternate `repeats` times; a ratio is the median of per-repeat ratios, so slow drifts of a
+The four alternate `repeats` times; a ratio is the median of per-repeat ratios, so slow drifts of a
 shared machine cancel. "train" times are training wall time only (evaluation excluded), "wall" times
 include evaluation and setup. `--json` prints every figure as the last stdout line.
 """

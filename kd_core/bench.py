@@ -43,8 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads for both the engine and the reference loop")
     parser.add_argument("--scaling", action="store_true",
                         help="also measure samples/s for train_size 1k/10k/60k and every student")
-    parser.add_argument("--sweep", action="store_true",
-                        help="also time a 16-student T×α grid: batched sweep vs sequential runs")
     parser.add_argument("--json", action="store_true")
 
 
@@ -192,8 +190,6 @@ def run_bench(args: argparse.Namespace) -> dict:
     }
     if args.scaling:
         figures["scaling"] = scaling(cfg, dataset)
-    if args.sweep:
-        figures["sweep"] = sweep_vs_sequential(cfg.replace(train_size=0), dataset)
     return figures
 
 
@@ -206,42 +202,3 @@ def scaling(cfg: RunConfig, dataset: Dataset) -> dict:
     by_student = {name: engine_run(cfg.replace(student=name, train_size=0), dataset)["samples_per_s"]
                   for name in models.STUDENTS}
     return {"by_train_size": by_size, "by_student": by_student}
-
-
-def sweep_vs_sequential(cfg: RunConfig, dataset: Dataset, temperatures=(1.0, 2.0, 4.0, 8.0),
-                        alphas=(0.25, 0.5, 0.75, 0.9)) -> dict:
-    """A 16-student grid (+ CE baseline) batched in one pass vs the same students trained one by one."""
-    from .sweep import run_sweep
-
-    start = time.perf_counter()
-    batched = run_sweep(cfg, list(temperatures), list(alphas), dataset)
-    batched_s = time.perf_counter() - start
-    start = time.perf_counter()
-    sequential = [single_student(cfg, dataset, t, a) for t, a in [(1.0, 0.0)] + [
-        (t, a) for t in temperatures for a in alphas]]
-    sequential_s = time.perf_counter() - start
-    return {"students": len(sequential), "batched_s": batched_s, "sequential_s": sequential_s,
-            "speedup": sequential_s / batched_s,
-            "max_acc_difference": max(abs(x - y) for x, y in zip(
-                [batched.ce_acc, *batched.kd_acc], sequential, strict=True))}
-
-
-def single_student(cfg: RunConfig, dataset: Dataset, T: float, alpha: float) -> float:
-    """One KD student trained like distill's (same data, order, init); returns its test accuracy."""
-    torch.set_num_threads(cfg.cpu_threads)
-    logits = teacher_logits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), dataset)
-    index = student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed)
-    inputs = dataset.normalize(dataset.train_images[index])
-    labels, soft_targets = dataset.train_labels[index], logits.train[index]
-    student = new_student(cfg.student, dataset, cfg.seed)
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-    order_rng = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(labels), generator=order_rng)
-        for first in range(0, len(labels), cfg.batch_size):
-            batch = order[first:first + cfg.batch_size]
-            loss = kd_loss(student(inputs[batch]), soft_targets[batch], labels[batch], T=T, alpha=alpha)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return accuracy(student, dataset)
