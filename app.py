@@ -14,10 +14,9 @@ import os
 import gradio as gr
 
 from kd_core import plots, predict, session
-from kd_core.checkpoints import CHECKPOINT_DIR, CheckpointError
+from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
-from kd_core.models import SMALL_STUDENTS
 from kd_core.sweep import MAX_GRID
 from kd_core.train import TrainingDiverged
 
@@ -45,7 +44,8 @@ CSS = """
 INTRO = """# KD Playground
 A **teacher** network's softened predictions (temperature **T**) train a small **KD student**, while its
 twin, the **CE student**, learns from the labels alone: same size, same initial weights, same batches.
-Pick T and α, press **Start**, and watch both learn Fashion-MNIST side by side."""
+Pick T and α, press **Start**, and watch both learn side by side (Fashion-MNIST unless you pick another
+dataset)."""
 
 FORMULA = r"""$$L_{KD} = \alpha \, T^2 \, \mathrm{KL}\big(\mathrm{softmax}(t/T) \,\|\,
 \mathrm{softmax}(s/T)\big) + (1-\alpha)\, \mathrm{CE}(s, y)$$
@@ -54,15 +54,9 @@ distillation. t, s: teacher and student logits; y: the true labels."""
 
 
 def header() -> str:
-    try:
-        teacher = predict.default_teacher(DEFAULTS.dataset)
-        about = (f"teacher: {teacher.meta['arch']}, {teacher.meta['params']:,} parameters, "
-                 f"{100 * teacher.meta['test_acc']:.1f}% test accuracy")
-    except CheckpointError as error:
-        about = f"no teacher yet: {error}"
-    return (f"Training runs on **{session.device_label()}** · {about} · one run is capped at "
-            f"{session.MAX_APP_EPOCHS} epochs and {session.max_run_seconds():g} s; {CONCURRENT_RUNS} at a "
-            f"time, others wait in the queue.")
+    return (f"Training runs on **{session.device_label()}** · one run is capped at {session.MAX_APP_EPOCHS} "
+            f"epochs and {session.max_run_seconds():g} s; {CONCURRENT_RUNS} at a time, others wait in the "
+            f"queue.")
 
 
 # ----------------------------------------------------------------------------------------- handlers
@@ -74,11 +68,12 @@ def train_on_device(cfg: RunConfig):
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
-            hide_class: str, seed: int, students: session.SessionStudents | None):
+            hide_class: str, seed: int, dataset: str, students: session.SessionStudents | None):
     """Train a CE and a KD student side by side; stream the curves, end with the results table."""
     try:
         cfg = session.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                                  student=student, train_size=train_size, hide_class=hide_class, seed=seed)
+                                  student=student, train_size=train_size, hide_class=hide_class, seed=seed,
+                                  dataset=dataset)
         for view in train_on_device(cfg):
             done = view.table is not None
             yield (view.status_html(),
@@ -98,10 +93,23 @@ def stopped() -> str:
     return '<div class="kd-status">Stopped. Change the settings and press Start again.</div>'
 
 
+def dataset_widgets(dataset: str, student: str, train_size: int, hide_class: str):
+    """The pickers whose choices depend on the dataset (keeping the values that still fit), and a line
+    about its teacher."""
+    students = list(session.app_students(dataset))
+    classes = [session.NO_HIDDEN_CLASS, *CLASSES[dataset]]
+    hidden = hide_class if hide_class in classes else session.NO_HIDDEN_CLASS
+    return (gr.Dropdown(choices=students, value=student if student in students else DEFAULTS.student),
+            gr.Dropdown(choices=session.train_size_choices(dataset), value=train_size),
+            gr.Dropdown(choices=classes, value=hidden),
+            session.teacher_summary(dataset))
+
+
 def apply_preset(name: str):
+    """A preset's settings, its dataset (presets are tuned on Fashion-MNIST) and that dataset's pickers."""
     cfg = session.preset(name)
-    return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.student, cfg.train_size,
-            session.hidden_class_name(cfg), cfg.seed)
+    return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.dataset,
+            *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, session.hidden_class_name(cfg)))
 
 
 def file_path(image: dict | str) -> str:
@@ -158,6 +166,10 @@ def train_tab(students: gr.State) -> None:
         with gr.Column(scale=1, min_width=300):
             with gr.Row():
                 preset_buttons = [gr.Button(name, size="sm") for name in session.PRESETS]
+            dataset = gr.Dropdown([(session.DATASET_LABELS[name], name) for name in session.app_datasets()],
+                                  value=DEFAULTS.dataset, label="Dataset",
+                                  info=session.dataset_hint() or None)
+            teacher = gr.Markdown(session.teacher_summary(DEFAULTS.dataset))
             temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T",
                                     info="softens the teacher's and the KD student's softmax")
             alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05,
@@ -166,11 +178,15 @@ def train_tab(students: gr.State) -> None:
             epochs = gr.Slider(1, session.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
             lr = gr.Dropdown([(f"{rate:g}", rate) for rate in session.LEARNING_RATES], value=DEFAULTS.lr,
                              label="Learning rate (Adam, both students)")
-            student = gr.Dropdown(list(SMALL_STUDENTS), value=DEFAULTS.student, label="Student size")
-            train_size = gr.Dropdown([("all 60,000", 0), *[(f"{n:,}", n) for n in session.TRAIN_SIZES[1:]]],
-                                     value=DEFAULTS.train_size, label="Training images (class-balanced)")
+            # allow_custom_value on the two pickers whose choices follow the dataset: Gradio checks a value
+            # against the page's first choices, so an API call for another dataset would be refused;
+            # session.make_config checks every value against its dataset instead, with a clear message
+            student = gr.Dropdown(list(session.app_students(DEFAULTS.dataset)), value=DEFAULTS.student,
+                                  label="Student size", allow_custom_value=True)
+            train_size = gr.Dropdown(session.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
+                                     label="Training images (class-balanced)")
             hide_class = gr.Dropdown([session.NO_HIDDEN_CLASS, *CLASS_NAMES], value=session.NO_HIDDEN_CLASS,
-                                     label="Hide one class from the students",
+                                     label="Hide one class from the students", allow_custom_value=True,
                                      info="the teacher still knows it; can the KD student learn it?")
             seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="Seed")
         with gr.Column(scale=3):
@@ -190,9 +206,14 @@ def train_tab(students: gr.State) -> None:
             with gr.Row():
                 log_file = gr.DownloadButton("Run log (CSV)", visible=False)
                 kd_file = gr.DownloadButton("KD student (safetensors)", visible=False)
-    controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed]
+    controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset]
     for button in preset_buttons:
-        button.click(apply_preset, gr.State(button.value), controls, api_visibility="private")
+        button.click(apply_preset, gr.State(button.value), [temperature, alpha, epochs, lr, seed, dataset,
+                                                            student, train_size, hide_class, teacher],
+                     api_visibility="private")
+    # .input, not .change: a preset sets the dataset and these pickers itself
+    dataset.input(dataset_widgets, [dataset, student, train_size, hide_class],
+                  [student, train_size, hide_class, teacher], api_visibility="private")
     run = start.click(distill, [*controls, students], [status, losses, accuracies, table, log_file, kd_file,
                                                      students],
                       api_name="distill", concurrency_limit=CONCURRENT_RUNS, concurrency_id="training",
@@ -205,7 +226,8 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
         with gr.Column():
             with gr.Tab("Upload"):
                 image = gr.Image(EXAMPLES[0] if EXAMPLES else None, type="filepath", height=280,
-                                 label="A picture of a garment", sources=["upload", "clipboard"],
+                                 label="A picture (a garment, or a photo for CIFAR-10)",
+                                 sources=["upload", "clipboard"],
                                  elem_classes="kd-pixels")
                 gr.Examples(EXAMPLES, image, label="Fashion-MNIST test images (click one)",
                             examples_per_page=10)
@@ -216,7 +238,7 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
                                       layers=False)
                 classify = gr.Button("Classify the drawing", variant="primary")
         with gr.Column():
-            preview = gr.Image(label="What the models see (28×28)", height=280, interactive=False,
+            preview = gr.Image(label="What the models see", height=280, interactive=False,
                                elem_classes="kd-pixels")
             steps = gr.Markdown()
     with gr.Row():
@@ -224,8 +246,9 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
                   for name in ("teacher", "CE student", "KD student")]
     source = gr.Markdown()
     outputs = [preview, steps, *labels, source]
-    gr.on([image.change, page.load], predict_upload, [image, students], outputs, api_name="predict",
-          preprocess=False)
+    # students.change: a finished run's students (maybe of another dataset) answer for the shown picture
+    gr.on([image.change, page.load, students.change], predict_upload, [image, students], outputs,
+          api_name="predict", preprocess=False)
     classify.click(predict_sketch, [sketch, students], outputs, api_name="predict_sketch")
 
 
@@ -272,8 +295,8 @@ def sweep_tab() -> None:
         temperatures = gr.Textbox("1, 2, 4, 8", label="Temperatures T (comma-separated)")
         alphas = gr.Textbox("0.25, 0.5, 0.75, 0.9", label="α values (comma-separated)")
         epochs = gr.Slider(1, session.MAX_APP_EPOCHS, 2, step=1, label="Epochs")
-        train_size = gr.Dropdown([("all 60,000", 0), *[(f"{n:,}", n) for n in session.TRAIN_SIZES[1:]]],
-                                 value=0, label="Training images")
+        train_size = gr.Dropdown(session.train_size_choices(DEFAULTS.dataset), value=0,
+                                 label="Training images")
     with gr.Row():
         start = gr.Button("Start sweep", variant="primary")
         stop = gr.Button("Stop", variant="stop")
@@ -291,19 +314,24 @@ def sweep_tab() -> None:
     stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
 
 
-with gr.Blocks(title="KD Playground") as demo:
-    gr.Markdown(INTRO)
-    gr.Markdown(header())
-    session_students = gr.State(None, delete_callback=session.discard)  # this browser session's students
-    with gr.Tab("Train"):
-        train_tab(session_students)
-    with gr.Tab("Predict"):
-        predict_tab(demo, session_students)
-    with gr.Tab("Dark knowledge"):
-        dark_knowledge_tab(demo)
-    with gr.Tab("Sweep"):
-        sweep_tab()
-demo.queue(max_size=64, default_concurrency_limit=4)
+def build() -> gr.Blocks:
+    """The page. The dataset picker offers what is on this machine when this runs (session.app_datasets)."""
+    with gr.Blocks(title="KD Playground") as page:
+        gr.Markdown(INTRO)
+        gr.Markdown(header())
+        students = gr.State(None, delete_callback=session.discard)  # this browser session's students
+        with gr.Tab("Train"):
+            train_tab(students)
+        with gr.Tab("Predict"):
+            predict_tab(page, students)
+        with gr.Tab("Dark knowledge"):
+            dark_knowledge_tab(page)
+        with gr.Tab("Sweep"):
+            sweep_tab()
+    return page.queue(max_size=64, default_concurrency_limit=4)
+
+
+demo = build()
 
 LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")],
                   "max_file_size": "10mb"}  # uploads above this are refused by Gradio before any handler

@@ -31,6 +31,7 @@ CLASSES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer",
                 "dog", "frog", "horse", "ship", "truck"),
 }
+TRAIN_SET_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}  # for labels, before loading
 # per-channel mean / std of the training images, scaled to [0, 1]
 NORMALISATION = {
     "fashion-mnist": ((0.2860,), (0.3530,)),

@@ -23,17 +23,29 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import checkpoints, models, plots, predict
+from . import checkpoints, data, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
-from .data import CLASSES
+from .data import CLASSES, TRAIN_SET_SIZES, load_dataset
 from .predict import Classifier
-from .train import Evaluated, Finished, RunResult, Started, Step, distill, save_student, student_metadata
+from .train import (
+    Evaluated,
+    Finished,
+    RunResult,
+    Started,
+    Step,
+    check_cpu_budget,
+    distill,
+    resolve_device,
+    save_student,
+    student_metadata,
+)
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
 DEFAULT_MAX_RUN_SECONDS = 300.0  # wall-time cap of one run of training; $KD_MAX_RUN_SECONDS overrides
 TRAIN_SIZES = (0, 20_000, 10_000, 5_000, 2_000, 1_000, 500)  # 0 = the whole training set
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 NO_HIDDEN_CLASS = "none"
+DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10"}
 CSV_COLUMNS = ["event", "epoch", "step", "train_seconds", "ce_loss", "kd_loss", "ce_acc", "kd_acc",
                "ce_hidden_acc", "kd_hidden_acc"]
 
@@ -65,11 +77,72 @@ def hidden_class_name(cfg: RunConfig) -> str:
     return NO_HIDDEN_CLASS if cfg.hide_class is None else CLASSES[cfg.dataset][cfg.hide_class]
 
 
+# ------------------------------------------------------------------------------------ datasets
+
+def app_datasets() -> tuple[str, ...]:
+    """The datasets the app offers: the default one (torchvision downloads it where it is not on disk),
+    then each other one whose files are on this machine and whose teacher is in checkpoints/.
+
+    A quick look for files, no loading: a Space never starts a CIFAR-10 download on a visitor's click.
+    """
+    default = RunConfig().dataset
+    return (default, *(name for name in data.available_datasets()
+                       if name != default and _has_default_teacher(name)))
+
+
+def _has_default_teacher(dataset: str) -> bool:
+    try:
+        checkpoints.default_teacher_path(dataset)
+    except checkpoints.CheckpointError:
+        return False
+    return True
+
+
+def dataset_hint() -> str:
+    """Which datasets could be added, and how (shown under the picker)."""
+    missing = [name for name in CLASSES if name not in app_datasets()]
+    if not missing:
+        return ""
+    folders = ", ".join(f"{DATASET_LABELS[name]} once its files are in ./data and its teacher is "
+                        f"checkpoints/cnn-teacher-{name}.safetensors" for name in missing)
+    return f"More datasets appear here: {folders} (see the README)."
+
+
+def app_students(dataset: str) -> tuple[str, ...]:
+    """Students offered for `dataset`: the small ones, and ResNet-18 for CIFAR-10 (GPU-sized: on a CPU,
+    `live_run`'s budget check refuses all but tiny runs of it, with the reason)."""
+    return (*models.SMALL_STUDENTS, *(("resnet18-cifar",) if dataset == "cifar10" else ()))
+
+
+def train_size_choices(dataset: str) -> list[tuple[str, int]]:
+    """(label, value) pairs for the training-set picker; 0 = the whole training set."""
+    return [(f"all {TRAIN_SET_SIZES[dataset]:,}", 0), *((f"{n:,}", n) for n in TRAIN_SIZES[1:])]
+
+
+def teacher_summary(dataset: str) -> str:
+    """One line about `dataset`'s default teacher, or why there is none."""
+    try:
+        teacher = predict.default_teacher(dataset)
+    except checkpoints.CheckpointError as error:
+        return f"no teacher yet: {error}"
+    return (f"{DATASET_LABELS[dataset]} teacher: {teacher.meta['arch']}, {teacher.meta['params']:,} "
+            f"parameters, {100 * teacher.meta['test_acc']:.1f}% test accuracy")
+
+
 def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, student: str,
-                train_size: int, hide_class: str, seed: int, base: RunConfig | None = None) -> RunConfig:
+                train_size: int, hide_class: str, seed: int, dataset: str | None = None,
+                base: RunConfig | None = None) -> RunConfig:
     """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
-    classes = CLASSES[base.dataset]
+    dataset = base.dataset if dataset is None else dataset
+    offered = app_datasets()
+    if dataset not in offered:
+        raise ValueError(f"dataset must be one of {', '.join(offered)} here; got {dataset!r}. "
+                         f"{dataset_hint()}")
+    if student not in app_students(dataset):
+        raise ValueError(f"student must be one of {', '.join(app_students(dataset))} for {dataset} in "
+                         f"the app; got {student!r}")
+    classes = CLASSES[dataset]
     if hide_class not in (NO_HIDDEN_CLASS, *classes):
         raise ValueError(f"hide_class must be {NO_HIDDEN_CLASS!r} or one of {', '.join(classes)}; "
                          f"got {hide_class!r}")
@@ -79,7 +152,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
         raise ValueError(f"epochs must be a whole number in [1, {MAX_APP_EPOCHS}] in the app "
                          f"(the command line allows more); got {epochs!r}")
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
-    cfg = base.replace(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
+    cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                        student=student, train_size=train_size, hide_class=hidden, seed=seed,
                        max_seconds=max_run_seconds())
     return cfg.validate(len(classes))
@@ -184,12 +257,15 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
     global _active_runs
     start = time.perf_counter()
     log = RunLog(cfg)
-    events = distill(cfg)
+    events = None
     with _active_lock:
         _active_runs += 1
     try:
         yield RunView("loading the data and the teacher's logits…", 0.0, 0.0, log.losses(), log.accuracies(),
                       0, cfg.epochs)
+        dataset = load_dataset(cfg.dataset)
+        check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
+        events = distill(cfg, dataset)
         for event in events:
             log.add(event)
             if isinstance(event, Finished):
@@ -198,7 +274,8 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
             yield RunView(describe_event(event, cfg), _fraction(log), time.perf_counter() - start,
                           log.losses(), log.accuracies(), log.started.total_steps, cfg.epochs)
     finally:
-        events.close()
+        if events is not None:
+            events.close()
         with _active_lock:
             _active_runs -= 1
 
@@ -228,7 +305,7 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     kd_checkpoint = save_student(result, "kd", run_dir / "kd-student.safetensors")
     meta = student_metadata(result, "kd")
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
-                   f"{cfg.student}")
+                   f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}")
     students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
                                predict.classifier_from("KD student", result.kd_student, meta),
                                description, run_dir)
@@ -277,17 +354,20 @@ class PredictView:
     students: str  # where the students come from
 
 
-def session_classifiers(students: SessionStudents | None,
-                        dataset: str = "fashion-mnist") -> tuple[list[Classifier], str]:
-    """[teacher, CE student, KD student] for this session, and a sentence saying whose students they are."""
-    teacher = predict.default_teacher(dataset)
+def session_classifiers(students: SessionStudents | None) -> tuple[list[Classifier], str]:
+    """[teacher, CE student, KD student] for this session, and a sentence saying whose students they are.
+
+    The teacher is the default one of the students' dataset: Fashion-MNIST's for the shipped pair.
+    """
     if students is not None:
+        teacher = predict.default_teacher(students.kd.meta["dataset"])
         return [teacher, students.ce, students.kd], students.description
     ce, kd = predict.default_students()
     cfg = kd.meta.get("config", {})
-    return [teacher, ce, kd], (f"the default pair shipped in checkpoints/ (T={cfg.get('temperature'):g}, "
-                               f"α={cfg.get('alpha'):g}, {cfg.get('epochs')} epochs, {kd.meta['arch']}); "
-                               f"train your own in the Train tab")
+    return [predict.default_teacher(kd.meta["dataset"]), ce, kd], (
+        f"the default pair shipped in checkpoints/ (T={cfg.get('temperature'):g}, α={cfg.get('alpha'):g}, "
+        f"{cfg.get('epochs')} epochs, {kd.meta['arch']} on {DATASET_LABELS[kd.meta['dataset']]}); "
+        f"train your own in the Train tab")
 
 
 def predict_picture(picture: Image.Image, students: SessionStudents | None, k: int = 3) -> PredictView:

@@ -326,16 +326,19 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device,
                      max_tflop: float = CPU_MAX_TFLOP) -> None:
     """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
 
-    Counts both students' training (≈ 3 × forward each) over every sample and epoch, a teacher forward
-    per sample when augmenting, and the teacher's pass over the training and test sets when its logits
-    are not cached yet. GPUs are not capped.
+    Counts both students' training (≈ 3 × forward each) over every sample and epoch, their forward
+    passes over the test set (before training, after each epoch and for the final result), a teacher
+    forward per sample when augmenting, and the teacher's pass over the training and test sets when its
+    logits are not cached yet. GPUs are not capped.
     """
     if device.type != "cpu":
         return
     samples = len(student_indices(dataset.train_labels, train_size=cfg.train_size,
                                   hide_class=cfg.hide_class, seed=cfg.seed)) * cfg.epochs
     student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
-    per_sample = 6 * models.flops_per_sample(student, dataset.image_shape)
+    forward = models.flops_per_sample(student, dataset.image_shape)
+    evaluations = 2 * len(dataset.test_labels) * (cfg.epochs + 2)  # images through a student at test time
+    student_flops = 6 * forward * samples + forward * evaluations
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     teacher_samples = samples if cfg.augment else 0
     if not logits_cached(teacher_path, dataset):
@@ -344,7 +347,7 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device,
     if teacher_samples:
         teacher, _ = checkpoints.load_model(teacher_path)
         teacher_flops = models.flops_per_sample(teacher, dataset.image_shape) * teacher_samples
-    needed = (per_sample * samples + teacher_flops) / 1e12
+    needed = (student_flops + teacher_flops) / 1e12
     if needed > max_tflop:
         raise ValueError(
             f"this run needs about {needed:,.1f} TFLOP, at least {needed / CPU_TFLOP_PER_S / 60:,.0f} "

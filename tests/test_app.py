@@ -26,7 +26,8 @@ TINY = {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "train_size": 2000}
 
 @pytest.fixture(scope="module")
 def server():
-    app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    # an explicit free port: Gradio's own search leaks a socket for each busy port it tries
+    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
     yield app.demo.local_url
     app.demo.close()
 
@@ -55,7 +56,8 @@ def test_api_names_and_distill_parameters(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/distill", "/predict", "/predict_sketch", "/soften"} <= set(api)
     names = [p["parameter_name"] for p in api["/distill"]["parameters"]]
-    assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed"]
+    assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
+                     "dataset"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/distill"]["parameters"]}
     cfg = RunConfig()
     assert (defaults["temperature"], defaults["alpha"], defaults["epochs"]) == (cfg.temperature, cfg.alpha,
@@ -163,7 +165,9 @@ def test_dark_knowledge_softens_the_teacher(client):
     ("/distill", (), {"epochs": 50}, "Value 50 is greater than maximum value 20"),
     ("/distill", (), {"temperature": 0}, "Value 0 is less than minimum value 0.5"),
     ("/distill", (), {"alpha": 1.5}, "Value 1.5 is greater than maximum value 1"),
-    ("/distill", (), {"hide_class": "Banana"}, "Value: Banana is not in the list of choices"),
+    ("/distill", (), {"hide_class": "Banana"}, "hide_class must be 'none' or one of T-shirt/top, Trouser"),
+    ("/distill", (), {"student": "resnet-huge"}, "student must be one of mlp-tiny, .* got 'resnet-huge'"),
+    ("/distill", (), {"dataset": "imagenet"}, "Value: imagenet is not in the list of choices"),
     ("/distill", (), {"seed": -1}, "Value -1 is less than minimum value 0"),
     ("/predict_sketch", ({"background": None, "layers": [], "composite": None},), {},
      "The sketch is empty: draw something first."),
@@ -228,7 +232,9 @@ def test_make_config_maps_widgets_and_caps_the_run():
     ({"seed": "x"}, "seed must be a whole number"),
     ({"temperature": 0.0}, r"temperature must be a number in \(0, 100\]"),
     ({"alpha": -0.1}, r"alpha must be a number in \[0, 1\]"),
-    ({"student": "resnet-huge"}, "unknown model 'resnet-huge'"),
+    ({"student": "resnet-huge"}, "student must be one of mlp-tiny, mlp-small, mlp-medium, cnn-tiny for "
+                                 "fashion-mnist in the app; got 'resnet-huge'"),
+    ({"student": "resnet18-cifar"}, "student must be one of .* for fashion-mnist"),
     ({"hide_class": "Banana"}, "hide_class must be 'none' or one of T-shirt/top"),
 ])
 def test_make_config_rejects_bad_values(change, message):
@@ -248,9 +254,13 @@ def test_run_time_cap_comes_from_the_environment(monkeypatch):
 @pytest.mark.parametrize("name", list(session.PRESETS))
 def test_presets_are_valid_configs_the_widgets_can_show(name):
     cfg = session.preset(name).validate()
-    values = app.apply_preset(name)
-    assert values == (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.student, cfg.train_size,
-                      session.hidden_class_name(cfg), cfg.seed)
+    *values, student, train_size, hide_class, teacher = app.apply_preset(name)
+    assert values == [cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, "fashion-mnist"]
+    assert (student.value, train_size.value, hide_class.value) == (cfg.student, cfg.train_size,
+                                                                   session.hidden_class_name(cfg))
+    assert student.value in [value for _, value in student.choices]
+    assert hide_class.value in [value for _, value in hide_class.choices]
+    assert teacher.startswith("Fashion-MNIST teacher: cnn-teacher, 390,890 parameters, 92.4% test accuracy")
     assert cfg.epochs <= session.MAX_APP_EPOCHS and cfg.lr in session.LEARNING_RATES
     assert cfg.train_size in session.TRAIN_SIZES
 
