@@ -33,6 +33,7 @@ CLASS_NAMES = CLASSES[DEFAULTS.dataset]
 EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
 TOP_K = 3  # classes shown per model in the Predict tab
 CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "1"))  # training runs at once; others queue
+SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gradio's default: 10,000)
 USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
 COLORS = {"CE student": "#e4572e", "KD student": "#2e86ab", "teacher": "#7f7f7f",
           "CE hidden": "#f4a259", "KD hidden": "#76c7e8"}
@@ -314,6 +315,15 @@ def sweep_tab() -> None:
     stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
 
 
+def release_session(page: gr.Blocks):
+    """The unload handler: when a visitor's tab (or client) disconnects, delete the session's gr.State now,
+    which frees its students and, through `session.discard`, their run files. Gradio on its own keeps a
+    closed session's state for an hour, in case the same session reconnects; a new page load never does."""
+    async def release(request: gr.Request) -> None:  # async: on the event loop, as Gradio's expiry sweep is
+        page.state_holder.delete_state(request.session_hash)
+    return release
+
+
 def build() -> gr.Blocks:
     """The page. The dataset picker offers what is on this machine when this runs (session.app_datasets)."""
     with gr.Blocks(title="KD Playground") as page:
@@ -328,13 +338,17 @@ def build() -> gr.Blocks:
             dark_knowledge_tab(page)
         with gr.Tab("Sweep"):
             sweep_tab()
+        page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)
 
 
 demo = build()
 
 LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")],
-                  "max_file_size": "10mb"}  # uploads above this are refused by Gradio before any handler
+                  "max_file_size": "10mb",  # uploads above this are refused by Gradio before any handler
+                  # beyond this many sessions, the least recently used one is forgotten (its Predict tab
+                  # falls back to the shipped students): a bound on the memory that open tabs can hold
+                  "state_session_capacity": SESSIONS_KEPT}
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH_OPTIONS)

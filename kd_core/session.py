@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,6 +310,9 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
                                predict.classifier_from("KD student", result.kd_student, meta),
                                description, run_dir)
+    # the files go with the students however they are dropped: replaced, the session closed (`discard`),
+    # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
+    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)
     status = (f"done: CE {100 * result.ce_acc:.1f}%, KD {100 * result.kd_acc:.1f}%, teacher "
               f"{100 * result.teacher_acc:.1f}% · {result.seconds:.1f} s of training on {result.device}, "
               f"{result.samples_per_s:,.0f} images/s")

@@ -273,6 +273,7 @@ def distill(cfg: RunConfig, dataset: Dataset | None = None):
             if stopped:
                 break
 
+        optimizer.zero_grad(set_to_none=True)  # trained: free the gradients, as big as the weights
         ce_pred = predictions(ce_student, dataset, test_images).cpu()
         kd_pred = predictions(kd_student, dataset, test_images).cpu()
         labels_cpu = dataset.test_labels
