@@ -101,12 +101,11 @@ def _has_default_teacher(dataset: str) -> bool:
 
 def dataset_hint() -> str:
     """Which datasets could be added, and how (shown under the picker)."""
-    missing = [name for name in CLASSES if name not in app_datasets()]
+    missing = [DATASET_LABELS[name] for name in CLASSES if name not in app_datasets()]
     if not missing:
         return ""
-    folders = ", ".join(f"{DATASET_LABELS[name]} once its files are in ./data and its teacher is "
-                        f"checkpoints/cnn-teacher-{name}.safetensors" for name in missing)
-    return f"More datasets appear here: {folders} (see the README)."
+    return (f"{' and '.join(missing)} can be picked once the files are in ./data and a teacher is in "
+            f"checkpoints/ (see the README).")
 
 
 def app_students(dataset: str) -> tuple[str, ...]:
