@@ -368,6 +368,21 @@ def test_screenshot_of_each_tab(server, screenshots):
     assert all(p.stat().st_size > 20_000 for p in paths)
 
 
+def start_a_long_run(browser, server: str, screenshots):
+    """A new page that has started 20 epochs of 60,000 images and is training; returns the page."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=screenshots.VIEWPORT)
+    page.goto(server)
+    epochs = page.get_by_label("number input for Epochs")
+    epochs.fill("20")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator(".kd-status")).to_contain_text("epoch 1/20", timeout=60_000)
+    assert session.active_runs() == 1
+    return page
+
+
 @pytest.mark.browser
 def test_stop_button_cancels_a_run_in_the_browser(server, screenshots):
     from playwright.sync_api import expect, sync_playwright
@@ -375,15 +390,8 @@ def test_stop_button_cancels_a_run_in_the_browser(server, screenshots):
     with sync_playwright() as playwright:
         browser = screenshots.launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport=screenshots.VIEWPORT)
-            page.goto(server)
-            epochs = page.get_by_label("number input for Epochs")
-            epochs.fill("20")
-            epochs.press("Enter")
-            page.get_by_role("button", name="Start", exact=True).click()
+            page = start_a_long_run(browser, server, screenshots)
             status = page.locator(".kd-status")
-            expect(status).to_contain_text("epoch 1/20", timeout=60_000)  # 20 epochs of 60,000 images
-            assert session.active_runs() == 1
             page.get_by_role("button", name="Stop", exact=True).click()
             expect(status).to_contain_text("Stopped")
             assert wait_for(lambda: session.active_runs() == 0, seconds=10), "training kept running"
@@ -400,14 +408,7 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
     with sync_playwright() as playwright:
         browser = screenshots.launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport=screenshots.VIEWPORT)
-            page.goto(server)
-            epochs = page.get_by_label("number input for Epochs")
-            epochs.fill("20")
-            epochs.press("Enter")
-            page.get_by_role("button", name="Start", exact=True).click()
-            expect(page.locator(".kd-status")).to_contain_text("epoch 1/20", timeout=60_000)
-            assert session.active_runs() == 1
+            page = start_a_long_run(browser, server, screenshots)
             page.close()  # the visitor leaves mid-run: Gradio closes the run's generator at its next update
             assert wait_for(lambda: session.active_runs() == 0, seconds=10), "training outlived the tab"
 
