@@ -31,6 +31,7 @@ except ImportError:  # anywhere else: a no-op
 DEFAULTS = RunConfig()
 CLASS_NAMES = CLASSES[DEFAULTS.dataset]
 EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
+SUBJECTS = {"fashion-mnist": "a garment", "mnist": "a handwritten digit", "cifar10": "an animal or a vehicle"}
 TOP_K = 3  # classes shown per model in the Predict tab
 CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "1"))  # training runs at once; others queue
 SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gradio's default: 10,000)
@@ -227,7 +228,8 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
         with gr.Column():
             with gr.Tab("Upload"):
                 image = gr.Image(EXAMPLES[0] if EXAMPLES else None, type="filepath", height=280,
-                                 label="A picture (a garment, or a photo for CIFAR-10)",
+                                 label="A picture of " + " or ".join(SUBJECTS[name]
+                                                                     for name in session.app_datasets()),
                                  sources=["upload", "clipboard"],
                                  elem_classes="kd-pixels")
                 gr.Examples(EXAMPLES, image, label="Fashion-MNIST test images (click one)",
