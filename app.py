@@ -35,6 +35,11 @@ SUBJECTS = {"fashion-mnist": "a garment", "mnist": "a handwritten digit", "cifar
 TOP_K = 3  # classes shown per model in the Predict tab
 CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "1"))  # training runs at once; others queue
 SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gradio's default: 10,000)
+# (every s, older than s): Gradio's copies of the files it serves (run logs, students, uploads, previews) are
+# deleted 60 to 70 minutes after they were made (the example pictures are kept): a finished run stays
+# downloadable for an hour and the disk holds about an hour of files; without it Gradio keeps every copy until
+# the server stops (0.4 MB per run)
+CACHE_CLEANUP = (600, 3600)
 USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
 COLORS = {"CE student": "#e4572e", "KD student": "#2e86ab", "teacher": "#7f7f7f",
           "CE hidden": "#f4a259", "KD hidden": "#76c7e8"}
@@ -114,9 +119,15 @@ def apply_preset(name: str):
             *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, session.hidden_class_name(cfg)))
 
 
-def file_path(image: dict | str) -> str:
-    """An image input's server-side path: events with preprocess=False get Gradio's FileData dict."""
-    return image["path"] if isinstance(image, dict) else image
+def open_picture(image: dict | str):
+    """An image input's picture (events with preprocess=False get Gradio's FileData dict), or ValueError.
+
+    Gradio deletes an upload an hour after it was sent (CACHE_CLEANUP), while the page can still show it."""
+    path = image["path"] if isinstance(image, dict) else image
+    if not os.path.isfile(path):
+        raise ValueError("This picture is no longer on the server (uploads are kept for an hour): upload it "
+                         "again.")
+    return predict.open_image(path)
 
 
 def show_prediction(picture, students):
@@ -133,7 +144,7 @@ def predict_upload(image: dict | str | None, students: session.SessionStudents |
     if image is None:  # the upload was cleared
         return None, "", None, None, None, gr.skip()
     try:
-        picture = predict.open_image(file_path(image))
+        picture = open_picture(image)
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
     return show_prediction(picture, students)
@@ -152,7 +163,7 @@ def soften(image: dict | str | None, temperature: float):
     if image is None:
         return None, None, None, ""
     try:
-        view = session.soften_picture(predict.open_image(file_path(image)), temperature)
+        view = session.soften_picture(open_picture(image), temperature)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     return (view.preview, gr.BarPlot(view.plain, title="Teacher at T = 1: its ordinary softmax"),
@@ -326,9 +337,10 @@ def release_session(page: gr.Blocks):
     return release
 
 
-def build() -> gr.Blocks:
-    """The page. The dataset picker offers what is on this machine when this runs (session.app_datasets)."""
-    with gr.Blocks(title="KD Playground") as page:
+def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
+    """The page. The dataset picker offers what is on this machine when this runs (session.app_datasets).
+    `delete_cache`: (every s, older than s), see CACHE_CLEANUP."""
+    with gr.Blocks(title="KD Playground", delete_cache=delete_cache) as page:
         gr.Markdown(INTRO)
         gr.Markdown(header())
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students

@@ -12,6 +12,7 @@ import urllib.request
 import weakref
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -168,6 +169,44 @@ def test_run_files_go_with_the_students_however_they_are_dropped():
     assert run_dir.is_dir()
     del last  # the students' last reference
     assert not run_dir.exists()
+
+
+def test_gradio_deletes_its_copies_of_served_files(tmp_path, monkeypatch):
+    """Gradio copies each file it serves (a run's CSV and student, an upload, a preview) into its cache.
+    Before CACHE_CLEANUP it kept every copy until the server stopped: +2 files and 0.41 MB per run, +2 files
+    per new picture. The page has them deleted an hour after they were made; this page after 3 s, checked
+    every second. The example pictures stay."""
+    every_s, older_than_s = app.demo.delete_cache
+    assert older_than_s >= 3600 and every_s <= 3600  # a finished run stays downloadable for an hour
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    page = app.build(delete_cache=(1, 3))
+    examples = cached_files(cache)
+    assert len(examples) == len(app.EXAMPLES)
+    from PIL import Image, ImageDraw
+
+    picture = tmp_path / "new-picture.png"  # a picture the cache has not seen
+    drawing = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(drawing).rectangle((90, 20, 190, 260), fill="black")
+    drawing.save(picture)
+    page.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
+    try:
+        client = Client(page.local_url, verbose=False, download_files=str(tmp_path / "downloads"))
+        final = list(client.submit(**TINY, api_name="/distill"))[-1]
+        client.predict(handle_file(str(picture)), api_name="/predict")
+        assert Path(final[5]["value"]).stat().st_size > 400_000  # the student, downloaded after the run
+        served = cached_files(cache) - examples
+        assert sorted(p.suffix for p in served) == [".csv", ".png", ".safetensors", ".webp"]
+        assert wait_for(lambda: cached_files(cache) == examples), sorted(cached_files(cache) - examples)
+    finally:
+        page.close()
+
+
+def test_an_upload_gradio_deleted_is_a_clear_error(tmp_path):
+    gone = {"path": str(tmp_path / "deleted-an-hour-later.png"), "orig_name": "coat.png"}
+    for handler in (lambda: app.predict_upload(gone, None), lambda: app.soften(gone, 4.0)):
+        with pytest.raises(gr.Error, match="no longer on the server .*: upload it again"):
+            handler()
 
 
 def test_predict_shows_what_the_models_see(client, fashion):
@@ -339,6 +378,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cached_files(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*") if path.is_file()}
 
 
 def page_answers(url: str) -> bool:
