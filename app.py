@@ -1,10 +1,11 @@
 """KD Playground, the Gradio app: layout and event wiring only.
 
-The logic lives in kd_core: `session` (run settings, the live run, results, per-session students),
-`predict` (any picture -> the 28×28 model input -> predictions) and `plots` (chart frames). Every
+The logic lives in kd_core: `settings` (limits, presets, datasets on offer, widgets -> RunConfig),
+`session` (the live run, results, per-session students), `predict` (any picture -> the model input ->
+predictions) and `plots` (chart frames). Every
 handler here is a few lines: call kd_core, turn its `ValueError`s into `gr.Error`s, fill widgets.
 `import app` builds the page without starting a server or loading the dataset; `python app.py` serves it.
-API (gradio_client): /distill, /predict, /predict_sketch, /soften; see README "API (gradio_client)".
+API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see README "API (gradio_client)".
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 
 import gradio as gr
 
-from kd_core import plots, predict, session
+from kd_core import plots, predict, session, settings
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
@@ -23,7 +24,7 @@ from kd_core.train import TrainingDiverged
 try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
     import spaces
 
-    gpu = spaces.GPU(duration=int(session.max_run_seconds()) + 60)
+    gpu = spaces.GPU(duration=int(settings.max_run_seconds()) + 60)
 except ImportError:  # anywhere else: a no-op
     def gpu(fn):
         return fn
@@ -61,8 +62,8 @@ distillation. t, s: teacher and student logits; y: the true labels."""
 
 
 def header() -> str:
-    return (f"Training runs on **{session.device_label()}** · one run is capped at {session.MAX_APP_EPOCHS} "
-            f"epochs and {session.max_run_seconds():g} s; {CONCURRENT_RUNS} at a time, others wait in the "
+    return (f"Training runs on **{session.device_label()}** · one run is capped at {settings.MAX_APP_EPOCHS} "
+            f"epochs and {settings.max_run_seconds():g} s; {CONCURRENT_RUNS} at a time, others wait in the "
             f"queue.")
 
 
@@ -78,7 +79,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
             hide_class: str, seed: int, dataset: str, students: session.SessionStudents | None):
     """Train a CE and a KD student side by side; stream the curves, end with the results table."""
     try:
-        cfg = session.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
+        cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                   student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                   dataset=dataset)
         for view in train_on_device(cfg):
@@ -103,20 +104,20 @@ def stopped() -> str:
 def dataset_widgets(dataset: str, student: str, train_size: int, hide_class: str):
     """The pickers whose choices depend on the dataset (keeping the values that still fit), and a line
     about its teacher."""
-    students = list(session.app_students(dataset))
-    classes = [session.NO_HIDDEN_CLASS, *CLASSES[dataset]]
-    hidden = hide_class if hide_class in classes else session.NO_HIDDEN_CLASS
+    students = list(settings.app_students(dataset))
+    classes = [settings.NO_HIDDEN_CLASS, *CLASSES[dataset]]
+    hidden = hide_class if hide_class in classes else settings.NO_HIDDEN_CLASS
     return (gr.Dropdown(choices=students, value=student if student in students else DEFAULTS.student),
-            gr.Dropdown(choices=session.train_size_choices(dataset), value=train_size),
+            gr.Dropdown(choices=settings.train_size_choices(dataset), value=train_size),
             gr.Dropdown(choices=classes, value=hidden),
-            session.teacher_summary(dataset))
+            settings.teacher_summary(dataset))
 
 
 def apply_preset(name: str):
     """A preset's settings, its dataset (presets are tuned on Fashion-MNIST) and that dataset's pickers."""
-    cfg = session.preset(name)
+    cfg = settings.preset(name)
     return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.dataset,
-            *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, session.hidden_class_name(cfg)))
+            *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, settings.hidden_class_name(cfg)))
 
 
 def open_picture(image: dict | str):
@@ -178,27 +179,27 @@ def train_tab(students: gr.State) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             with gr.Row():
-                preset_buttons = [gr.Button(name, size="sm") for name in session.PRESETS]
-            dataset = gr.Dropdown([(session.DATASET_LABELS[name], name) for name in session.app_datasets()],
+                preset_buttons = [gr.Button(name, size="sm") for name in settings.PRESETS]
+            dataset = gr.Dropdown([(settings.DATASET_LABELS[name], name) for name in settings.app_datasets()],
                                   value=DEFAULTS.dataset, label="Dataset",
-                                  info=session.dataset_hint() or None)
-            teacher = gr.Markdown(session.teacher_summary(DEFAULTS.dataset))
+                                  info=settings.dataset_hint() or None)
+            teacher = gr.Markdown(settings.teacher_summary(DEFAULTS.dataset))
             temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T",
                                     info="softens the teacher's and the KD student's softmax")
             alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05,
                               label="α: weight on the teacher's soft targets",
                               info="1 − α weighs cross-entropy with the labels")
-            epochs = gr.Slider(1, session.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
-            lr = gr.Dropdown([(f"{rate:g}", rate) for rate in session.LEARNING_RATES], value=DEFAULTS.lr,
+            epochs = gr.Slider(1, settings.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
+            lr = gr.Dropdown([(f"{rate:g}", rate) for rate in settings.LEARNING_RATES], value=DEFAULTS.lr,
                              label="Learning rate (Adam, both students)")
             # allow_custom_value on the two pickers whose choices follow the dataset: Gradio checks a value
             # against the page's first choices, so an API call for another dataset would be refused;
-            # session.make_config checks every value against its dataset instead, with a clear message
-            student = gr.Dropdown(list(session.app_students(DEFAULTS.dataset)), value=DEFAULTS.student,
+            # settings.make_config checks every value against its dataset instead, with a clear message
+            student = gr.Dropdown(list(settings.app_students(DEFAULTS.dataset)), value=DEFAULTS.student,
                                   label="Student size", allow_custom_value=True)
-            train_size = gr.Dropdown(session.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
+            train_size = gr.Dropdown(settings.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
                                      label="Training images (class-balanced)")
-            hide_class = gr.Dropdown([session.NO_HIDDEN_CLASS, *CLASS_NAMES], value=session.NO_HIDDEN_CLASS,
+            hide_class = gr.Dropdown([settings.NO_HIDDEN_CLASS, *CLASS_NAMES], value=settings.NO_HIDDEN_CLASS,
                                      label="Hide one class from the students", allow_custom_value=True,
                                      info="the teacher still knows it; can the KD student learn it?")
             seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="Seed")
@@ -240,7 +241,7 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
             with gr.Tab("Upload"):
                 image = gr.Image(EXAMPLES[0] if EXAMPLES else None, type="filepath", height=280,
                                  label="A picture of " + " or ".join(SUBJECTS[name]
-                                                                     for name in session.app_datasets()),
+                                                                     for name in settings.app_datasets()),
                                  sources=["upload", "clipboard"],
                                  elem_classes="kd-pixels")
                 gr.Examples(EXAMPLES, image, label="Fashion-MNIST test images (click one)",
@@ -289,9 +290,9 @@ def dark_knowledge_tab(page: gr.Blocks) -> None:
 def sweep(temperatures: str, alphas: str, epochs: int, train_size: int):
     """Train a KD student per (T, α) and the CE baseline in one batched pass; stream the heatmap."""
     try:
-        cfg = session.make_config(temperature=DEFAULTS.temperature, alpha=DEFAULTS.alpha, epochs=epochs,
+        cfg = settings.make_config(temperature=DEFAULTS.temperature, alpha=DEFAULTS.alpha, epochs=epochs,
                                   lr=DEFAULTS.lr, student=DEFAULTS.student, train_size=train_size,
-                                  hide_class=session.NO_HIDDEN_CLASS, seed=DEFAULTS.seed)
+                                  hide_class=settings.NO_HIDDEN_CLASS, seed=DEFAULTS.seed)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
         for view in session.live_sweep(cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
@@ -308,8 +309,8 @@ def sweep_tab() -> None:
     with gr.Row():
         temperatures = gr.Textbox("1, 2, 4, 8", label="Temperatures T (comma-separated)")
         alphas = gr.Textbox("0.25, 0.5, 0.75, 0.9", label="α values (comma-separated)")
-        epochs = gr.Slider(1, session.MAX_APP_EPOCHS, 2, step=1, label="Epochs")
-        train_size = gr.Dropdown(session.train_size_choices(DEFAULTS.dataset), value=0,
+        epochs = gr.Slider(1, settings.MAX_APP_EPOCHS, 2, step=1, label="Epochs")
+        train_size = gr.Dropdown(settings.train_size_choices(DEFAULTS.dataset), value=0,
                                  label="Training images")
     with gr.Row():
         start = gr.Button("Start sweep", variant="primary")
@@ -338,7 +339,7 @@ def release_session(page: gr.Blocks):
 
 
 def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
-    """The page. The dataset picker offers what is on this machine when this runs (session.app_datasets).
+    """The page. The dataset picker offers what is on this machine when this runs (settings.app_datasets).
     `delete_cache`: (every s, older than s), see CACHE_CLEANUP."""
     with gr.Blocks(title="KD Playground", delete_cache=delete_cache) as page:
         gr.Markdown(INTRO)

@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 
 import app
-from kd_core import checkpoints, predict, session
+from kd_core import checkpoints, predict, session, settings
 from kd_core.config import RunConfig
 from kd_core.teacher import teacher_logits
 
@@ -163,7 +163,7 @@ def test_a_client_that_leaves_frees_its_students_and_run_files(server, monkeypat
 
 def test_run_files_go_with_the_students_however_they_are_dropped():
     """Beyond state_session_capacity Gradio forgets a session without calling its delete_callback."""
-    cfg = session.make_config(**TINY, lr=1e-3, student="mlp-tiny", hide_class="none", seed=0)
+    cfg = settings.make_config(**TINY, lr=1e-3, student="mlp-tiny", hide_class="none", seed=0)
     *_, last = session.live_run(cfg)
     run_dir = last.students.run_dir
     assert run_dir.is_dir()
@@ -298,12 +298,12 @@ def test_readme_api_example_runs(server, tmp_path, monkeypatch, capsys):
 # ------------------------------------------------------------------------------- session logic
 
 def test_make_config_maps_widgets_and_caps_the_run():
-    cfg = session.make_config(temperature=3.5, alpha=0.6, epochs=4.0, lr=3e-4, student="mlp-tiny",
+    cfg = settings.make_config(temperature=3.5, alpha=0.6, epochs=4.0, lr=3e-4, student="mlp-tiny",
                               train_size=2000.0, hide_class="Dress", seed=7.0)
     assert cfg == RunConfig().replace(temperature=3.5, alpha=0.6, epochs=4, lr=3e-4, student="mlp-tiny",
                                       train_size=2000, hide_class=3, seed=7,
-                                      max_seconds=session.DEFAULT_MAX_RUN_SECONDS)
-    assert session.hidden_class_name(cfg) == "Dress"
+                                      max_seconds=settings.DEFAULT_MAX_RUN_SECONDS)
+    assert settings.hidden_class_name(cfg) == "Dress"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -318,31 +318,31 @@ def test_make_config_maps_widgets_and_caps_the_run():
     ({"hide_class": "Banana"}, "hide_class must be 'none' or one of T-shirt/top"),
 ])
 def test_make_config_rejects_bad_values(change, message):
-    settings = {"temperature": 4.0, "alpha": 0.9, "epochs": 3, "lr": 1e-3, "student": "mlp-small",
-                "train_size": 0, "hide_class": "none", "seed": 0, **change}
+    widgets = {"temperature": 4.0, "alpha": 0.9, "epochs": 3, "lr": 1e-3, "student": "mlp-small",
+               "train_size": 0, "hide_class": "none", "seed": 0, **change}
     with pytest.raises(ValueError, match=message):
-        session.make_config(**settings)
+        settings.make_config(**widgets)
 
 
 def test_run_time_cap_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("KD_MAX_RUN_SECONDS", "42")
-    cfg = session.make_config(temperature=4.0, alpha=0.9, epochs=3, lr=1e-3, student="mlp-small",
+    cfg = settings.make_config(temperature=4.0, alpha=0.9, epochs=3, lr=1e-3, student="mlp-small",
                               train_size=0, hide_class="none", seed=0)
     assert cfg.max_seconds == 42.0
 
 
-@pytest.mark.parametrize("name", list(session.PRESETS))
+@pytest.mark.parametrize("name", list(settings.PRESETS))
 def test_presets_are_valid_configs_the_widgets_can_show(name):
-    cfg = session.preset(name).validate()
+    cfg = settings.preset(name).validate()
     *values, student, train_size, hide_class, teacher = app.apply_preset(name)
     assert values == [cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, "fashion-mnist"]
     assert (student.value, train_size.value, hide_class.value) == (cfg.student, cfg.train_size,
-                                                                   session.hidden_class_name(cfg))
+                                                                   settings.hidden_class_name(cfg))
     assert student.value in [value for _, value in student.choices]
     assert hide_class.value in [value for _, value in hide_class.choices]
     assert teacher.startswith("Fashion-MNIST teacher: cnn-teacher, 390,890 parameters, 92.4% test accuracy")
-    assert cfg.epochs <= session.MAX_APP_EPOCHS and cfg.lr in session.LEARNING_RATES
-    assert cfg.train_size in session.TRAIN_SIZES
+    assert cfg.epochs <= settings.MAX_APP_EPOCHS and cfg.lr in settings.LEARNING_RATES
+    assert cfg.train_size in settings.TRAIN_SIZES
 
 
 # ------------------------------------------------------------------------------ start-up

@@ -15,7 +15,7 @@ from PIL import Image
 from test_app import free_port
 
 import app
-from kd_core import checkpoints, data, session
+from kd_core import checkpoints, data, session, settings
 from kd_core.data import CLASSES, NORMALISATION, Dataset
 from kd_core.teacher import train_teacher
 
@@ -68,18 +68,18 @@ def cifar_server(cifar_on_disk):
 
 
 def test_the_picker_offers_a_dataset_only_with_its_files_and_its_teacher(cifar_on_disk, monkeypatch):
-    assert session.app_datasets() == ("fashion-mnist", "cifar10")
-    hint = session.dataset_hint()
+    assert settings.app_datasets() == ("fashion-mnist", "cifar10")
+    hint = settings.dataset_hint()
     assert hint == ("MNIST can be picked once the files are in ./data and a teacher is in checkpoints/ "
                     "(see the README).")
-    assert session.teacher_summary("cifar10").startswith("CIFAR-10 teacher: mlp-tiny, 98,666 parameters, ")
+    assert settings.teacher_summary("cifar10").startswith("CIFAR-10 teacher: mlp-tiny, 98,666 parameters, ")
     without_teacher = _no_cifar_teacher(checkpoints.default_teacher_path)
     monkeypatch.setattr(checkpoints, "default_teacher_path", without_teacher)
-    assert session.app_datasets() == ("fashion-mnist",)  # files but no teacher: not offered
-    assert session.dataset_hint().startswith("MNIST and CIFAR-10 can be picked once the files are in ./data")
+    assert settings.app_datasets() == ("fashion-mnist",)  # files but no teacher: not offered
+    assert settings.dataset_hint().startswith("MNIST and CIFAR-10 can be picked once the files are in ./data")
     with pytest.raises(ValueError, match="dataset must be one of fashion-mnist here; got 'cifar10'. "
                                          "MNIST and CIFAR-10 can be picked"):
-        session.make_config(temperature=2, alpha=0.5, epochs=1, lr=1e-3, student="mlp-tiny", train_size=0,
+        settings.make_config(temperature=2, alpha=0.5, epochs=1, lr=1e-3, student="mlp-tiny", train_size=0,
                             hide_class="none", seed=0, dataset="cifar10")
 
 
