@@ -1,5 +1,6 @@
 """The CIFAR-10 track on CPU, with small generated colour images (the real CIFAR-10 is online-only here)."""
 
+from pathlib import Path
 from urllib.error import URLError
 
 import pytest
@@ -155,6 +156,42 @@ def test_cifar10_offline_says_how_to_get_it(tmp_path, monkeypatch):
         f"Name or service not known>). Get it with an internet connection once (it is saved under "
         f"{tmp_path.resolve()}), or put torchvision's files there or in $KD_DATA_DIR.")
     assert "cifar10" not in data.available_datasets()
+
+
+def test_cifar10_files_in_torchvisions_layout_load_as_nchw_uint8(tmp_path, monkeypatch):
+    """The real torchvision CIFAR10 reader over files in CIFAR-10's own pickle format (small ones: their
+    checksums cannot match, so only that check is bypassed): pixels and labels arrive unchanged, as NCHW."""
+    import pickle
+
+    import numpy as np
+    import torchvision.datasets.cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        pixels = rng.integers(0, 256, (4, 3 * 32 * 32), dtype=np.uint8)  # rows: R plane, G plane, B plane
+        labels = rng.integers(0, 10, 4).tolist()
+        batches[name] = (pixels, labels)
+        (folder / name).write_bytes(pickle.dumps({"data": pixels, "labels": labels}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CLASSES["cifar10"])}))
+    def present(path, md5=None) -> bool:  # torchvision's checksum check, without the checksum
+        return Path(path).is_file()
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", present)
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path))
+    assert "cifar10" in data.available_datasets()
+    dataset = data.load_dataset("cifar10")
+    train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
+    assert dataset.train_images.dtype == torch.uint8 and dataset.image_shape == (3, 32, 32)
+    assert torch.equal(dataset.train_images,
+                       torch.from_numpy(np.concatenate([p for p, _ in train])).view(20, 3, 32, 32))
+    assert dataset.train_labels.tolist() == [label for _, labels in train for label in labels]
+    assert torch.equal(dataset.test_images, torch.from_numpy(batches["test_batch"][0]).view(4, 3, 32, 32))
+    assert dataset.test_labels.dtype == torch.int64
+    assert dataset.test_labels.tolist() == batches["test_batch"][1]
+    assert dataset.source == str(tmp_path.resolve()) and dataset.mean == NORMALISATION["cifar10"][0]
 
 
 def test_available_datasets_looks_for_files_without_loading(tmp_path, monkeypatch):
