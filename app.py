@@ -80,8 +80,8 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
     """Train a CE and a KD student side by side; stream the curves, end with the results table."""
     try:
         cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                                  student=student, train_size=train_size, hide_class=hide_class, seed=seed,
-                                  dataset=dataset)
+                                   student=student, train_size=train_size, hide_class=hide_class, seed=seed,
+                                   dataset=dataset)
         for view in train_on_device(cfg):
             done = view.table is not None
             yield (view.status_html(),
@@ -105,7 +105,7 @@ def dataset_widgets(dataset: str, student: str, train_size: int, hide_class: str
     """The pickers whose choices depend on the dataset (keeping the values that still fit), and a line
     about its teacher."""
     students = list(settings.app_students(dataset))
-    classes = [settings.NO_HIDDEN_CLASS, *CLASSES[dataset]]
+    classes = settings.hidden_class_choices(dataset)
     hidden = hide_class if hide_class in classes else settings.NO_HIDDEN_CLASS
     return (gr.Dropdown(choices=students, value=student if student in students else DEFAULTS.student),
             gr.Dropdown(choices=settings.train_size_choices(dataset), value=train_size),
@@ -199,8 +199,9 @@ def train_tab(students: gr.State) -> None:
                                   label="Student size", allow_custom_value=True)
             train_size = gr.Dropdown(settings.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
                                      label="Training images (class-balanced)")
-            hide_class = gr.Dropdown([settings.NO_HIDDEN_CLASS, *CLASS_NAMES], value=settings.NO_HIDDEN_CLASS,
-                                     label="Hide one class from the students", allow_custom_value=True,
+            hide_class = gr.Dropdown(settings.hidden_class_choices(DEFAULTS.dataset),
+                                     value=settings.NO_HIDDEN_CLASS, label="Hide one class from the students",
+                                     allow_custom_value=True,
                                      info="the teacher still knows it; can the KD student learn it?")
             seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="Seed")
         with gr.Column(scale=3):
@@ -291,8 +292,8 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int):
     """Train a KD student per (T, α) and the CE baseline in one batched pass; stream the heatmap."""
     try:
         cfg = settings.make_config(temperature=DEFAULTS.temperature, alpha=DEFAULTS.alpha, epochs=epochs,
-                                  lr=DEFAULTS.lr, student=DEFAULTS.student, train_size=train_size,
-                                  hide_class=settings.NO_HIDDEN_CLASS, seed=DEFAULTS.seed)
+                                   lr=DEFAULTS.lr, student=DEFAULTS.student, train_size=train_size,
+                                   hide_class=settings.NO_HIDDEN_CLASS, seed=DEFAULTS.seed)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
         for view in session.live_sweep(cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,

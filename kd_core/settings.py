@@ -84,6 +84,11 @@ def app_students(dataset: str) -> tuple[str, ...]:
     return (*models.SMALL_STUDENTS, *(("resnet18-cifar",) if dataset == "cifar10" else ()))
 
 
+def hidden_class_choices(dataset: str) -> list[str]:
+    """The hidden-class picker's choices: none, or one of the dataset's class names."""
+    return [NO_HIDDEN_CLASS, *CLASSES[dataset]]
+
+
 def train_size_choices(dataset: str) -> list[tuple[str, int]]:
     """(label, value) pairs for the training-set picker; 0 = the whole training set."""
     return [(f"all {TRAIN_SET_SIZES[dataset]:,}", 0), *((f"{n:,}", n) for n in TRAIN_SIZES[1:])]
@@ -113,7 +118,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
         raise ValueError(f"student must be one of {', '.join(app_students(dataset))} for {dataset} in "
                          f"the app; got {student!r}")
     classes = CLASSES[dataset]
-    if hide_class not in (NO_HIDDEN_CLASS, *classes):
+    if hide_class not in hidden_class_choices(dataset):
         raise ValueError(f"hide_class must be {NO_HIDDEN_CLASS!r} or one of {', '.join(classes)}; "
                          f"got {hide_class!r}")
     epochs, train_size, seed = (_whole(name, value) for name, value in
