@@ -126,8 +126,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
 
     def report(event) -> None:
-        print(f"epoch {event.epoch}/{args.epochs}  loss {event.train_loss:.4f}  "
+        print(f"epoch {event.epoch}/{args.epochs}  loss {event.train_loss:.4f}  val acc {event.val_acc:.4f}  "
               f"test acc {event.test_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
+        epochs_seen.append(event)
+
+    epochs_seen = []
 
     model, acc = train_teacher(args.dataset, args.arch, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, label_smoothing=args.label_smoothing,
@@ -140,12 +143,15 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
             "mean": list(dataset.mean), "std": list(dataset.std), "test_acc": round(acc, 4),
             "recipe": recipe, "seed": args.seed, "epochs": args.epochs,
             "train_seconds": round(train_seconds, 1), "device": str(device),
+            "val_acc": round(epochs_seen[-1].val_acc, 4),
+            "val_acc_per_epoch": [round(e.val_acc, 4) for e in epochs_seen],
+            "test_acc_per_epoch": [round(e.test_acc, 4) for e in epochs_seen],
             "torch": torch.__version__}
     out = checkpoints.save_model(args.out, model, meta)
     # ship the training-set logits beside the checkpoint so the first distillation starts at once
     logits = teacher_logits(out, dataset, device)
     save_logits_beside(out, dataset, logits)
-    return {"checkpoint": str(out), "test_acc": acc, "train_seconds": train_seconds,
+    return {"checkpoint": str(out), "test_acc": acc, "val_acc": meta["val_acc"], "train_seconds": train_seconds,
             "logits_seconds": logits.seconds, "arch": args.arch, "dataset": args.dataset}
 
 

@@ -32,6 +32,8 @@ CLASSES = {
                 "dog", "frog", "horse", "ship", "truck"),
 }
 TRAIN_SET_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}  # for labels, before loading
+VALIDATION_SIZE = 5_000  # training images held out for every choice (defaults, presets, best cell, bias)
+VALIDATION_SEED = 20_151_503  # fixed: the same validation split for every run, seed and teacher
 # per-channel mean / std of the training images, scaled to [0, 1]
 NORMALISATION = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
@@ -71,6 +73,23 @@ class Dataset:
         digest.update(self.train_images.contiguous().numpy().tobytes())
         digest.update(self.train_labels.numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    @functools.cached_property
+    def validation_index(self) -> torch.Tensor:
+        """The validation split: VALIDATION_SIZE training indices, class-stratified, fixed for the dataset.
+
+        Students and the shipped teacher never train on these images; everything that *chooses* (the
+        defaults, the presets, a sweep's best cell, the hidden-class bias) looks at them, and the test set
+        only reports.
+        """
+        return validation_indices(self.train_labels)
+
+    @functools.cached_property
+    def fit_index(self) -> torch.Tensor:
+        """The training indices outside the validation split (sorted): what students may learn from."""
+        keep = torch.ones(len(self.train_labels), dtype=torch.bool)
+        keep[self.validation_index] = False
+        return keep.nonzero().flatten()
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] on any device -> float32 normalised model input."""
@@ -190,18 +209,35 @@ def read_idx(path: Path) -> torch.Tensor:
     return data.view(*shape)
 
 
-def student_indices(labels: torch.Tensor, *, train_size: int = 0, hide_class: int | None = None,
-                    seed: int = 0) -> torch.Tensor:
-    """Indices of the training samples the students may see.
+def validation_indices(labels: torch.Tensor, size: int = VALIDATION_SIZE) -> torch.Tensor:
+    """`size` class-stratified training indices drawn with VALIDATION_SEED (sorted): the validation split."""
+    return stratified_subset(labels, torch.arange(len(labels)), size, VALIDATION_SEED)
 
-    `hide_class` drops every sample of that class; `train_size` > 0 then keeps a class-stratified
-    random subset of that many samples (drawn with `seed`), so a 1k subset still has every class.
+
+def student_indices(labels: torch.Tensor, *, train_size: int = 0, hide_class: int | None = None,
+                    seed: int = 0, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the labelled training samples the students may see (sorted).
+
+    `exclude` (the validation split, for runs) is never included; `hide_class` drops every sample of
+    that class; `train_size` > 0 then keeps a class-stratified random subset of that many samples
+    (drawn with `seed`), so a 1k subset still has every class.
     """
     keep = torch.arange(len(labels))
+    if exclude is not None:
+        allowed = torch.ones(len(labels), dtype=torch.bool)
+        allowed[exclude] = False
+        keep = keep[allowed]
     if hide_class is not None:
-        keep = keep[labels != hide_class]
+        keep = keep[labels[keep] != hide_class]
     if not train_size or train_size >= len(keep):
         return keep
+    return stratified_subset(labels, keep, train_size, seed)
+
+
+def stratified_subset(labels: torch.Tensor, keep: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """`size` of the indices `keep`, every class getting its share (random within a class, by `seed`)."""
+    if size >= len(keep):
+        return keep.sort().values
     generator = torch.Generator().manual_seed(seed)
     shuffled = keep[torch.randperm(len(keep), generator=generator)]
     # stable sort by class, then take each class's share round-robin by rank within the class
@@ -212,7 +248,7 @@ def student_indices(labels: torch.Tensor, *, train_size: int = 0, hide_class: in
     rank_in_class = torch.arange(len(by_class)) - first_of_class
     counts = torch.bincount(sorted_labels)[sorted_labels].float()
     spread = rank_in_class.float() / counts  # 0..1 within each class: equal shares across classes
-    chosen = by_class[torch.argsort(spread, stable=True)[:train_size]]
+    chosen = by_class[torch.argsort(spread, stable=True)[:size]]
     return chosen.sort().values
 
 

@@ -149,7 +149,8 @@ def clear_memory_cache() -> None:
 class TeacherEpoch:
     epoch: int
     train_loss: float
-    test_acc: float
+    val_acc: float  # on the validation split (never trained on): what chooses a recipe
+    test_acc: float  # reported only
     seconds: float  # wall time since training started
 
 
@@ -160,6 +161,8 @@ def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher"
                   on_note: Callable[[str], None] | None = None) -> tuple[nn.Module, float]:
     """Train `arch` on `dataset_name` with AdamW + OneCycle and random shifts (+ flips except MNIST).
 
+    The validation split (`Dataset.validation_index`) is held out: the teacher trains on the rest, and
+    each epoch reports validation accuracy (which chooses the recipe) beside test accuracy (reported only).
     Label smoothing is off by default: it raises accuracy a little but flattens the wrong-class
     probabilities that distillation transfers (Müller et al. 2019, "When does label smoothing help?").
 
@@ -181,7 +184,10 @@ def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher"
     model = model.to(device, memory_format=torch.channels_last) if mixed else model.to(device)
     pad = 4 if dataset.image_shape[-1] >= 32 else 2  # ±2 px made the shipped Fashion-MNIST teacher
     flips = dataset_name != "mnist"  # a mirrored digit is another symbol; a mirrored shoe is a shoe
-    images, labels = dataset.train_images.to(device), dataset.train_labels.to(device)
+    fit = dataset.fit_index  # the training set minus the validation split
+    images, labels = dataset.train_images[fit].to(device), dataset.train_labels[fit].to(device)
+    val_images, val_labels = dataset.train_images[dataset.validation_index], \
+        dataset.train_labels[dataset.validation_index]
     steps_per_epoch = math.ceil(len(labels) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
@@ -203,9 +209,11 @@ def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher"
             optimizer.step()
             schedule.step()
             total_loss += loss.detach()
+        val = predict_logits(model, dataset, val_images, device)
+        val_acc = (val.argmax(1) == val_labels).float().mean().item()
         test = predict_logits(model, dataset, dataset.test_images, device)
         acc = (test.argmax(1) == dataset.test_labels).float().mean().item()
         if on_epoch:
-            on_epoch(TeacherEpoch(epoch, total_loss.item() / steps_per_epoch, acc,
+            on_epoch(TeacherEpoch(epoch, total_loss.item() / steps_per_epoch, val_acc, acc,
                                   time.perf_counter() - start))
     return model.cpu().eval(), acc
