@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from .config import DATASETS, DEVICES, MAX_EPOCHS, RunConfig
+from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from .data import DatasetUnavailable
 from .models import STUDENTS, TEACHERS
 from .train import TrainingDiverged, resolve_device
@@ -54,7 +54,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="students' training samples (0 = all); class-stratified subset")
     parser.add_argument("--hide-class", type=int, default=DEFAULTS.hide_class,
                         help="class index removed from the students' training set")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="seed of the first repeat (subset, initial weights, batch order)")
+    parser.add_argument("--repeats", type=int, default=DEFAULTS.repeats,
+                        help=f"seeds trained together (seed, seed+1, …), 1..{MAX_REPEATS}; results give their "
+                             f"mean, spread and the paired difference KD − CE with a 95%% interval")
+    parser.add_argument("--unlabeled", type=int, default=DEFAULTS.unlabeled,
+                        help="transfer set: this many more training images that only the KD students learn "
+                             "from, through the teacher's soft targets (their labels are never used); 0 = off")
+    parser.add_argument("--unlabeled-hidden", action="store_true",
+                        help="with --hide-class: let the hidden class's images be among the unlabelled ones")
     parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES)
     parser.add_argument("--threads", type=int, default=DEFAULTS.cpu_threads,
                         help="torch threads for CPU training (more help big students on idle machines)")
@@ -65,7 +74,8 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
     return DEFAULTS.replace(
         dataset=args.dataset, teacher=args.teacher, student=args.student, epochs=args.epochs,
         lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
-        hide_class=args.hide_class, seed=args.seed, device=args.device, cpu_threads=args.threads,
+        hide_class=args.hide_class, seed=args.seed, repeats=args.repeats, unlabeled=args.unlabeled,
+        unlabeled_hidden=args.unlabeled_hidden, device=args.device, cpu_threads=args.threads,
         **extra).validate()
 
 
@@ -165,16 +175,19 @@ def cmd_distill(args: argparse.Namespace) -> dict:
         if isinstance(event, Started):
             for note in event.notes:
                 print(note, file=sys.stderr, flush=True)
+            transfer = f" + {event.transfer_samples} unlabelled" if event.transfer_samples else ""
             print(f"teacher acc {event.teacher_acc:.4f} ({event.logits_source} logits, "
-                  f"{event.logits_seconds:.1f}s); {event.train_samples} training samples on "
-                  f"{event.device}", file=sys.stderr, flush=True)
-        elif isinstance(event, Evaluated) and event.epoch > 0:
+                  f"{event.logits_seconds:.1f}s); {event.train_samples} training samples{transfer} per seed, "
+                  f"{len(event.seeds)} seed(s), on {event.device}", file=sys.stderr, flush=True)
+        elif isinstance(event, Evaluated) and event.step > 0:
             hidden = (f"  hidden class: CE {event.ce_hidden_acc:.3f} KD {event.kd_hidden_acc:.3f}"
                       if event.ce_hidden_acc is not None else "")
-            print(f"epoch {event.epoch}/{cfg.epochs}  CE acc {event.ce_acc:.4f}  KD acc "
+            print(f"epoch {event.progress:.2f}/{cfg.epochs}  validation: CE acc {event.ce_acc:.4f}  KD acc "
                   f"{event.kd_acc:.4f}{hidden}  {event.elapsed_s:.1f}s", file=sys.stderr, flush=True)
         elif isinstance(event, Finished):
             result = event.result
+            print(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}", file=sys.stderr,
+                  flush=True)
     if args.save_students:
         save_students(result, Path(args.save_students), args.argv)
     return result.summary()

@@ -15,6 +15,7 @@ DATASETS = ("fashion-mnist", "mnist", "cifar10")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_EPOCHS = 50  # a hard cap so one run (or one Space visitor) cannot train forever
 MAX_BATCH_SIZE = 8192  # larger batches stop fitting comfortably in a laptop's memory
+MAX_REPEATS = 8  # seeds per run: enough for a 95 % interval, few enough to stay one batched pass
 MAX_TEMPERATURE = 100.0  # beyond this every softened distribution is uniform to float precision
 # CPU training speed measured here (1 thread, 2 busy cores): mlp-small and resnet18-cifar students trained
 # at 70 and 74 GFLOP/s (3 × forward FLOPs), cnn-tiny at 16; so this is an optimistic estimate
@@ -38,7 +39,14 @@ class RunConfig:
     augment: bool = False  # random crop + flip per batch (CIFAR); the teacher then sees each augmented batch
     pretrained: bool = False  # ResNet students start from torchvision's ImageNet weights (online; else from
     #                           random init, and Started.notes says so); both students get the same weights
-    seed: int = 0  # seeds the subset, the shared student init and the batch order
+    seed: int = 0  # seeds the subset, the shared student init and the batch order (of the first repeat)
+    repeats: int = 5  # seeds trained together (seed, seed+1, …): results carry their spread over seeds;
+    #                   seed i's CE and KD students share init, batches and subset (one batched pass)
+    unlabeled: int = 0  # transfer set: this many more training images, labelled by the teacher alone; only
+    #                     the distilling students learn from them (Hinton 2015 §2); 0 = off
+    unlabeled_hidden: bool = False  # with hide_class: may its images be among the unlabelled ones? (Hinton's
+    #                                omitted-class experiment: no)
+    evaluations: int = 16  # live validation-subset evaluations per run, evenly spaced in steps
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     cpu_threads: int = 1  # torch threads while training on CPU: a 2nd core speeds small students <10%,
     #                       but when another process wants that core, 2 threads ran 10-80x slower here
@@ -55,7 +63,10 @@ class RunConfig:
         _check_number("lr", self.lr, low=0.0, high=1.0, low_open=True)
         _check_int("batch_size", self.batch_size, low=1, high=MAX_BATCH_SIZE)
         _check_int("train_size", self.train_size, low=0, high=10_000_000)
-        _check_int("seed", self.seed, low=0, high=2**63 - 1)
+        _check_int("seed", self.seed, low=0, high=2**63 - 1 - MAX_REPEATS)
+        _check_int("repeats", self.repeats, low=1, high=MAX_REPEATS)
+        _check_int("unlabeled", self.unlabeled, low=0, high=10_000_000)
+        _check_int("evaluations", self.evaluations, low=1, high=1000)
         _check_int("cpu_threads", self.cpu_threads, low=1, high=256)
         _check_number("event_interval_s", self.event_interval_s, low=0.0, high=3600.0)
         _check_number("max_seconds", self.max_seconds, low=0.0, high=7 * 24 * 3600.0)
@@ -69,6 +80,8 @@ class RunConfig:
                              f"{', '.join(STUDENTS)}")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
+        if not isinstance(self.unlabeled_hidden, bool):
+            raise ValueError(f"unlabeled_hidden must be true or false; got {self.unlabeled_hidden!r}")
         if not isinstance(self.pretrained, bool):
             raise ValueError(f"pretrained must be true or false; got {self.pretrained!r}")
         if self.pretrained and self.student not in PRETRAINED:

@@ -4,24 +4,14 @@ import math
 import pytest
 import torch
 
-from kd_core import models
-from kd_core import sweep as kd_sweep
+from kd_core import engine
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.losses import kd_loss
-from kd_core.sweep import (
-    MAX_GRID,
-    StudentStack,
-    SweepEvaluated,
-    SweepStarted,
-    SweepStep,
-    grid_loss,
-    run_sweep,
-    sweep,
-)
+from kd_core.engine import role_losses
+from kd_core.sweep import MAX_GRID, SweepEvaluated, SweepStarted, SweepStep, run_sweep, sweep
 from kd_core.train import TrainingDiverged, class_accuracy, predictions, run
 
-SMALL = RunConfig(train_size=2000, epochs=1, event_interval_s=0.0)
+SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
 
 
 def kinds(events):
@@ -35,63 +25,6 @@ def assert_same_weights(batched: dict, module: torch.nn.Module, atol: float) -> 
         assert torch.allclose(batched[name].to(value.dtype), value, atol=atol, rtol=0), name
 
 
-# --------------------------------------------------------------------------------- the maths
-
-def test_grid_loss_is_kd_loss_per_student():
-    generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(4, 16, 10, generator=generator) * 3  # [S, B, K]
-    teacher = torch.randn(16, 10, generator=generator) * 3
-    labels = torch.randint(0, 10, (16,), generator=generator)
-    T, alpha = torch.tensor([1.0, 2.0, 8.0, 0.5]), torch.tensor([0.0, 0.5, 1.0, 0.25])
-    losses = grid_loss(logits.transpose(1, 2), teacher, labels, T, alpha)  # class-major [S, K, B]
-    expected = [kd_loss(logits[s], teacher, labels, T=T[s].item(), alpha=alpha[s].item()) for s in range(4)]
-    assert losses.shape == (4,)
-    assert losses.tolist() == pytest.approx([e.item() for e in expected], rel=1e-5)
-
-
-@pytest.mark.parametrize("student", ["mlp-tiny", "mlp-medium", "cnn-tiny"])
-@pytest.mark.parametrize("parts", [[slice(None)], [slice(0, 1), slice(1, 3)]])
-def test_stack_computes_each_student_separately(student, parts):
-    """Different weights per copy: logits, BatchNorm statistics and gradients equal the modules',
-    whether the students run all at once or in parts."""
-    torch.manual_seed(0)
-    stack = StudentStack(models.build(student), 3, (1, 28, 28))
-    with torch.no_grad():
-        for tensor in stack.parameters():
-            tensor.add_(torch.randn_like(tensor) * 0.05)  # make the three copies differ
-    separate = [stack.module(s).train() for s in range(3)]
-    x = torch.randn(8, 1, 28, 28)
-    outs = [stack(x, train=True, part=part) for part in parts]
-    sum(o.square().sum() for o in outs).backward()
-    out = torch.cat(outs)
-    assert out.shape == (3, 10, 8)
-    for s, module in enumerate(separate):
-        expected = module(x)
-        assert torch.allclose(out[s].T, expected, atol=1e-5), s
-        expected.square().sum().backward()
-        # BatchNorm running statistics moved exactly as each module's own
-        assert_same_weights(stack.state_dict(s), module, atol=1e-6)
-        grads = {name: p.grad for name, p in module.named_parameters()}
-        for name, tensor in stack.params.items():
-            assert torch.allclose(tensor.grad[s], grads[name], atol=1e-5), (s, name)
-    with torch.no_grad():  # eval mode uses the running statistics
-        eval_out = stack(x, train=False)
-        for s, module in enumerate(separate):
-            assert torch.allclose(eval_out[s].T, module.eval()(x), atol=1e-5), s
-    assert stack.predict(x, batch=4).tolist() == eval_out.argmax(1).tolist()
-
-
-def test_parts_bound_the_activation_memory():
-    mlp = StudentStack(models.build("mlp-small"), 17, (1, 28, 28))
-    assert mlp.widest_bytes == 128 * 4  # the hidden layer (the flattened input is shared)
-    assert mlp.parts(256) == [slice(0, 17)]
-    cnn = StudentStack(models.build("cnn-tiny"), 17, (1, 28, 28))
-    assert cnn.widest_bytes == 8 * 28 * 28 * 4  # the first conv's output
-    size = kd_sweep.ACTIVATION_BYTES // (256 * cnn.widest_bytes)
-    assert 1 <= size < 17 and cnn.parts(256) == [slice(i, min(i + size, 17)) for i in range(0, 17, size)]
-    assert cnn.parts(10**6) == [slice(i, i + 1) for i in range(17)]  # at least one student per part
-
-
 # ------------------------------------------------------------------ equivalence with distill
 
 def test_batched_sweep_equals_separate_distill_runs(fashion):
@@ -102,8 +35,8 @@ def test_batched_sweep_equals_separate_distill_runs(fashion):
     for cell in (0, 3):  # two corners show both the grid order and the loss per cell
         T, alpha = grid[cell]
         separate = run(SMALL.replace(temperature=T, alpha=alpha))
-        assert_same_weights(result.students.state_dict(cell + 1), separate.kd_student, atol=2e-5)
-        assert_same_weights(result.students.state_dict(0), separate.ce_student, atol=2e-5)
+        assert_same_weights(result.stack.students.state_dict(cell + 1), separate.kd_student, atol=2e-5)
+        assert_same_weights(result.stack.students.state_dict(0), separate.ce_student, atol=2e-5)
         assert result.kd_acc[cell] == pytest.approx(separate.kd_acc, abs=1e-3)
         assert result.ce_acc == pytest.approx(separate.ce_acc, abs=1e-3)
     # an exported student reproduces its reported accuracy
@@ -116,18 +49,19 @@ def test_batched_sweep_equals_separate_distill_runs(fashion):
 def test_batchnorm_students_equal_separate_distill_runs(fashion):
     cfg = SMALL.replace(student="cnn-tiny", train_size=1000)
     result = run_sweep(cfg, [1.0, 4.0], [0.5, 0.9])  # 5 students: more than one part
-    assert len(result.students.parts(cfg.batch_size)) > 1
+    assert len(result.stack.students.parts(cfg.batch_size)) > 1
     separate = run(cfg.replace(temperature=4.0, alpha=0.9))
-    assert_same_weights(result.students.state_dict(4), separate.kd_student, atol=5e-5)
-    assert_same_weights(result.students.state_dict(0), separate.ce_student, atol=5e-5)
+    assert_same_weights(result.stack.students.state_dict(4), separate.kd_student, atol=5e-5)
+    assert_same_weights(result.stack.students.state_dict(0), separate.ce_student, atol=5e-5)
     assert result.kd_acc[3] == pytest.approx(separate.kd_acc, abs=1e-3)
 
 
 # -------------------------------------------------------------------------- events, results
 
 def test_event_order_summary_and_frame(fashion):
-    events = list(sweep(SMALL.replace(epochs=2, batch_size=1000), temperatures=[2.0], alphas=[0.0, 1.0]))
-    assert kinds(events) == ["SweepStarted", "SweepStep", "SweepStep", "SweepEvaluated",
+    events = list(sweep(SMALL.replace(epochs=2, batch_size=1000, evaluations=2), temperatures=[2.0],
+                        alphas=[0.0, 1.0]))
+    assert kinds(events) == ["SweepStarted", "SweepEvaluated", "SweepStep", "SweepStep", "SweepEvaluated",
                              "SweepStep", "SweepStep", "SweepEvaluated", "SweepFinished"]
     started = events[0]
     assert isinstance(started, SweepStarted)
@@ -138,20 +72,36 @@ def test_event_order_summary_and_frame(fashion):
     # α = 0 is exactly the CE baseline: same init, same batches, same loss
     assert all(e.kd_loss[0] == pytest.approx(e.ce_loss, rel=1e-6) for e in steps)
     evaluated = [e for e in events if isinstance(e, SweepEvaluated)]
-    assert [e.epoch for e in evaluated] == [1, 2] and [e.step for e in evaluated] == [2, 4]
+    assert [e.epoch for e in evaluated] == [0, 1, 2] and [e.step for e in evaluated] == [0, 2, 4]
     result = events[-1].result
-    assert (result.ce_acc, result.kd_acc) == (evaluated[-1].ce_acc, evaluated[-1].kd_acc)
     assert result.kd_acc[0] == pytest.approx(result.ce_acc, abs=1e-4)
     summary = result.summary()
-    assert {"ce_acc", "grid", "seconds"} <= summary.keys()
+    assert {"ce_acc", "grid", "seconds", "best", "repeats", "ce_val_acc"} <= summary.keys()
     assert [(g["T"], g["alpha"]) for g in summary["grid"]] == [(2.0, 0.0), (2.0, 1.0)]
     assert summary["students"] == 3 and summary["epochs"] == 2 and summary["stopped"] == ""
-    assert summary["seconds"] > 0 and summary["samples_per_s"] == pytest.approx(4000 / summary["seconds"])
     json.dumps(summary)  # the CLI prints it
     frame = result.frame()
-    assert list(frame.columns) == ["T", "alpha", "kd_acc", "kd_hidden_acc"]
+    assert {"T", "alpha", "kd_acc", "kd_hidden_acc", "kd_val_acc", "gain", "kd_wins"} <= set(frame.columns)
     assert frame[["T", "alpha"]].values.tolist() == [[2.0, 0.0], [2.0, 1.0]]
     assert frame["kd_acc"].tolist() == result.kd_acc
+
+
+def test_repeats_give_cells_their_spread_and_the_best_cell_comes_from_validation(fashion):
+    result = run_sweep(SMALL.replace(repeats=3), [1.0, 4.0], [0.9])
+    summary = result.summary()
+    assert summary["repeats"] == 3 and summary["seeds"] == [0, 1, 2] and summary["students"] == 9
+    for i, cell in enumerate(summary["grid"]):
+        kd, ce = result.accuracies(1 + i), result.accuracies(0)
+        assert cell["kd_acc"] == pytest.approx(sum(kd) / 3)
+        assert cell["kd_minus_ce"]["mean"] == pytest.approx(sum(k - c for k, c in zip(kd, ce)) / 3)
+        assert cell["kd_wins"] == sum(k > c for k, c in zip(kd, ce))
+    val = [cell["kd_val_acc"] for cell in summary["grid"]]
+    best = summary["grid"][val.index(max(val))]
+    assert summary["best"] == {"T": best["T"], "alpha": best["alpha"], "chosen_on": "validation"}
+    # the best cell follows the validation figures, whatever the test figures say
+    flipped = [[row[0], row[2], row[1]] for row in result.stack.val_acc]
+    object.__setattr__(result.stack, "val_acc", flipped)
+    assert result.best() != (best["T"], best["alpha"])
 
 
 def test_step_events_are_rate_limited(fashion):
@@ -165,24 +115,24 @@ def test_hidden_class_accuracy_per_student(fashion):
     assert result.ce_hidden_acc is not None and len(result.kd_hidden_acc) == 2
     for (T, alpha), reported in zip([(4.0, 0.0), (4.0, 0.9)], result.kd_hidden_acc, strict=True):
         predicted = predictions(result.kd_student(T, alpha), fashion, fashion.test_images)
-        per_class = class_accuracy(predicted, fashion.test_labels, fashion.num_classes)
+        per_class = class_accuracy(predicted, fashion.test_labels, fashion.num_classes).tolist()
         assert reported == pytest.approx(per_class[hidden], abs=1e-6)
     assert result.grid[1]["kd_hidden_acc"] == result.kd_hidden_acc[1]
 
 
 def test_time_limit_stops_after_one_step(fashion):
-    events = list(sweep(SMALL.replace(max_seconds=1e-6, epochs=3), [2.0], [0.5]))
-    assert kinds(events) == ["SweepStarted", "SweepStep", "SweepEvaluated", "SweepFinished"]
+    events = list(sweep(SMALL.replace(max_seconds=1e-6, epochs=3, evaluations=1), [2.0], [0.5]))
+    assert kinds(events) == ["SweepStarted", "SweepEvaluated", "SweepStep", "SweepEvaluated", "SweepFinished"]
     result = events[-1].result
     assert result.epochs == 1 and "time limit" in result.stopped
 
 
 def test_divergence_is_reported(fashion, monkeypatch):
     def poisoned(logits, teacher, labels, T, alpha):
-        losses = grid_loss(logits, teacher, labels, T, alpha)
+        losses = role_losses(logits, teacher, labels, T, alpha)
         return losses * torch.tensor([1.0, 1.0, math.nan])  # the last grid student diverges
 
-    monkeypatch.setattr(kd_sweep, "grid_loss", poisoned)
+    monkeypatch.setattr(engine, "role_losses", poisoned)
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         run_sweep(SMALL, [1.0], [0.5, 0.9])
 
@@ -192,8 +142,8 @@ def test_cli_sweep_json(capsys):
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(g["T"], g["alpha"]) for g in summary["grid"]] == [(2.0, 0.5), (4.0, 0.5)]
-    assert all(0.1 < g["kd_acc"] <= 1 for g in summary["grid"]) and 0.1 < summary["ce_acc"] <= 1
-    assert summary["config"]["train_size"] == 1000
+    assert all(0.55 < g["kd_acc"] <= 1 for g in summary["grid"]) and 0.55 < summary["ce_acc"] <= 1
+    assert summary["config"]["train_size"] == 1000 and summary["repeats"] == 5
 
 
 # ------------------------------------------------------------------------------- refusals
@@ -210,13 +160,6 @@ def test_cli_sweep_json(capsys):
 def test_bad_grids_are_refused(temperatures, alphas, message):
     with pytest.raises(ValueError, match=message):
         next(sweep(SMALL, temperatures, alphas))
-
-
-def test_unstackable_students_and_augmentation_are_refused(fashion):
-    with pytest.raises(ValueError, match="mlp-tiny, mlp-small, mlp-medium, cnn-tiny"):
-        next(sweep(SMALL.replace(dataset="fashion-mnist", student="resnet18-cifar"), [2.0], [0.5]))
-    with pytest.raises(ValueError, match="augment"):
-        next(sweep(SMALL.replace(augment=True), [2.0], [0.5]))
 
 
 def test_grid_of_max_size_is_accepted():

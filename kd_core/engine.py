@@ -1,0 +1,474 @@
+"""The one training engine: a stack of students with roles, trained in lockstep, as a stream of events.
+
+A run is a list of *roles* (CE, Hinton KD at some (T, α), …) times `cfg.repeats` seeds. Seed i gets its own
+labelled subset, initial weights and batch order; all roles of seed i share them, so any difference between
+them is the loss. Every student sits in one `stack.make_stack` (seed-major: group i holds seed i's roles),
+so one forward, one backward and one fused Adam step train them all. `train.distill` (roles CE and KD) and
+`sweep.sweep` (CE and one KD role per (T, α)) are views over `train_stack`; neither has a loop of its own.
+
+Data: the whole training set sits on the device, normalised once; batches are slices of a permutation per
+seed, gathered for all seeds at once ([G, B, …]). The teacher's logits come from its cache; with `augment`,
+the teacher sees every augmented batch instead. With a transfer set (`cfg.unlabeled`), each step also
+draws `batch_size` unlabelled images per seed; distilling roles learn from them through the soft term
+alone (labels never read), the CE role's loss ignores them, and an epoch is a pass over the longer stream.
+The validation split is never trained on: a fixed 2,000-image stratified subset of it is evaluated
+`cfg.evaluations` times for the live curves, and the whole split and the test set at the end.
+
+    StackStarted -> StackEvaluated(step 0) -> { StackStep* (≤ 1 per event_interval_s) | StackEvaluated }*
+    -> StackFinished(result)
+
+It never prints. Closing it (a consumer that stops, a Gradio cancel) stops training at the next event.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoints, models
+from .config import RunConfig
+from .data import Dataset, augment, load_dataset, stratified_subset, student_indices
+from .losses import check_kd_params
+from .stack import ModuleStack, make_stack
+from .teacher import teacher_logits
+
+LIVE_VALIDATION = 2_000  # validation images behind the live curves (class-stratified, fixed)
+
+
+class TrainingDiverged(RuntimeError):
+    """A student's loss became NaN or infinite; the message suggests what to change."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
+def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
+    """A student initialised from `seed` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return models.build(name, dataset.image_shape, dataset.num_classes)
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one student of every seed learns from: cross-entropy alone, or Hinton's KD at (T, α)."""
+
+    name: str  # shown in tables and legends: "CE student", "KD student", "T=4, α=0.9"
+    method: str = "kd"  # "ce" or "kd"
+    temperature: float = 1.0
+    alpha: float = 0.0  # weight on the teacher's soft targets (α = 0: plain cross-entropy)
+
+    @property
+    def distils(self) -> bool:
+        """Whether the teacher's soft targets reach this student (and so the transfer images do)."""
+        return self.method != "ce" and self.alpha > 0
+
+    def check(self) -> Role:
+        if self.method not in ("ce", "kd"):
+            raise ValueError(f"unknown method {self.method!r}; choose ce or kd")
+        check_kd_params(self.temperature, self.alpha)
+        return self
+
+
+CE_ROLE = Role("CE student", "ce", 1.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ events
+
+@dataclass(frozen=True)
+class StackStarted:
+    config: RunConfig
+    device: str
+    roles: tuple[Role, ...]
+    seeds: tuple[int, ...]
+    teacher_acc: float  # test accuracy
+    teacher_val_acc: float  # on the validation split
+    train_samples: int  # labelled images per seed
+    transfer_samples: int  # unlabelled (teacher-labelled) images per seed
+    steps_per_epoch: int
+    total_steps: int
+    logits_seconds: float
+    logits_source: str  # "memory", "disk" or "computed"
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackStep:
+    epoch: int  # 1-based epoch this step belongs to
+    step: int  # steps done so far, over all epochs
+    total_steps: int
+    losses: tuple[tuple[float, ...], ...]  # [seed][role], mean over the steps since the previous StackStep
+    elapsed_s: float  # training wall time so far (evaluation excluded)
+
+
+@dataclass(frozen=True)
+class StackEvaluated:
+    epoch: int  # the epoch in progress (or just completed); 0 before training
+    step: int
+    progress: float  # epochs done, fractional
+    accuracy: tuple[tuple[float, ...], ...]  # [seed][role] on the live validation subset
+    hidden_accuracy: tuple[tuple[float, ...], ...] | None  # on its images of the hidden class
+    elapsed_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class StackResult:
+    config: RunConfig
+    device: str
+    roles: tuple[Role, ...]
+    seeds: tuple[int, ...]
+    teacher_acc: float
+    teacher_val_acc: float
+    teacher_class_acc: list[float]
+    test_acc: list[list[float]]  # [seed][role], the 10,000 test images (reported, never chosen on)
+    val_acc: list[list[float]]  # [seed][role], the whole validation split
+    class_acc: list[list[list[float]]]  # [seed][role][class], test set
+    agreement: list[list[float]]  # [seed][role]: share of test images whose top-1 equals the teacher's
+    test_logits: torch.Tensor = field(repr=False)  # [S, N, K] float32, students seed-major, CPU
+    val_logits: torch.Tensor = field(repr=False)  # [S, 5000, K] on the validation split
+    epochs: int  # epochs completed (fewer than asked when a time limit stopped the run)
+    seconds: float  # training wall time, evaluation and event handling excluded
+    samples_per_s: float  # training samples per second, each (seed, sample) counted once
+    logits_seconds: float
+    stopped: str  # "" when all epochs ran, else why training stopped early
+    students: object = field(repr=False)  # the stack, on CPU
+
+    def module(self, seed_index: int, role_index: int) -> torch.nn.Module:
+        """One trained student as an ordinary module (CPU, eval mode)."""
+        return self.students.module(seed_index * len(self.roles) + role_index)
+
+
+@dataclass(frozen=True)
+class StackFinished:
+    result: StackResult
+
+
+StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
+
+
+# -------------------------------------------------------------------------------------------- data
+
+class Batches:
+    """Index batches for every seed in lockstep: seed i reshuffles positions 0 … n − 1 with its own
+    generator (seeded with seed_i + salt), so seed i's batches never depend on how many seeds run."""
+
+    def __init__(self, n: int, seeds: Sequence[int], salt: int = 0):
+        self.n = n
+        self.generators = [torch.Generator().manual_seed(seed + salt) for seed in seeds]
+        self.pending = torch.empty(len(seeds), 0, dtype=torch.int64)  # what `take` has left of a pass
+
+    def shuffled(self) -> torch.Tensor:
+        return torch.stack([torch.randperm(self.n, generator=g) for g in self.generators])  # [G, n]
+
+    def epoch(self, batch: int) -> list[torch.Tensor]:
+        """One pass as [G, b] chunks; a last chunk of one image is dropped (it would break BatchNorm
+        students; it is reshuffled next epoch)."""
+        order = self.shuffled()
+        return [chunk for chunk in order.split(batch, dim=1) if chunk.shape[1] > 1 or self.n == 1]
+
+    def take(self, batch: int) -> torch.Tensor:
+        """The next [G, batch] positions of an endless stream of passes."""
+        while self.pending.shape[1] < batch:
+            self.pending = torch.cat([self.pending, self.shuffled()], dim=1)
+        out, self.pending = self.pending[:, :batch], self.pending[:, batch:]
+        return out
+
+
+def epoch_steps(n: int, batch: int) -> int:
+    """Steps in one `Batches.epoch`."""
+    return sum(1 for first in range(0, n, batch) if min(batch, n - first) > 1 or n == 1)
+
+
+class RunData:
+    """A run's images, labels and teacher logits on the device, and which of them each seed trains on.
+
+    Only the training images some seed uses are normalised and moved (`used`); `labelled` and `transfer`
+    hold, per seed, positions into them. Labels of transfer images are never read.
+    """
+
+    def __init__(self, cfg: RunConfig, dataset: Dataset, train_logits: torch.Tensor, seeds: Sequence[int],
+                 device: torch.device):
+        validation = dataset.validation_index
+        labelled = [student_indices(dataset.train_labels, train_size=cfg.train_size, hide_class=cfg.hide_class,
+                                    seed=seed, exclude=validation) for seed in seeds]
+        if len(labelled[0]) == 0:
+            raise ValueError("no training images left after train_size / hide_class")
+        transfer = [self.transfer_indices(cfg, dataset, own, seed) for own, seed in zip(labelled, seeds)]
+        self.used = torch.cat([*labelled, *transfer]).unique()  # sorted
+        self.labelled = torch.stack([torch.searchsorted(self.used, own) for own in labelled])  # [G, n]
+        self.transfer = torch.stack([torch.searchsorted(self.used, own) for own in transfer])  # [G, u]
+        images = dataset.train_images[self.used].to(device)
+        # uint8 when every batch is augmented (then normalised); else normalised once: [N, C, H, W] float32
+        self.images = images if cfg.augment else dataset.normalize(images)
+        self.labels = dataset.train_labels[self.used].to(device)
+        self.teacher = train_logits[self.used].to(device)  # [N, K], ignored when augmenting
+        live = stratified_subset(dataset.train_labels, validation, LIVE_VALIDATION, seed=0)
+        self.live_inputs = dataset.normalize(dataset.train_images[live].to(device))
+        self.live_labels = dataset.train_labels[live].to(device)
+
+    @staticmethod
+    def transfer_indices(cfg: RunConfig, dataset: Dataset, labelled: torch.Tensor, seed: int) -> torch.Tensor:
+        """`cfg.unlabeled` training images outside the validation split and `labelled`, drawn with `seed`
+        (leaving out the hidden class unless `cfg.unlabeled_hidden`)."""
+        if not cfg.unlabeled:
+            return torch.empty(0, dtype=torch.int64)
+        pool = torch.ones(len(dataset.train_labels), dtype=torch.bool)
+        pool[dataset.validation_index] = False
+        pool[labelled] = False
+        if cfg.hide_class is not None and not cfg.unlabeled_hidden:
+            pool[dataset.train_labels == cfg.hide_class] = False
+        candidates = pool.nonzero().flatten()
+        if cfg.unlabeled > len(candidates):
+            raise ValueError(f"unlabeled must be at most {len(candidates):,} here (the training images outside "
+                             f"the validation split and the labelled ones); got {cfg.unlabeled:,}")
+        generator = torch.Generator().manual_seed(seed + 2**32)
+        return candidates[torch.randperm(len(candidates), generator=generator)[:cfg.unlabeled]].sort().values
+
+
+# -------------------------------------------------------------------------------------------- loss
+
+def role_losses(logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, T: torch.Tensor,
+                alpha: torch.Tensor) -> torch.Tensor:
+    """Per seed g and role m: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y) on the labelled
+    images, plus α·T²·KL on the transfer images (their labels are never read) -> [G, M].
+
+    logits [G, M, K, B] (class-major); teacher [G, K, B]; labels [G, L] for the first L ≤ B images (the
+    rest are transfer images); T, alpha [M]. KL and CE are means over their images ('batchmean'), so
+    with no transfer images this is `losses.kd_loss` per student, and α = 0 is exactly cross-entropy.
+    """
+    G, M, _, B = logits.shape
+    L = labels.shape[1]
+    scale = T.view(1, M, 1, 1)
+    log_student = F.log_softmax(logits / scale, dim=2)
+    log_teacher = F.log_softmax(teacher.unsqueeze(1) / scale, dim=2)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(2)  # [G, M, B], per image
+    soft = (alpha * T * T).view(1, M, 1) * kl
+    target = labels.view(G, 1, 1, L).expand(G, M, 1, L)
+    ce = -F.log_softmax(logits[..., :L], dim=2).gather(2, target).squeeze(2).mean(2)  # [G, M]
+    loss = soft[..., :L].mean(2) + (1 - alpha).view(1, M) * ce
+    return loss if B == L else loss + soft[..., L:].mean(2)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None) -> Iterator[StackEvent]:
+    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished."""
+    roles = tuple(role.check() for role in roles)
+    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    dataset = dataset or load_dataset(cfg.dataset)
+    cfg.validate(dataset.num_classes)
+    if cfg.unlabeled and cfg.augment:
+        raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
+    trainer = Trainer(cfg, roles, dataset, teacher_path)
+    try:
+        yield from trainer.run()
+    finally:
+        trainer.release()
+
+
+class Trainer:
+    """One run of `train_stack`: its data, its stack of students and optimiser, and the steps of the loop."""
+
+    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path):
+        self.cfg, self.roles, self.dataset = cfg, roles, dataset
+        self.device = device = resolve_device(cfg.device)
+        self.logits = teacher_logits(teacher_path, dataset, device)
+        self.seeds = tuple(cfg.seed + i for i in range(cfg.repeats))
+        self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
+        self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
+        initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]
+        self.notes = tuple(models.load_pretrained(cfg.student, s) for s in initial)[:1] if cfg.pretrained else ()
+        self.students = make_stack(initial, len(roles), dataset.image_shape)
+        if self.mixed and isinstance(self.students, ModuleStack):
+            self.students.to(device, memory_format=torch.channels_last)
+        else:
+            self.students.to(device)
+        # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
+        # is per element, so one Adam over the stacked tensors is one Adam per student
+        self.optimizer = torch.optim.Adam(self.students.parameters(), lr=cfg.lr, fused=True)
+        self.T = torch.tensor([r.temperature for r in roles], device=device)
+        self.alpha = torch.tensor([r.alpha for r in roles], device=device)
+        self.labelled = Batches(self.data.labelled.shape[1], self.seeds)
+        self.transfer = Batches(self.data.transfer.shape[1], self.seeds, salt=2**33)
+        n, u = self.data.labelled.shape[1], self.data.transfer.shape[1]
+        self.steps_per_epoch = math.ceil(max(n, u) / cfg.batch_size) if u else epoch_steps(n, cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        points = min(cfg.evaluations, self.total_steps)
+        self.evaluate_at = {round(k * self.total_steps / points) for k in range(1, points + 1)}
+        self.teacher_model = None
+        if cfg.augment:
+            self.teacher_model, _ = checkpoints.load_model(teacher_path, device)
+            if self.mixed:
+                self.teacher_model = self.teacher_model.to(memory_format=torch.channels_last)
+            self.augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def release(self) -> None:
+        self.data = self.teacher_model = None  # drop device copies now
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def pin_threads(self) -> None:
+        # OpenMP thread counts are per OS thread, and a consumer may resume this generator from a different
+        # thread each time (Gradio does), so this is re-applied after every yield
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.cpu_threads)
+
+    def started(self) -> StackStarted:
+        data, val = self.data, self.dataset.validation_index
+        teacher_val = (self.logits.train[val].argmax(1) == self.dataset.train_labels[val]).float().mean().item()
+        return StackStarted(self.cfg, str(self.device), self.roles, self.seeds, self.logits.test_acc, teacher_val,
+                            data.labelled.shape[1], data.transfer.shape[1], self.steps_per_epoch,
+                            self.total_steps, self.logits.seconds, self.logits.source, self.notes)
+
+    def run(self) -> Iterator[StackEvent]:
+        """Started, the first evaluation, then per step: train, maybe report losses, maybe evaluate."""
+        cfg = self.cfg
+        yield self.started()
+        yield self.evaluate(0, 0, 0.0)
+        self.pin_threads()
+        seconds, step, samples, epochs_done, stopped = 0.0, 0, 0, 0, ""
+        loss_sums = torch.zeros(len(self.seeds), len(self.roles), device=self.device)
+        steps_in_sum, last_event = 0, -math.inf
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+            for labelled, transfer in self.epoch_batches():
+                loss_sums += self.train_step(labelled, transfer)
+                step, steps_in_sum = step + 1, steps_in_sum + 1
+                samples += labelled.numel() + transfer.numel()
+                now = time.perf_counter()
+                if now - last_event >= cfg.event_interval_s or step == self.total_steps:
+                    seconds += now - started
+                    yield self.step_event(epoch, step, loss_sums / steps_in_sum, seconds)
+                    self.pin_threads()
+                    loss_sums.zero_()
+                    steps_in_sum, last_event = 0, time.perf_counter()
+                    started = last_event
+                if cfg.max_seconds and seconds + (time.perf_counter() - started) > cfg.max_seconds:
+                    stopped = f"time limit of {cfg.max_seconds:g} s reached in epoch {epoch}"
+                if step in self.evaluate_at or stopped:
+                    seconds += time.perf_counter() - started
+                    yield self.evaluate(epoch, step, seconds)
+                    self.pin_threads()
+                    started = time.perf_counter()
+                if stopped:
+                    break
+            seconds += time.perf_counter() - started
+            epochs_done = epoch
+            if stopped:
+                break
+        self.optimizer.zero_grad(set_to_none=True)  # trained: free the gradients, as big as the weights
+        yield StackFinished(self.result(epochs_done, seconds, samples, stopped))
+
+    def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch's ([G, b] labelled, [G, b'] transfer) positions; no transfer images: [G, 0]."""
+        batch = self.cfg.batch_size
+        if not self.data.transfer.shape[1]:
+            none = torch.empty(len(self.seeds), 0, dtype=torch.int64)
+            yield from ((chunk, none) for chunk in self.labelled.epoch(batch))
+            return
+        n, u = self.data.labelled.shape[1], self.data.transfer.shape[1]
+        for _ in range(self.steps_per_epoch):
+            yield self.labelled.take(min(batch, n)), self.transfer.take(min(batch, u))
+
+    def batch(self, labelled: torch.Tensor, transfer: torch.Tensor):
+        """Student input [G, B, C, H, W], teacher logits [G, K, B] and labels [G, L] for a step."""
+        data = self.data
+        rows = torch.gather(data.labelled, 1, labelled.to(data.labelled.device))
+        if transfer.shape[1]:
+            rows = torch.cat([rows, torch.gather(data.transfer, 1, transfer)], dim=1)
+        rows = rows.to(self.device)
+        labels = data.labels[rows[:, :labelled.shape[1]]]
+        if not self.cfg.augment:
+            return data.images[rows], data.teacher[rows].transpose(1, 2), labels
+        flat = augment(data.images[rows.flatten()], self.augment_rng, pad=self.dataset.image_shape[-1] // 8,
+                       flip=self.dataset.name != "mnist")  # a mirrored digit is another symbol
+        x = self.dataset.normalize(flat)
+        if self.mixed:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self.mixed):
+            teacher = self.teacher_model(x).float()
+        G, B = rows.shape
+        return x.reshape(G, B, *x.shape[1:]).clone(), teacher.view(G, B, -1).transpose(1, 2).clone(), labels
+
+    def train_step(self, labelled: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
+        """One optimiser step of every student; returns their losses [G, M] (detached)."""
+        x, teacher, labels = self.batch(labelled, transfer)
+        G, M = len(self.seeds), len(self.roles)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for part in self.students.parts(x.shape[1]):  # one part (all students) for MLPs
+            students = range(G * M)[part]
+            groups = slice(students.start // M, (students.stop - 1) // M + 1)
+            with torch.autocast("cuda", torch.bfloat16, enabled=self.mixed):
+                out = self.students(x, train=True, part=part)
+            out = out.float().view(-1, M, *out.shape[1:])
+            loss = role_losses(out, teacher[groups], labels[groups], self.T, self.alpha)
+            loss.sum().backward()  # disjoint graphs: each student gets exactly its own gradient
+            losses.append(loss.detach())
+        self.optimizer.step()
+        return torch.cat(losses).view(G, M)
+
+    def step_event(self, epoch: int, step: int, losses: torch.Tensor, seconds: float) -> StackStep:
+        values = losses.tolist()
+        if not all(math.isfinite(v) for row in values for v in row):
+            raise TrainingDiverged(f"training diverged at step {step} (the loss became NaN or infinite); "
+                                   f"lower the learning rate (now {self.cfg.lr:g})")
+        return StackStep(epoch, step, self.total_steps, tuple(map(tuple, values)), seconds)
+
+    def evaluate(self, epoch: int, step: int, seconds: float) -> StackEvaluated:
+        """Every student's accuracy on the live validation subset (fp32, running BatchNorm statistics)."""
+        data, G, M = self.data, len(self.seeds), len(self.roles)
+        predicted = self.students.logits(data.live_inputs).argmax(2)  # [S, N]
+        correct = (predicted == data.live_labels).float()
+        accuracy = correct.mean(1).view(G, M).tolist()
+        hidden = None
+        if self.cfg.hide_class is not None:
+            mask = data.live_labels == self.cfg.hide_class
+            hidden = tuple(map(tuple, correct[:, mask].mean(1).view(G, M).tolist()))
+        progress = step / self.steps_per_epoch if self.steps_per_epoch else 0.0
+        return StackEvaluated(epoch, step, progress, tuple(map(tuple, accuracy)), hidden, seconds)
+
+    def result(self, epochs: int, seconds: float, samples: int, stopped: str) -> StackResult:
+        """Every student on the whole validation split and the test set, then the stack moved to the CPU."""
+        dataset, G, M = self.dataset, len(self.seeds), len(self.roles)
+        k = dataset.num_classes
+        val = dataset.validation_index
+        val_logits = self.students.logits(dataset.normalize(dataset.train_images[val].to(self.device))).cpu()
+        test_logits = self.students.logits(dataset.normalize(dataset.test_images.to(self.device))).cpu()
+        test_labels = dataset.test_labels
+        teacher_test = self.logits.test.argmax(1)
+        test_pred = test_logits.argmax(2)  # [S, N]
+
+        def per_student(values: torch.Tensor) -> list:
+            return values.view(G, M, *values.shape[1:]).tolist()
+
+        class_acc = torch.stack([class_accuracy(p, test_labels, k) for p in test_pred])
+        return StackResult(
+            config=self.cfg, device=str(self.device), roles=self.roles, seeds=self.seeds,
+            teacher_acc=self.logits.test_acc,
+            teacher_val_acc=(self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item(),
+            teacher_class_acc=class_accuracy(teacher_test, test_labels, k).tolist(),
+            test_acc=per_student((test_pred == test_labels).float().mean(1)),
+            val_acc=per_student((val_logits.argmax(2) == dataset.train_labels[val]).float().mean(1)),
+            class_acc=per_student(class_acc), agreement=per_student((test_pred == teacher_test).float().mean(1)),
+            test_logits=test_logits, val_logits=val_logits,
+            epochs=epochs, seconds=seconds, samples_per_s=samples / seconds if seconds > 0 else 0.0,
+            logits_seconds=self.logits.seconds, stopped=stopped, students=self.students.to("cpu"))
+
+
+def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Accuracy per class [K] of top-1 predictions [N] against labels [N]."""
+    correct = torch.bincount(labels[predicted == labels], minlength=num_classes).float()
+    total = torch.bincount(labels, minlength=num_classes).clamp(min=1).float()
+    return correct / total
