@@ -4,7 +4,10 @@ Each model is timed as it would be deployed: uint8 images in, logits out, normal
 `export.Normalised` wrapper in PyTorch, the exported graph in ONNX Runtime), on `threads` CPU threads
 (default 1: a fair, repeatable unit on a shared machine). Method: a few warm-up calls; then, per round,
 each runtime makes a block of calls lasting about `BLOCK_S`, the two runtimes taking turns so that load
-from other processes falls on both alike; the figure is the median over rounds of the time per call.
+from other processes falls on both alike; the figure is the fastest round's time per call (the lower bound
+`timeit` advises: slower rounds measure the other processes). On a shared machine compare rows measured
+together, not runs: with a load average of 11 on 2 cores here, both the minimum and the median of 15 rounds
+moved by up to 2x between three back-to-back runs.
 Batch 256 is reported per image. `latency_rows` returns plain dicts (JSON-ready); `latency_table` makes
 the display DataFrame and `speedup_words` the teacher-to-student comparison in one plain sentence.
 Needs the optional ONNX packages (see kd_core.export).
@@ -13,7 +16,6 @@ Needs the optional ONNX packages (see kd_core.export).
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from .export import INPUT_NAME, OUTPUT_NAME, normalised, onnx_session, to_onnx
 from .models import describe
 
 BATCH_SIZES = (1, 256)
-ROUNDS = 7  # interleaved rounds per runtime and batch size; the median is reported
+ROUNDS = 7  # interleaved rounds per runtime and batch size; the fastest is reported
 BLOCK_S = 0.05  # seconds of calls per runtime per round (at least one call)
 WARMUP_CALLS = 3
 
@@ -43,8 +45,8 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def median_ms_per_call(calls: Mapping[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, float]:
-    """Median milliseconds per call of each callable, timed in interleaved blocks (module docstring)."""
+def best_ms_per_call(calls: Mapping[str, Callable[[], object]], rounds: int = ROUNDS) -> dict[str, float]:
+    """Milliseconds per call of each callable in its fastest round of interleaved blocks (see above)."""
     block = {}
     for name, call in calls.items():
         start = time.perf_counter()
@@ -59,7 +61,7 @@ def median_ms_per_call(calls: Mapping[str, Callable[[], object]], rounds: int = 
             for _ in range(block[name]):
                 call()
             samples[name].append((time.perf_counter() - start) / block[name] * 1e3)
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return {name: min(times) for name, times in samples.items()}
 
 
 def measure(model: nn.Module, meta: Mapping, *, threads: int = 1,
@@ -75,7 +77,7 @@ def measure(model: nn.Module, meta: Mapping, *, threads: int = 1,
             images = torch.randint(0, 256, (batch, *meta["in_shape"]), dtype=torch.uint8,
                                    generator=generator)
             feed = {INPUT_NAME: images.numpy()}
-            times = median_ms_per_call({"torch": lambda x=images: wrapped(x),
+            times = best_ms_per_call({"torch": lambda x=images: wrapped(x),
                                         "onnx": lambda f=feed: session.run([OUTPUT_NAME], f)}, rounds)
             result["torch_ms"][batch], result["onnx_ms"][batch] = times["torch"], times["onnx"]
     return result

@@ -48,7 +48,10 @@ def write_card(model_path: str | Path, text: str) -> Path:
 
 
 def teacher_facts(meta: Mapping) -> dict:
-    """`teacher_acc` and `teacher_arch` from the run's teacher checkpoint, when it is still on disk."""
+    """`teacher_acc` and `teacher_arch` from a student's teacher checkpoint, when it is still on disk
+    (nothing for a teacher's own metadata)."""
+    if role_of(meta) == "teacher":
+        return {}
     config = meta.get("config", {})
     try:
         _, teacher = load_tensors(resolve_teacher(config.get("teacher", "default"), meta["dataset"]))
@@ -237,7 +240,7 @@ def speed(latency: Sequence[Mapping]) -> str:
     threads = latency[0].get("threads", 1)
     return "\n".join([
         "## Speed", "", f"CPU, {threads} thread{'s' if threads != 1 else ''}, uint8 images in, logits out, "
-        "measured when this card was written (median of interleaved rounds):", "",
+        "measured when this card was written (fastest of interleaved rounds, kd_core.latency):", "",
         "| model | params | weights MB | PyTorch ms (batch 1) | ONNX Runtime ms (batch 1) | "
         "PyTorch ms/img (batch 256) | ONNX Runtime ms/img (batch 256) |", "|---|---|---|---|---|---|---|",
         *rows])

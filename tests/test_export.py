@@ -29,7 +29,7 @@ from kd_core.export import (
     require_onnx,
 )
 from kd_core.latency import latency_rows, latency_table, speedup_words
-from kd_core.model_card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command
+from kd_core.model_card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 
 KD_STUDENT = checkpoints.CHECKPOINT_DIR / "default-students" / "kd-student.safetensors"
 TEACHER = checkpoints.CHECKPOINT_DIR / "cnn-teacher-fashion-mnist.safetensors"
@@ -162,6 +162,15 @@ def test_card_states_the_run(kd_student):
     assert "One seed only (0)" in single and "86.46 % (one seed)" in single
 
 
+def test_teacher_card_reports_its_own_checkpoint():
+    _, meta = checkpoints.load_model(TEACHER)
+    other = {**meta, "test_acc": 0.5, "recipe": ""}  # a teacher that is not the shipped one
+    assert teacher_facts(other) == {}
+    card = model_card(other)
+    assert "| **teacher (this model)** | 50.00 % |" in card and "92.39" not in card
+    assert reproduce_block(card).startswith("python -m kd_core train-teacher --dataset fashion-mnist")
+
+
 def test_card_reproduce_command_parses_with_the_cli_parser(kd_student):
     _, meta = kd_student
     for stored in (meta, {**meta, "recipe": ""}):  # the recorded recipe, and the one built from config
@@ -175,7 +184,9 @@ def test_card_reproduce_command_parses_with_the_cli_parser(kd_student):
     assert reproduce_command({**meta, "recipe": ""}).endswith("--save-students students")
 
 
-def test_distill_save_students_writes_a_card_per_student(tmp_path, capsys):
+def test_distill_save_students_writes_a_card_per_student(tmp_path, capsys, monkeypatch):
+    for package in ("onnx", "onnxruntime", "onnxscript"):  # the main path must not need the ONNX extras
+        monkeypatch.setitem(sys.modules, package, None)
     argv = ["distill", "--epochs", "1", "--train-size", "2000", "--T", "3", "--alpha", "0.7",
             "--save-students", str(tmp_path), "--json"]
     assert main(argv) == 0
