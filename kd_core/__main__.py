@@ -1,8 +1,11 @@
-"""Command line: `python -m kd_core {train-teacher,distill,sweep,bench} …`.
+"""Command line: `python -m kd_core {train-teacher,distill,sweep,bench,export} …`.
 
 Every subcommand maps its flags onto `RunConfig` (the single home of defaults) and consumes the same
 event stream as the app. With `--json` the last stdout line is one JSON object (DESIGN.md). Bad
 arguments or unavailable data exit with code 2 and one `error: …` line on stderr, no traceback.
+`distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
+`kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
+built in; see kd_core.export) with its card `PATH.md`, and needs the optional ONNX packages.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from . import checkpoints
 from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from .data import DatasetUnavailable
+from .export import ExportUnavailable
 from .models import STUDENTS, TEACHERS
 from .train import TrainingDiverged, resolve_device
 
@@ -108,7 +112,8 @@ def build_parser() -> Parser:
     distill.add_argument("--pretrained", action="store_true",
                          help="ResNet students start from ImageNet weights (needs the internet once)")
     distill.add_argument("--save-students", metavar="DIR",
-                         help="write ce-student.safetensors and kd-student.safetensors here")
+                         help="write ce-student.safetensors and kd-student.safetensors here, "
+                             "each with its model card (ce-student.md, kd-student.md)")
     sweep = commands.add_parser("sweep", help="train a T x alpha grid of KD students in one batched pass")
     add_run_options(sweep)
     sweep.add_argument("--T", type=float_list, default=[1.0, 2.0, 4.0, 8.0],
@@ -120,6 +125,11 @@ def build_parser() -> Parser:
     from .bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(bench)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX (uint8 images in) + model card")
+    export.add_argument("checkpoint", help="a teacher or student checkpoint (.safetensors)")
+    export.add_argument("--out", required=True, help="the .onnx file to write; the card goes beside it (.md)")
+    export.add_argument("--json", action="store_true")
     return parser
 
 
@@ -194,11 +204,15 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
+    """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
+    from .model_card import model_card, teacher_facts, write_card
     from .train import save_student
 
     for role in ("ce", "kd"):
-        save_student(result, role, directory / f"{role}-student.safetensors",
-                     recipe="python -m kd_core " + shlex.join(argv))
+        path = save_student(result, role, directory / f"{role}-student.safetensors",
+                            recipe="python -m kd_core " + shlex.join(argv))
+        meta = checkpoints.load_tensors(path)[1]
+        write_card(path, model_card(meta, {**teacher_facts(meta), **result.summary()}))
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
@@ -206,6 +220,15 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
     cfg = run_config(args)
     return run_sweep(cfg, temperatures=args.T, alphas=args.alpha).summary()
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    from .deploy import export_with_card
+
+    if not args.out.endswith(".onnx"):
+        raise ValueError("--out must end in .onnx")
+    model, meta = checkpoints.load_model(args.checkpoint)
+    return export_with_card(model, meta, args.out)
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:
@@ -229,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv  # recorded in checkpoints as the recipe that made them
         handler = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "sweep": cmd_sweep,
-                   "bench": cmd_bench}[args.command]
+                   "bench": cmd_bench, "export": cmd_export}[args.command]
         print_result(handler(args), getattr(args, "json", False))
-    except (CliError, ValueError, DatasetUnavailable, TrainingDiverged) as error:
+    except (CliError, ValueError, DatasetUnavailable, TrainingDiverged, ExportUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
