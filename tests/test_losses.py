@@ -372,10 +372,12 @@ def test_each_student_gets_only_its_own_gradient(name):
 @pytest.mark.parametrize("call, name", [
     (lambda s, t, y: dkd_loss(s, t, y, alpha=-1.0), "alpha"),
     (lambda s, t, y: dkd_loss(s, t, y, beta=math.nan), "beta"),
+    (lambda s, t, y: dkd_loss(s, t, y, beta=-8.0), r"beta must be .*>= 0"),
     (lambda s, t, y: dkd_loss(s, t, y, T=0.0), "temperature T"),
     (lambda s, t, y: dkd_loss(s, t, y, T=True), "temperature T"),
     (lambda s, t, y: dist_loss(s, t, beta=-0.5), "beta"),
     (lambda s, t, y: dist_loss(s, t, gamma=math.inf), "gamma"),
+    (lambda s, t, y: dist_loss(s, t, gamma=-1.0), r"gamma must be .*>= 0"),
     (lambda s, t, y: dist_loss(s, t, T=-2.0), "temperature T"),
     (lambda s, t, y: kd_loss_stacked(s, t, y, 2.0, 1.5), "alpha"),
     (lambda s, t, y: kd_loss_stacked(s, t, y, -1.0, 0.5), "temperature T"),
