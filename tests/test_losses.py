@@ -319,6 +319,9 @@ def test_a_stack_equals_its_slices_called_one_by_one(name):
     shared = loss(student, teacher[0], labels[0])
     assert torch.allclose(shared, torch.stack([loss(student[g], teacher[0], labels[0]) for g in range(G)]),
                           rtol=1e-5, atol=1e-7)
+    # class-major storage seen as [..., B, K] (StudentStack's [S, K, B] output, `.mT`)
+    class_major = student.mT.contiguous().mT
+    assert torch.allclose(loss(class_major, teacher, labels), one_by_one, rtol=1e-5, atol=1e-7)
     # two leading dimensions: [2, 2, B, K] -> [2, 2]
     assert torch.allclose(loss(student.view(2, 2, 8, 10), teacher.view(2, 2, 8, 10), labels.view(2, 2, 8)),
                           one_by_one.view(2, 2), rtol=1e-5, atol=1e-7)
