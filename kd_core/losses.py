@@ -201,8 +201,8 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 
     with p = softmax(z/T) of teacher (T) and student (S) logits and t the label. The paper shows
     KD = TCKD + (1 − p_t^T) · NCKD: Hinton KD ties the NCKD weight to the teacher's confidence; DKD
-    frees it. Defaults are the paper's and mdistiller's CIFAR-100 ones: α = 1, β = 8, T = 4 (β
-    varies per teacher-student pair in the paper). This α weighs TCKD — it is NOT the app's α
+    frees it. Defaults are mdistiller's CIFAR-100 ones: α = 1, β = 8, T = 4 (its per-pair configs
+    change β, e.g. 2 for ResNet56 → ResNet20). This α weighs TCKD — it is NOT the app's α
     (the weight on Hinton KD's soft targets); α and β may exceed 1. The training loss is
     CE(s, y) + DKD (mdistiller: CE weight 1, DKD ramped in linearly over the first 20 epochs); the
     CE is the caller's. T² placement as mdistiller's `dkd_loss`; the binary and non-target
