@@ -9,6 +9,7 @@ which Gradio has no native chart for, is a matplotlib figure (imported only when
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -41,6 +42,43 @@ def accuracy_frame(evaluations: Sequence[Evaluated], teacher_acc: float | None =
             rows.append((e.epoch, 100 * teacher_acc, TEACHER))
     frame = pd.DataFrame(rows, columns=["epoch", "accuracy", "model"])
     return typed(frame, epoch="int64", accuracy="float64")
+
+
+def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None, total_epochs: int,
+                    hidden: bool = False):
+    """A matplotlib Figure: each student's mean validation accuracy over its seeds as a line, with a band of
+    ± one standard deviation across seeds, against epochs (fractional); the teacher as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to images only
+    from matplotlib.figure import Figure
+
+    from .stats import mean_std
+
+    figure = Figure(figsize=(6.4, 3.4), layout="constrained")
+    axes = figure.subplots()
+    x = [e.progress for e in evaluations]
+    series = [(CE, "ce_accs", "#e4572e"), (KD, "kd_accs", "#2e86ab")]
+    for name, field, colour in series:
+        stats = [mean_std(getattr(e, field)) if getattr(e, field) else (math.nan, 0.0) for e in evaluations]
+        mean = [100 * m for m, _ in stats]
+        low, high = [100 * (m - s) for m, s in stats], [100 * (m + s) for m, s in stats]
+        axes.plot(x, mean, color=colour, label=name, linewidth=2)
+        axes.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+    if hidden:
+        for name, field, colour in ((CE_HIDDEN, "ce_hidden_acc", "#f4a259"), (KD_HIDDEN, "kd_hidden_acc", "#76c7e8")):
+            axes.plot(x, [100 * getattr(e, field) for e in evaluations], color=colour, label=name, linestyle=":")
+    if teacher_acc is not None:
+        axes.axhline(100 * teacher_acc, color="#7f7f7f", linestyle="--", label=TEACHER)
+    seeds = len(evaluations[-1].ce_accs) if evaluations else 0
+    axes.set_xlim(0, total_epochs)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation accuracy (%)")
+    axes.set_title(f"Validation accuracy (2,000 held-out images): mean of {seeds} seed(s), band ± 1 std",
+                   fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    return figure
 
 
 def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
@@ -82,9 +120,11 @@ def sweep_frame(temperatures: Sequence[float], alphas: Sequence[float],
                  accuracy="float64")
 
 
-def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = ""):
-    """A matplotlib Figure: KD-student accuracy over T (rows) × α (columns), each cell annotated, and
-    its difference to the CE baseline (`ce_acc`, a fraction) coloured: blue beats CE, red loses to it."""
+def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = "", ce_std: float = 0.0):
+    """A matplotlib Figure: KD-student accuracy over T (rows) × α (columns), each cell annotated with its
+    mean (and the seeds it won), coloured by its gain over the CE baseline (`ce_acc`, a fraction) when that
+    gain is beyond the seed noise (its 95 % interval excludes 0: blue beats CE, red loses to it), and white
+    when it is not (or when there is one seed only)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to images only
@@ -92,6 +132,9 @@ def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = ""):
 
     grid = frame.pivot(index="T", columns="alpha", values="accuracy")
     gain = grid.to_numpy() - 100 * ce_acc
+    if "beyond_noise" in frame:
+        beyond = frame.pivot(index="T", columns="alpha", values="beyond_noise").to_numpy().astype(bool)
+        gain = gain * beyond
     limit = max(abs(gain).max(), 0.5)
     size = (1.3 * len(grid.columns) + 2.5, 0.7 * len(grid.index) + 1.8)
     figure = Figure(figsize=size, layout="constrained")
@@ -101,11 +144,16 @@ def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = ""):
     axes.set_yticks(range(len(grid.index)), [f"{t:g}" for t in grid.index])
     axes.set_xlabel("α (weight on the teacher's soft targets)")
     axes.set_ylabel("temperature T")
+    wins = frame.pivot(index="T", columns="alpha", values="wins") if "wins" in frame else None
     for row, t in enumerate(grid.index):
         for col, a in enumerate(grid.columns):
-            axes.text(col, row, f"{grid.loc[t, a]:.1f}", ha="center", va="center", fontsize=10)
-    figure.colorbar(image, ax=axes, label="KD − CE (percentage points)")
-    axes.set_title(title or f"KD student test accuracy (%); CE baseline {100 * ce_acc:.1f}%")
+            label = f"{grid.loc[t, a]:.1f}"
+            if wins is not None and not math.isnan(wins.loc[t, a]):
+                label += f"\n{int(wins.loc[t, a])}/{int(frame['seeds'].iloc[0])}"
+            axes.text(col, row, label, ha="center", va="center", fontsize=9)
+    figure.colorbar(image, ax=axes, label="KD − CE beyond seed noise (points)")
+    spread = f" ± {100 * ce_std:.1f}" if ce_std else ""
+    axes.set_title(title or f"KD test accuracy (%), seeds won; CE {100 * ce_acc:.1f}{spread}%", fontsize=10)
     return figure
 
 

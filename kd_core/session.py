@@ -29,6 +29,7 @@ from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
 from .settings import DATASET_LABELS
+from .stats import mean_std
 from .train import (
     Evaluated,
     Finished,
@@ -42,8 +43,8 @@ from .train import (
     student_metadata,
 )
 
-CSV_COLUMNS = ["event", "epoch", "step", "train_seconds", "ce_loss", "kd_loss", "ce_acc", "kd_acc",
-               "ce_hidden_acc", "kd_hidden_acc"]
+CSV_COLUMNS = ["event", "epoch", "step", "progress", "train_seconds", "ce_loss", "kd_loss", "ce_acc", "kd_acc",
+               "ce_hidden_acc", "kd_hidden_acc"]  # then ce_acc_seed_<seed>, kd_acc_seed_<seed> per seed
 
 
 # ------------------------------------------------------------------------------------- the run
@@ -66,13 +67,14 @@ class RunView:
     fraction: float  # of training steps done, in [0, 1]
     elapsed_s: float  # wall time since the run was asked for
     losses: pd.DataFrame  # plots.loss_frame
-    accuracies: pd.DataFrame  # plots.accuracy_frame
+    accuracies: object | None  # plots.accuracy_figure; None = unchanged since the last view
     total_steps: int  # fixes the loss plot's x range (0 until known)
     epochs: int  # fixes the accuracy plot's x range
     table: pd.DataFrame | None = None  # results_table, at the end only
     log_csv: Path | None = None
     kd_checkpoint: Path | None = None
     students: SessionStudents | None = None
+    verdict: str = ""  # the run's verdict in plain words, at the end only
 
     def status_html(self) -> str:
         percent = round(100 * self.fraction)
@@ -100,25 +102,27 @@ class RunLog:
                               "kd_loss": event.kd_loss})
         elif isinstance(event, Evaluated):
             self.evaluations.append(event)
+            seeds = self.started.seeds if self.started else ()
             self.rows.append({"event": "evaluation", "epoch": event.epoch, "step": event.step,
-                              "train_seconds": event.elapsed_s, "ce_acc": event.ce_acc,
+                              "progress": event.progress, "train_seconds": event.elapsed_s, "ce_acc": event.ce_acc,
                               "kd_acc": event.kd_acc, "ce_hidden_acc": event.ce_hidden_acc,
-                              "kd_hidden_acc": event.kd_hidden_acc})
+                              "kd_hidden_acc": event.kd_hidden_acc,
+                              **{f"ce_acc_seed_{seed}": a for seed, a in zip(seeds, event.ce_accs)},
+                              **{f"kd_acc_seed_{seed}": a for seed, a in zip(seeds, event.kd_accs)}})
 
     def losses(self) -> pd.DataFrame:
         frame = plots.loss_frame(self.steps)
         return plots.with_every_series(frame, "student", [plots.CE, plots.KD], x="step")
 
-    def accuracies(self) -> pd.DataFrame:
-        series = [plots.CE, plots.KD, plots.TEACHER]
-        if self.cfg.hide_class is not None:
-            series += [plots.CE_HIDDEN, plots.KD_HIDDEN]
-        frame = plots.accuracy_frame(self.evaluations, self.started.teacher_acc if self.started else None)
-        return plots.with_every_series(frame, "model", series, x="epoch")
+    def accuracies(self):
+        teacher = self.started.teacher_val_acc if self.started else None
+        return plots.accuracy_figure(self.evaluations, teacher, self.cfg.epochs, self.cfg.hide_class is not None)
 
     def table(self) -> pd.DataFrame:
-        """Step rows carry the losses, evaluation rows the test accuracies (fractions)."""
-        return pd.DataFrame(self.rows, columns=CSV_COLUMNS)
+        """Step rows carry the losses, evaluation rows the validation-subset accuracies (fractions), the mean
+        and every seed's."""
+        extra = [c for row in self.rows for c in row if c not in CSV_COLUMNS]
+        return pd.DataFrame(self.rows, columns=[*CSV_COLUMNS, *dict.fromkeys(extra)])
 
 
 _active_lock = threading.Lock()
@@ -142,8 +146,7 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
     with _active_lock:
         _active_runs += 1
     try:
-        yield RunView("loading the data and the teacher's logits…", 0.0, 0.0, log.losses(), log.accuracies(),
-                      0, cfg.epochs)
+        yield RunView("loading the data and the teacher's logits…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
         dataset = load_dataset(cfg.dataset)
         check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
         events = distill(cfg, dataset)
@@ -152,8 +155,9 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
             if isinstance(event, Finished):
                 yield finished_view(event.result, log, time.perf_counter() - start)
                 return
+            figure = log.accuracies() if isinstance(event, Evaluated) else None  # redrawn when it changes
             yield RunView(describe_event(event, cfg), _fraction(log), time.perf_counter() - start,
-                          log.losses(), log.accuracies(), log.started.total_steps, cfg.epochs)
+                          log.losses(), figure, log.started.total_steps, cfg.epochs)
     finally:
         if events is not None:
             events.close()
@@ -168,14 +172,15 @@ def _fraction(log: RunLog) -> float:
 
 def describe_event(event, cfg: RunConfig) -> str:
     if isinstance(event, Started):
-        return (f"teacher {100 * event.teacher_acc:.1f}% · {event.train_samples:,} training images · "
-                f"{event.total_steps:,} steps on {event.device}")
+        transfer = f" + {event.transfer_samples:,} unlabelled" if event.transfer_samples else ""
+        return (f"teacher {100 * event.teacher_acc:.1f}% · {event.train_samples:,} training images{transfer} · "
+                f"{len(event.seeds)} seed(s) · {event.total_steps:,} steps on {event.device}")
     if isinstance(event, Step):
         return f"epoch {event.epoch}/{cfg.epochs} · step {event.step:,}/{event.total_steps:,}"
     hidden = (f" · hidden class: CE {100 * event.ce_hidden_acc:.1f}%, KD {100 * event.kd_hidden_acc:.1f}%"
               if event.ce_hidden_acc is not None else "")
-    when = f"after epoch {event.epoch}" if event.epoch else "before training"
-    return f"{when}: CE {100 * event.ce_acc:.1f}%, KD {100 * event.kd_acc:.1f}%{hidden}"
+    when = f"epoch {event.progress:.2f}" if event.step else "before training"
+    return f"{when}, validation: CE {100 * event.ce_acc:.1f}%, KD {100 * event.kd_acc:.1f}%{hidden}"
 
 
 def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
@@ -186,41 +191,51 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     kd_checkpoint = save_student(result, "kd", run_dir / "kd-student.safetensors")
     meta = student_metadata(result, "kd")
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
-                   f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}")
+                   f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}, the students of seed {cfg.seed}")
     students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
                                predict.classifier_from("KD student", result.kd_student, meta),
                                description, run_dir)
     # the files go with the students however they are dropped: replaced, the session closed (`discard`),
     # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)
-    status = (f"done: CE {100 * result.ce_acc:.1f}%, KD {100 * result.kd_acc:.1f}%, teacher "
-              f"{100 * result.teacher_acc:.1f}% · {result.seconds:.1f} s of training on {result.device}, "
-              f"{result.samples_per_s:,.0f} images/s")
+    status = (f"done: {result.verdict} · test accuracy CE {100 * result.ce_acc:.1f}%, KD "
+              f"{100 * result.kd_acc:.1f}%, teacher {100 * result.teacher_acc:.1f}% · {result.seconds:.1f} s of "
+              f"training on {result.device}, {result.samples_per_s:,.0f} images/s")
     if result.stopped:
         status += f" · stopped early: {result.stopped}"
     return RunView(status, 1.0, elapsed_s, log.losses(), log.accuracies(), log.started.total_steps,
-                   cfg.epochs, results_table(result), log_csv, kd_checkpoint, students)
+                   cfg.epochs, results_table(result), log_csv, kd_checkpoint, students, result.verdict)
 
 
 def results_table(result: RunResult) -> pd.DataFrame:
-    """Teacher / CE student / KD student: accuracy, hidden-class accuracy, size, CPU latency, agreement."""
+    """Teacher / CE students / KD students: test accuracy (mean ± std over seeds, and every seed's), validation
+    accuracy, hidden-class accuracy, size, CPU latency, agreement with the teacher."""
     cfg = result.config
     teacher = predict.load_classifier(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), "teacher")
     hidden = cfg.hide_class
     rows = []
-    for name, model, acc, per_class, agreement in (
-            ("teacher", teacher.model, result.teacher_acc, result.teacher_class_acc, 1.0),
-            ("CE student", result.ce_student, result.ce_acc, result.ce_class_acc, result.ce_agreement),
-            ("KD student", result.kd_student, result.kd_acc, result.kd_class_acc, result.kd_agreement)):
+    for name, role, model in (("teacher", None, teacher.model), ("CE student", "ce", result.ce_student),
+                              ("KD student", "kd", result.kd_student)):
         size = models.describe(model)
+        if role is None:
+            test, val, per_seed = [result.teacher_acc], [result.stack.teacher_val_acc], ""
+            hidden_acc, agreement = [result.teacher_class_acc[hidden]] if hidden is not None else None, [1.0]
+        else:
+            test, val = result.accuracies(role), result.accuracies(role, "val")
+            per_seed = ", ".join(f"{100 * a:.1f}" for a in test)
+            hidden_acc = result.hidden_accuracies(role)
+            agreement = [result.kd_agreement if role == "kd" else result.ce_agreement]
+        mean, std = mean_std(test)
         rows.append({
             "model": name,
-            "test acc. (%)": round(100 * acc, 2),
-            "hidden class (%)": None if hidden is None else round(100 * per_class[hidden], 2),
+            "test acc. (%)": f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(test) > 1 else ""),
+            "per seed (%)": per_seed,
+            "validation acc. (%)": round(100 * mean_std(val)[0], 2),
+            "hidden class (%)": None if hidden_acc is None else round(100 * mean_std(hidden_acc)[0], 2),
             "params": size["params"],
             "size (MB)": round(size["bytes"] / 1e6, 3),
             "CPU ms/img": round(predict.cpu_latency_ms(model, teacher.in_shape), 3),
-            "agrees w/ teacher (%)": round(100 * agreement, 2),
+            "agrees w/ teacher (%)": round(100 * agreement[0], 2),
         })
     table = pd.DataFrame(rows)
     return table if hidden is not None else table.drop(columns="hidden class (%)")
@@ -314,6 +329,23 @@ class SweepView:
     done: bool
 
 
+def finished_sweep_view(result, temperatures: list[float], alphas: list[float]) -> SweepView:
+    """The heatmap of test accuracy coloured by the gain beyond seed noise, and the best cell chosen on the
+    validation split."""
+    grid = result.grid
+    frame = plots.sweep_frame(temperatures, alphas, result.kd_acc).assign(
+        gain=[round(100 * g["kd_minus_ce"]["mean"], 2) for g in grid],
+        wins=[g["kd_wins"] for g in grid], beyond_noise=[g["beyond_noise"] for g in grid],
+        seeds=len(result.stack.seeds))
+    ce_mean, ce_std = mean_std(result.accuracies(0))
+    T, alpha = result.best()
+    beyond = sum(g["beyond_noise"] and g["kd_minus_ce"]["mean"] > 0 for g in grid)
+    status = (f"done in {result.seconds:.1f} s ({result.epochs} epoch(s), {len(result.stack.seeds)} seeds): best "
+              f"on validation T={T:g}, α={alpha:g}; {beyond} of {len(grid)} cells beat CE "
+              f"({100 * ce_mean:.1f} ± {100 * ce_std:.1f}% test) beyond seed noise")
+    return SweepView(status, plots.sweep_heatmap(frame, ce_mean, ce_std=ce_std), frame, True)
+
+
 def parse_values(name: str, text: str) -> list[float]:
     """'1, 2, 4' -> [1.0, 2.0, 4.0]; ValueError naming the field otherwise (duplicates dropped)."""
     try:
@@ -342,15 +374,12 @@ def live_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -
             elif isinstance(event, SweepStep):
                 yield SweepView(f"epoch {event.epoch}/{cfg.epochs} · step {event.step:,}/{total:,} · "
                                 f"{event.elapsed_s:.1f} s", None, empty, False)
-            elif isinstance(event, SweepEvaluated | SweepFinished):
-                result = event.result if isinstance(event, SweepFinished) else None
-                ce, kd = (result.ce_acc, result.kd_acc) if result else (event.ce_acc, event.kd_acc)
-                frame = plots.sweep_frame(temperatures, alphas, kd)
-                best = frame.loc[frame["accuracy"].idxmax()]
-                status = (f"best KD student: T={best['T']:g}, α={best['alpha']:g} with "
-                          f"{best['accuracy']:.1f}%; CE baseline {100 * ce:.1f}%")
-                status = (f"done in {result.seconds:.1f} s ({result.epochs} epoch(s)): " if result
-                          else f"after epoch {event.epoch}/{cfg.epochs}: ") + status
-                yield SweepView(status, plots.sweep_heatmap(frame, ce), frame, result is not None)
+            elif isinstance(event, SweepEvaluated):
+                frame = plots.sweep_frame(temperatures, alphas, event.kd_acc)
+                status = (f"epoch {event.epoch}/{cfg.epochs}, validation subset: CE baseline "
+                          f"{100 * event.ce_acc:.1f}%, best KD cell so far {frame['accuracy'].max():.1f}%")
+                yield SweepView(status, None, frame, False)
+            elif isinstance(event, SweepFinished):
+                yield finished_sweep_view(event.result, temperatures, alphas)
     finally:
         events.close()

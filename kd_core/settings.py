@@ -34,6 +34,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# the Sweep tab's starting grid (chosen on the validation split, see README "Presets and defaults")
+SWEEP_DEFAULTS = {"temperatures": "1, 2, 4, 8", "alphas": "0.1, 0.5, 0.9", "epochs": 20, "train_size": 1000,
+                  "repeats": 3}
+
+
 def max_run_seconds() -> float:
     return float(os.environ.get("KD_MAX_RUN_SECONDS", DEFAULT_MAX_RUN_SECONDS))
 
@@ -104,8 +109,16 @@ def teacher_summary(dataset: str) -> str:
             f"parameters, {100 * teacher.meta['test_acc']:.1f}% test accuracy")
 
 
+UNLABELED_SIZES = (0, 5_000, 20_000, 50_000)  # transfer-set sizes offered (0 = off)
+
+
+def unlabeled_choices() -> list[tuple[str, int]]:
+    return [("none", 0), *((f"{n:,}", n) for n in UNLABELED_SIZES[1:])]
+
+
 def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, student: str,
                 train_size: int, hide_class: str, seed: int, dataset: str | None = None,
+                repeats: int | None = None, unlabeled: int = 0,
                 base: RunConfig | None = None) -> RunConfig:
     """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
@@ -121,15 +134,17 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     if hide_class not in hidden_class_choices(dataset):
         raise ValueError(f"hide_class must be {NO_HIDDEN_CLASS!r} or one of {', '.join(classes)}; "
                          f"got {hide_class!r}")
-    epochs, train_size, seed = (_whole(name, value) for name, value in
-                                (("epochs", epochs), ("train_size", train_size), ("seed", seed)))
+    repeats = base.repeats if repeats is None else repeats
+    epochs, train_size, seed, repeats, unlabeled = (
+        _whole(name, value) for name, value in (("epochs", epochs), ("train_size", train_size), ("seed", seed),
+                                                ("repeats", repeats), ("unlabeled", unlabeled)))
     if not 1 <= epochs <= MAX_APP_EPOCHS:
         raise ValueError(f"epochs must be a whole number in [1, {MAX_APP_EPOCHS}] in the app "
                          f"(the command line allows more); got {epochs!r}")
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
     cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                       student=student, train_size=train_size, hide_class=hidden, seed=seed,
-                       max_seconds=max_run_seconds())
+                       student=student, train_size=train_size, hide_class=hidden, seed=seed, repeats=repeats,
+                       unlabeled=unlabeled, max_seconds=max_run_seconds())
     return cfg.validate(len(classes))
 
 
