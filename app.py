@@ -223,7 +223,7 @@ def train_tab(students: gr.State) -> None:
                 accuracies = gr.Plot(label="Validation accuracy", show_label=False)
             gr.Markdown("The KD student's loss includes the soft-target term α·T²·KL, so it starts higher "
                         "than the CE student's (means over the seeds). The accuracy curves are measured on "
-                        "2,000 held-out validation images, 16 times per run: a line is the mean over the "
+                        "500 held-out validation images, 12 times per run: a line is the mean over the "
                         "seeds, its band ± one standard deviation; the teacher's is the grey line. **Test "
                         "images never choose anything** (defaults, presets, the sweep's best cell): a "
                         "validation split of 5,000 training images does; the test set only reports.")

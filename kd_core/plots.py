@@ -74,7 +74,7 @@ def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None,
     axes.set_xlim(0, total_epochs)
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation accuracy (%)")
-    axes.set_title(f"Validation accuracy (2,000 held-out images): mean of {seeds} seed(s), band ± 1 std",
+    axes.set_title(f"Validation accuracy (500 held-out images): mean of {seeds} seed(s), band ± 1 std",
                    fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)

@@ -7,7 +7,7 @@ much of it is luck. The generator yields:
 
     Started  ->  Evaluated(step 0)  ->  { Step* (at most one per `event_interval_s`) | Evaluated }*  ->  Finished
 
-`Evaluated` carries accuracies on a fixed 2,000-image subset of the validation split (`cfg.evaluations`
+`Evaluated` carries accuracies on a fixed 500-image subset of the validation split (`cfg.evaluations`
 times per run, the live curves); `Finished.result` the test accuracies (reported) and the whole validation
 split's (which choose). Every accuracy is the mean over seeds, with the per-seed values beside it. It never
 prints; closing it (a consumer that stops iterating, a Gradio cancel) stops training at the next event.

@@ -25,7 +25,7 @@ from kd_core.teacher import teacher_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
-TINY = {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "train_size": 2000}
+TINY = {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "train_size": 2000, "repeats": 2}
 SERVER_HAS_JOB = {Status.IN_QUEUE, Status.PROCESSING, Status.ITERATING, Status.PROGRESS}
 
 
@@ -74,46 +74,51 @@ def test_api_names_and_distill_parameters(client):
     assert {"/distill", "/predict", "/predict_sketch", "/soften"} <= set(api)
     names = [p["parameter_name"] for p in api["/distill"]["parameters"]]
     assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset"]
+                     "dataset", "repeats", "unlabeled"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/distill"]["parameters"]}
     cfg = RunConfig()
-    assert (defaults["temperature"], defaults["alpha"], defaults["epochs"]) == (cfg.temperature, cfg.alpha,
-                                                                               cfg.epochs)
+    assert (defaults["temperature"], defaults["alpha"], defaults["epochs"], defaults["repeats"]) == (
+        cfg.temperature, cfg.alpha, cfg.epochs, cfg.repeats)
 
 
 def test_distill_streams_updates_then_results_and_files(client, fashion):
     job = client.submit(**TINY, api_name="/distill")
     updates = list(job)
-    # preparing, Started, Evaluated(0), Step(s), Evaluated(1), Finished
+    # preparing, Started, Evaluated(0), Step(s) and the live evaluations, Finished
     assert len(updates) >= 6
     statuses = [u[0] for u in updates]
     assert "loading the data" in statuses[0] and "before training" in statuses[2]
-    assert "done: CE" in statuses[-1] and '<progress max="100" value="100">' in statuses[-1]
+    assert "2 seed(s)" in statuses[1]
+    assert "done: " in statuses[-1] and "seeds" in statuses[-1] and '<progress max="100" value="100">' in statuses[-1]
     losses = updates[-1][1]
     assert losses["x_lim"] == [0, 8]  # 2000 images / batch 256 = 8 steps: the x range is fixed up front
     assert {row[2] for row in losses["value"]["data"]} == {"CE student", "KD student"}
-    accuracy_rows = updates[-1][2]["value"]["data"]
-    assert sorted({row[0] for row in accuracy_rows}) == [0, 1]
+    assert updates[-1][2]["type"] == "matplotlib"  # the accuracy curves with their seed bands
     assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
 
     table = updates[-1][3]["value"]
-    assert table["headers"] == ["model", "test acc. (%)", "params", "size (MB)", "CPU ms/img",
-                                "agrees w/ teacher (%)"]
+    assert table["headers"] == ["model", "test acc. (%)", "per seed (%)", "validation acc. (%)", "params",
+                                "size (MB)", "CPU ms/img", "agrees w/ teacher (%)"]
     assert [row[0] for row in table["data"]] == ["teacher", "CE student", "KD student"]
     teacher_row, ce_row, kd_row = table["data"]
     shipped = teacher_logits(checkpoints.default_teacher_path("fashion-mnist"), fashion)
-    assert teacher_row[1] == round(100 * shipped.test_acc, 2)
-    assert ce_row[2] == kd_row[2] == 101_770 and teacher_row[5] == 100.0
-    assert 50 < ce_row[1] < 95 and 50 < kd_row[1] < 95
+    assert teacher_row[1] == f"{100 * shipped.test_acc:.2f}"
+    assert ce_row[4] == kd_row[4] == 101_770 and teacher_row[7] == 100.0
+    kd_seeds = [float(a) for a in kd_row[2].split(", ")]
+    assert len(kd_seeds) == 2 and all(50 < a < 95 for a in kd_seeds)
+    assert float(kd_row[1].split(" ± ")[0]) == pytest.approx(sum(kd_seeds) / 2, abs=0.06)
 
     with open(updates[-1][4]["value"], newline="") as f:
         log = list(csv.DictReader(f))
-    assert [r["event"] for r in log if r["event"] == "evaluation"] == ["evaluation"] * 2
-    assert float(log[-1]["kd_acc"]) == pytest.approx(kd_row[1] / 100, abs=1e-4)
+    evaluations = [r for r in log if r["event"] == "evaluation"]
+    assert len(evaluations) == 9  # before training, then 8 steps (fewer than 12 points): every step
+    assert {"ce_acc_seed_0", "ce_acc_seed_1", "kd_acc_seed_0", "kd_acc_seed_1"} <= log[0].keys()
+    assert float(evaluations[-1]["kd_acc"]) == pytest.approx(
+        (float(evaluations[-1]["kd_acc_seed_0"]) + float(evaluations[-1]["kd_acc_seed_1"])) / 2)
 
-    kd_student = predict.load_classifier(updates[-1][5]["value"], "KD student")
+    kd_student = predict.load_classifier(updates[-1][5]["value"], "KD student")  # the first seed's
     accuracy = (kd_student.logits(fashion.test_images).argmax(1) == fashion.test_labels).float().mean()
-    assert 100 * accuracy.item() == pytest.approx(kd_row[1], abs=0.01)
+    assert 100 * accuracy.item() == pytest.approx(kd_seeds[0], abs=0.06)
 
 
 def test_each_session_predicts_with_its_own_students(server):
