@@ -347,12 +347,26 @@ def sweep_tab() -> None:
     stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
 
 
+def delete_session_state(page: gr.Blocks, session_hash: str) -> None:
+    """Run the delete_callback of every gr.State of one session now and drop the values.
+
+    Gradio (6.31) has no public API for this: `Blocks.state_holder` (set when the page is launched) and
+    its `delete_state` are private, so this is the one place that touches them, and
+    tests/test_gradio_private_api.py fails loudly when an upgrade changes them.
+    """
+    holder = getattr(page, "state_holder", None)
+    if holder is None or not callable(getattr(holder, "delete_state", None)):
+        raise RuntimeError(f"Gradio {gr.__version__} changed Blocks.state_holder.delete_state, which "
+                           f"app.delete_session_state relies on to free a closed session's students")
+    holder.delete_state(session_hash)
+
+
 def release_session(page: gr.Blocks):
     """The unload handler: when a visitor's tab (or client) disconnects, delete the session's gr.State now,
     which frees its students and, through `session.discard`, their run files. Gradio on its own keeps a
     closed session's state for an hour, in case the same session reconnects; a new page load never does."""
     async def release(request: gr.Request) -> None:  # async: on the event loop, as Gradio's expiry sweep is
-        page.state_holder.delete_state(request.session_hash)
+        delete_session_state(page, request.session_hash)
     return release
 
 

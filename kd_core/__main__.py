@@ -1,8 +1,9 @@
 """Command line: `python -m kd_core {train-teacher,distill,sweep,bench,export} …`.
 
 Every subcommand maps its flags onto `RunConfig` (the single home of defaults) and consumes the same
-event stream as the app. With `--json` the last stdout line is one JSON object (DESIGN.md). Bad
-arguments or unavailable data exit with code 2 and one `error: …` line on stderr, no traceback.
+event stream as the app. With `--json` the last stdout line is one JSON object (docs/contracts.md). Bad
+arguments, a teacher that does not fit the dataset, or unavailable data exit with code 2 and one
+`error: …` line on stderr, no traceback; the teacher is checked before any data is loaded or downloaded.
 `distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
 `kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
 built in; see kd_core.export) with its card `PATH.md`, and needs the optional ONNX packages.
@@ -24,6 +25,7 @@ from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from .data import DatasetUnavailable
 from .export import ExportUnavailable
 from .models import STUDENTS, TEACHERS
+from .teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from .train import TrainingDiverged, resolve_device
 
 DEFAULTS = RunConfig()
@@ -34,6 +36,9 @@ class CliError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # every subcommand's --help shows each option's default
+        super().__init__(*args, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+
     def error(self, message: str):  # argparse prints usage + message; we want one line
         raise CliError(message)
 
@@ -47,13 +52,17 @@ def float_list(text: str) -> list[float]:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Flags shared by distill and sweep, defaults taken from RunConfig."""
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASETS)
+    parser.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASETS, help="dataset to train on")
     parser.add_argument("--teacher", default=DEFAULTS.teacher,
-                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/)")
-    parser.add_argument("--student", default=DEFAULTS.student, choices=sorted(STUDENTS))
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"1..{MAX_EPOCHS}")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/); it must have "
+                             "been made for --dataset")
+    parser.add_argument("--student", default=DEFAULTS.student, choices=sorted(STUDENTS),
+                        help="architecture of both students")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                        help=f"passes over the training set, 1..{MAX_EPOCHS}")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate, in (0, 1]")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="samples per step; both students see the same batch")
     parser.add_argument("--train-size", type=int, default=DEFAULTS.train_size,
                         help="students' training samples (0 = all); class-stratified subset")
     parser.add_argument("--hide-class", type=int, default=DEFAULTS.hide_class,
@@ -68,7 +77,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "from, through the teacher's soft targets (their labels are never used); 0 = off")
     parser.add_argument("--unlabeled-hidden", action="store_true",
                         help="with --hide-class: let the hidden class's images be among the unlabelled ones")
-    parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES)
+    parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES,
+                        help="'auto' picks cuda when available")
     parser.add_argument("--threads", type=int, default=DEFAULTS.cpu_threads,
                         help="torch threads for CPU training (more help big students on idle machines)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
@@ -88,19 +98,26 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     teacher = commands.add_parser("train-teacher", help="train a teacher and save it as safetensors")
-    teacher.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
-    teacher.add_argument("--arch", default="cnn-teacher", choices=sorted(TEACHERS) + sorted(STUDENTS))
-    teacher.add_argument("--epochs", type=int, default=6)
-    teacher.add_argument("--lr", type=float, default=3e-3, help="peak OneCycle learning rate")
-    teacher.add_argument("--batch-size", type=int, default=128)
-    teacher.add_argument("--label-smoothing", type=float, default=0.0,
-                         help="0 keeps the teacher's dark knowledge; smoothing erases class similarities")
-    teacher.add_argument("--seed", type=int, default=0)
-    teacher.add_argument("--device", default="auto", choices=DEVICES)
+    teacher.add_argument("--dataset", default=RECIPE.dataset, choices=DATASETS,
+                         help="dataset to train on (the validation split is held out)")
+    teacher.add_argument("--arch", default=RECIPE.arch, choices=sorted(TEACHERS) + sorted(STUDENTS),
+                         help="architecture")
+    teacher.add_argument("--epochs", type=int, default=RECIPE.epochs,
+                         help=f"passes over the training set, 1..{MAX_TEACHER_EPOCHS}")
+    teacher.add_argument("--lr", type=float, default=RECIPE.lr,
+                         help="peak OneCycle learning rate (AdamW), in (0, 1]")
+    teacher.add_argument("--batch-size", type=int, default=RECIPE.batch_size, help="samples per step")
+    teacher.add_argument("--label-smoothing", type=float, default=RECIPE.label_smoothing,
+                         help="in [0, 1); 0 keeps the teacher's dark knowledge, smoothing erases class "
+                              "similarities")
+    teacher.add_argument("--seed", type=int, default=RECIPE.seed,
+                         help="seeds the initialisation, the batch order and the augmentation")
+    teacher.add_argument("--device", default="auto", choices=DEVICES, help="'auto' picks cuda when available")
     teacher.add_argument("--pretrained", action="store_true",
                          help="start ResNets from torchvision's ImageNet weights (needs the internet)")
-    teacher.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
-    teacher.add_argument("--json", action="store_true")
+    teacher.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                         help="checkpoint path (.safetensors); its logits are written beside it")
+    teacher.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
 
     distill = commands.add_parser("distill", help="train a CE student and a KD student side by side")
     add_run_options(distill)
@@ -137,8 +154,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     from .data import load_dataset
     from .teacher import save_logits_beside, teacher_logits, train_teacher
 
-    if not 1 <= args.epochs <= 200:
-        raise ValueError("--epochs must be in [1, 200]")
+    recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
+                                   args.label_smoothing, args.seed).validate()  # before any work
     if not args.out.endswith(".safetensors"):
         raise ValueError("--out must end in .safetensors")
     device = resolve_device(args.device)
@@ -152,10 +169,11 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
 
     epochs_seen = []
 
-    model, acc = train_teacher(args.dataset, args.arch, epochs=args.epochs, lr=args.lr,
-                               batch_size=args.batch_size, label_smoothing=args.label_smoothing,
-                               seed=args.seed, device=device, pretrained=args.pretrained,
-                               on_epoch=report, on_note=lambda note: print(note, file=sys.stderr))
+    model, acc = train_teacher(recipe_options.dataset, recipe_options.arch, epochs=recipe_options.epochs,
+                               lr=recipe_options.lr, batch_size=recipe_options.batch_size,
+                               label_smoothing=recipe_options.label_smoothing, seed=recipe_options.seed,
+                               device=device, pretrained=args.pretrained, on_epoch=report,
+                               on_note=lambda note: print(note, file=sys.stderr))
     train_seconds = time.perf_counter() - start
     dataset = load_dataset(args.dataset)
     meta = {"arch": args.arch, "dataset": args.dataset, "in_shape": list(dataset.image_shape),
@@ -171,8 +189,16 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     # ship the training-set logits beside the checkpoint so the first distillation starts at once
     logits = teacher_logits(out, dataset, device)
     save_logits_beside(out, dataset, logits)
-    return {"checkpoint": str(out), "test_acc": acc, "val_acc": meta["val_acc"], "train_seconds": train_seconds,
-            "logits_seconds": logits.seconds, "arch": args.arch, "dataset": args.dataset}
+    return {"checkpoint": str(out), "test_acc": acc, "val_acc": meta["val_acc"],
+            "train_seconds": train_seconds, "logits_seconds": logits.seconds, "arch": args.arch,
+            "dataset": args.dataset}
+
+
+def check_before_work(cfg: RunConfig) -> None:
+    """The device exists and the teacher was made for the run's dataset (checked from its metadata), before
+    the dataset is loaded or downloaded and before any training; else a ValueError: exit 2."""
+    resolve_device(cfg.device)
+    checkpoints.check_teacher_fits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), cfg.dataset)
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
@@ -180,6 +206,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
                      pretrained=args.pretrained)
+    check_before_work(cfg)
     result = None
     for event in distill(cfg):
         if isinstance(event, Started):
@@ -219,6 +246,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     from .sweep import run_sweep
 
     cfg = run_config(args)
+    check_before_work(cfg)
     return run_sweep(cfg, temperatures=args.T, alphas=args.alpha).summary()
 
 

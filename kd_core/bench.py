@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=60000,
                         help="training samples per run, in [1000, 60000] (class-balanced subset)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating reference/engine repetitions")
-    parser.add_argument("--student", default="mlp-small", choices=models.SMALL_STUDENTS)
+    parser.add_argument("--student", default="mlp-small", choices=models.SMALL_STUDENTS,
+                        help="architecture of the students in both loops")
     parser.add_argument("--teacher", default="default", help="teacher checkpoint, or 'default'")
     parser.add_argument("--batch-size", type=int, default=RunConfig().batch_size,
                         help="the engine's batch size (it also runs at the reference's 64)")
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads for both the engine and the reference loop")
     parser.add_argument("--scaling", action="store_true",
                         help="also measure samples/s for train_size 1k/10k/60k and for every small student")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON (last line)")
 
 
 # ------------------------------------------------------------------------------ the seed-style loop

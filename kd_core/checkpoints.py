@@ -70,6 +70,54 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, metadata
 
 
+def read_metadata(path: str | Path) -> dict:
+    """A checkpoint's metadata alone, from the file's header (no tensors read), or CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        metadata = json.loads(header[META_KEY])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable KD Playground checkpoint ({error})") from error
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is not a readable KD Playground checkpoint (metadata is not a dict)")
+    return metadata
+
+
+def check_teacher_fits(path: str | Path, dataset_name: str) -> dict:
+    """The teacher's metadata if it was made for `dataset_name`, else CheckpointError in one line.
+
+    Compares the metadata's `dataset`, `in_shape` and `num_classes` with the dataset's known image shape
+    and classes (data.IMAGE_SHAPES, data.CLASSES) before any data is loaded, downloaded or trained on.
+    """
+    from .data import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
+
+    meta = read_metadata(path)
+    if dataset_name not in CLASSES:
+        raise CheckpointError(f"unknown dataset {dataset_name!r}; choose one of {', '.join(CLASSES)}")
+    missing = sorted({"dataset", "in_shape", "num_classes"} - meta.keys())
+    if missing:
+        raise CheckpointError(f"teacher {path} does not record its {', '.join(missing)}; "
+                              f"it cannot be checked against {dataset_name}")
+    shape, classes = list(IMAGE_SHAPES[dataset_name]), len(CLASSES[dataset_name])
+    if meta["in_shape"] != shape:
+        raise CheckpointError(f"teacher {path} takes {_shape(meta['in_shape'])} images, but {dataset_name}'s "
+                              f"are {_shape(shape)}")
+    if meta["num_classes"] != classes:
+        raise CheckpointError(f"teacher {path} predicts {meta['num_classes']} classes, but {dataset_name} "
+                              f"has {classes}")
+    if meta["dataset"] != dataset_name:
+        raise CheckpointError(f"teacher {path} was trained on {meta['dataset']}, not {dataset_name}; "
+                              f"pass a {dataset_name} teacher")
+    return meta
+
+
+def _shape(shape) -> str:
+    return "×".join(str(n) for n in shape) if isinstance(shape, list) else repr(shape)
+
+
 def save_model(path: str | Path, model: nn.Module, metadata: dict) -> Path:
     """Save `model`'s state dict; `metadata` must name its `arch`, `in_shape` and `num_classes`."""
     missing = {"arch", "in_shape", "num_classes"} - metadata.keys()

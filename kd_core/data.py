@@ -2,7 +2,7 @@
 
 Small image datasets fit in memory many times over, so each is loaded once into
 `uint8 [N, C, H, W]` tensors and batches are slices of a permutation (no per-sample DataLoader).
-Where the files come from, in order (DESIGN.md):
+Where the files come from, in order (docs/contracts.md):
 
 1. `$KD_DATA_DIR` or `./data`, in torchvision's layout (`FashionMNIST/raw/…`, `cifar-10-batches-py/`);
 2. Debian's `dataset-fashion-mnist` package (`/usr/share/datasets/fashion-mnist/*.gz`, read as idx);
@@ -32,6 +32,7 @@ CLASSES = {
                 "dog", "frog", "horse", "ship", "truck"),
 }
 TRAIN_SET_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000}  # for labels, before loading
+IMAGE_SHAPES = {"fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # (C, H, W)
 VALIDATION_SIZE = 5_000  # training images held out for every choice (defaults, presets, best cell, bias)
 VALIDATION_SEED = 20_151_503  # fixed: the same validation split for every run, seed and teacher
 # per-channel mean / std of the training images, scaled to [0, 1]
@@ -68,10 +69,14 @@ class Dataset:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Short hash of the training images and labels: keys the teacher-logit cache."""
+        """Short hash of the name, the training and the test images and labels (not the normalisation).
+
+        Part of `teacher.logits_cache_key`: the teacher's cached logits cover both splits.
+        """
         digest = hashlib.sha256(self.name.encode())
-        digest.update(self.train_images.contiguous().numpy().tobytes())
-        digest.update(self.train_labels.numpy().tobytes())
+        for tensor in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @functools.cached_property

@@ -267,6 +267,7 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
     """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished."""
     roles = tuple(role.check() for role in roles)
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
     dataset = dataset or load_dataset(cfg.dataset)
     cfg.validate(dataset.num_classes)
     if cfg.unlabeled and cfg.augment:

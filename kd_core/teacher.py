@@ -2,14 +2,18 @@
 
 A teacher never changes during distillation, so its logits on the un-augmented training and test
 sets are computed once per (checkpoint, dataset) and reused by every run: in memory for the process,
-and on disk as safetensors keyed by the checkpoint's file hash and the dataset's fingerprint. Disk
-copies are looked for beside the checkpoint (`<name>.logits.safetensors`, shipped with the repo so a
-fresh Space starts at once) and in `$KD_CACHE_DIR` (default `~/.cache/kd_playground`). A cache file
-whose keys, shapes or values do not check out is ignored and rebuilt, never trusted.
+and on disk as safetensors. One key names them, `logits_cache_key`: a hash of everything the logits
+depend on (the checkpoint file, the training and test images and labels, the normalisation, and
+CACHE_FORMAT). Disk copies are looked for beside the checkpoint (`<name>.logits.safetensors`, shipped
+with the repo so a fresh Space starts at once) and in `$KD_CACHE_DIR` (default `~/.cache/kd_playground`).
+A cache file whose key, shapes or values do not check out is ignored and rebuilt, never trusted.
+The contracts (cache, checkpoints, CLI) are written down in docs/contracts.md.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import threading
@@ -23,7 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, models
+from .config import DATASETS, MAX_BATCH_SIZE, _check_choice, _check_int, _check_number
 from .data import Dataset, augment, load_dataset
+
+CACHE_FORMAT = 2  # bump when what a logits file holds, or how it is keyed, changes: old files then mismatch
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,7 +42,7 @@ class TeacherLogits:
     source: str  # "memory", "disk" or "computed"
 
 
-_memory: dict[tuple[str, str], TeacherLogits] = {}
+_memory: dict[str, TeacherLogits] = {}
 _memory_lock = threading.Lock()
 
 
@@ -43,17 +50,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_playground"))
 
 
-def logits_paths(checkpoint: Path, key: tuple[str, str]) -> list[Path]:
-    """Where logits for (checkpoint hash, dataset fingerprint) may be stored, first match wins."""
+def logits_cache_key(checkpoint: Path, dataset: Dataset) -> str:
+    """The one key of a teacher's cached logits: a hash of everything they depend on.
+
+    The checkpoint file (its SHA-256 prefix), the dataset's training and test images and labels
+    (`Dataset.fingerprint`), the normalisation applied before the teacher (mean, std) and CACHE_FORMAT.
+    Change any of them and the key changes, so stale logits are never served from memory or disk.
+    """
+    parts = {"format": CACHE_FORMAT, "checkpoint": checkpoints.file_hash(checkpoint),
+             "data": dataset.fingerprint, "mean": [float(m) for m in dataset.mean],
+             "std": [float(s) for s in dataset.std]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def logits_paths(checkpoint: Path, key: str) -> list[Path]:
+    """Where logits with `key` may be stored, first match wins: beside the checkpoint, then the cache dir."""
     return [checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".logits.safetensors"),
-            cache_dir() / f"teacher-{key[0]}-{key[1]}.logits.safetensors"]
+            cache_dir() / f"teacher-{key}.logits.safetensors"]
 
 
 def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.device | str = "cpu",
                    *, batch_size: int = 1024) -> TeacherLogits:
     """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir)."""
     checkpoint = Path(checkpoint)
-    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    key = logits_cache_key(checkpoint, dataset)
     with _memory_lock:
         if key in _memory:
             cached = _memory[key]
@@ -81,7 +101,7 @@ def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.devic
 def logits_cached(checkpoint: str | Path, dataset: Dataset) -> bool:
     """Whether `teacher_logits` would find these logits in memory or on disk, without running the model."""
     checkpoint = Path(checkpoint)
-    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    key = logits_cache_key(checkpoint, dataset)
     with _memory_lock:
         if key in _memory:
             return True
@@ -91,22 +111,22 @@ def logits_cached(checkpoint: str | Path, dataset: Dataset) -> bool:
 def save_logits_beside(checkpoint: str | Path, dataset: Dataset, logits: TeacherLogits) -> Path:
     """Write `logits` next to the checkpoint (the copy that ships with the repo)."""
     checkpoint = Path(checkpoint)
-    key = (checkpoints.file_hash(checkpoint), dataset.fingerprint)
+    key = logits_cache_key(checkpoint, dataset)
     path = logits_paths(checkpoint, key)[0]
     _write_logits(path, key, logits.train, logits.test)
     return path
 
 
-def _write_logits(path: Path, key: tuple[str, str], train: torch.Tensor, test: torch.Tensor) -> None:
+def _write_logits(path: Path, key: str, train: torch.Tensor, test: torch.Tensor) -> None:
     # fp16 halves the file (60k×10 -> 1.2 MB); logits of a trained net are O(10), well inside its range
     tensors = {"train": train.half(), "test": test.half()}
     try:
-        checkpoints.save_tensors(path, tensors, {"checkpoint_hash": key[0], "dataset": key[1]})
+        checkpoints.save_tensors(path, tensors, {"key": key, "format": CACHE_FORMAT})
     except OSError:
         pass  # a read-only cache directory only costs the next run a recompute
 
 
-def _read_logits(path: Path, key: tuple[str, str], dataset: Dataset):
+def _read_logits(path: Path, key: str, dataset: Dataset):
     if not path.is_file():
         return None
     try:
@@ -116,7 +136,7 @@ def _read_logits(path: Path, key: tuple[str, str], dataset: Dataset):
     train, test = tensors.get("train"), tensors.get("test")
     expected = {"train": (len(dataset.train_labels), dataset.num_classes),
                 "test": (len(dataset.test_labels), dataset.num_classes)}
-    if (meta.get("checkpoint_hash"), meta.get("dataset")) != key or train is None or test is None:
+    if meta.get("key") != key or train is None or test is None:
         return None
     if tuple(train.shape) != expected["train"] or tuple(test.shape) != expected["test"]:
         return None
@@ -145,6 +165,39 @@ def clear_memory_cache() -> None:
 # ---------------------------------------------------------------------------------------------------
 # training a teacher (python -m kd_core train-teacher)
 
+MAX_TEACHER_EPOCHS = 200
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How `train_teacher` trains: its defaults, the CLI's, and the shipped teacher's recipe
+    (checkpoints/README.md). Change a default here and nowhere else."""
+
+    dataset: str = "fashion-mnist"  # one of config.DATASETS
+    arch: str = "cnn-teacher"  # a name from kd_core.models
+    epochs: int = 10  # the shipped teacher's recipe (checkpoints/README.md)
+    lr: float = 3e-3  # peak OneCycle learning rate (AdamW, weight decay 5e-4)
+    batch_size: int = 128
+    label_smoothing: float = 0.0  # 0 keeps the wrong-class probabilities that distillation transfers
+    seed: int = 0  # seeds the initialisation, the batch order and the augmentation
+
+    def validate(self) -> TeacherRecipe:
+        """Return self, or raise ValueError naming the first bad field and its allowed range."""
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("arch", self.arch, (*models.TEACHERS, *models.STUDENTS))
+        _check_int("epochs", self.epochs, low=1, high=MAX_TEACHER_EPOCHS)
+        _check_number("lr", self.lr, low=0.0, high=1.0, low_open=True)
+        _check_int("batch_size", self.batch_size, low=1, high=MAX_BATCH_SIZE)
+        smoothing = self.label_smoothing  # at 1 every target is uniform: nothing left to learn
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1); got {smoothing!r}")
+        _check_int("seed", self.seed, low=0, high=2**63 - 1)
+        return self
+
+
+RECIPE = TeacherRecipe()
+
+
 @dataclass(frozen=True)
 class TeacherEpoch:
     epoch: int
@@ -154,20 +207,24 @@ class TeacherEpoch:
     seconds: float  # wall time since training started
 
 
-def train_teacher(dataset_name: str = "fashion-mnist", arch: str = "cnn-teacher", *, epochs: int = 4,
-                  lr: float = 3e-3, batch_size: int = 128, label_smoothing: float = 0.0,
-                  seed: int = 0, device: str | torch.device = "cpu", pretrained: bool = False,
+def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *, epochs: int = RECIPE.epochs,
+                  lr: float = RECIPE.lr, batch_size: int = RECIPE.batch_size,
+                  label_smoothing: float = RECIPE.label_smoothing, seed: int = RECIPE.seed,
+                  device: str | torch.device = "cpu", pretrained: bool = False,
                   on_epoch: Callable[[TeacherEpoch], None] | None = None,
                   on_note: Callable[[str], None] | None = None) -> tuple[nn.Module, float]:
     """Train `arch` on `dataset_name` with AdamW + OneCycle and random shifts (+ flips except MNIST).
 
-    The validation split (`Dataset.validation_index`) is held out: the teacher trains on the rest, and
-    each epoch reports validation accuracy (which chooses the recipe) beside test accuracy (reported only).
-    Label smoothing is off by default: it raises accuracy a little but flattens the wrong-class
-    probabilities that distillation transfers (Müller et al. 2019, "When does label smoothing help?").
+    The options are checked first (`TeacherRecipe.validate`: one ValueError naming the bad one), before
+    any data is loaded. The validation split (`Dataset.validation_index`) is held out: the teacher trains
+    on the rest, and each epoch reports validation accuracy (which chooses the recipe) beside test
+    accuracy (reported only). Label smoothing is off by default: it raises accuracy a little but flattens
+    the wrong-class probabilities that distillation transfers (Müller et al. 2019, "When does label
+    smoothing help?").
 
     Returns (model in eval mode on CPU, final test accuracy).
     """
+    TeacherRecipe(dataset_name, arch, epochs, lr, batch_size, label_smoothing, seed).validate()
     if pretrained and arch not in models.PRETRAINED:
         raise ValueError(f"--pretrained needs one of {', '.join(models.PRETRAINED)}; "
                          f"{arch} has no ImageNet weights")

@@ -15,13 +15,25 @@ def test_quick_bench_reports_every_figure(capsys):
     assert main(["bench", "--samples", "1000", "--repeats", "1", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["samples"] == 1000 and figures["repeats"] == 1 and figures["threads"] == 1
-    for key in ("reference_samples_per_s", "engine_samples_per_s", "engine_b64_samples_per_s",
-                "speedup_median", "speedup_b64_median", "reference_ce_loop_s", "reference_kd_loop_s",
-                "teacher_logits_build_s", "time_to_first_event_s", "time_to_first_event_cold_s",
-                "matmul_gflops", "ideal_samples_per_s", "fraction_of_flop_limit",
-                "fraction_of_flop_limit_exact", "rss_before_runs_mb", "reference_peak_rss_mb",
-                "engine_peak_rss_mb", "engine_b64_peak_rss_mb", "peak_rss_mb"):
-        assert figures[key] > 0, key
+    # Bounds, not "> 0": at 1,000 samples on a busy 2-core machine (load 8) this measured speedups of 33×
+    # and 25× (batch 64), 77 % of the FLOP limit, accuracies 0.57-0.71, first events after 0.1-0.2 s.
+    assert figures["speedup_median"] > 5 and figures["speedup_b64_median"] > 3
+    # nothing trains faster than its FLOPs allow (20 % margin for a matmul timed while another job ran);
+    # counting the FLOPs exactly (no input gradient for the first layer) gives a smaller fraction
+    assert 0.01 < figures["fraction_of_flop_limit"] < 1.2
+    assert figures["fraction_of_flop_limit_exact"] < figures["fraction_of_flop_limit"]
+    assert 5 < figures["matmul_gflops"] < 100_000
+    # the seed loop's KD pass runs the CNN teacher on every batch, its CE pass does not
+    assert figures["reference_kd_loop_s"] > 2 * figures["reference_ce_loop_s"] > 0
+    assert 0 < figures["teacher_logits_build_s"] < 60  # the teacher's forward over 1,000 images
+    assert 0 < figures["time_to_first_event_s"] < 5
+    if figures["cold_logits_source"] == "disk":
+        assert 0 < figures["time_to_first_event_cold_s"] < 10
+    # Fashion-MNIST alone is 55 MB of uint8 pixels in memory; it, the teacher and the interpreter stay
+    # resident through every phase (10 % for pages the allocator hands back)
+    assert figures["rss_before_runs_mb"] > 55
+    for phase in ("reference_peak_rss_mb", "engine_peak_rss_mb", "engine_b64_peak_rss_mb"):
+        assert figures[phase] >= figures["rss_before_runs_mb"] * 0.9, phase
     # the reference's two students and both engine runs train on exactly the same number of samples
     assert figures["samples_seen"] == {"reference": [1000], "engine": [1000], "engine_b64": [1000]}
     assert figures["speedups"] == [figures["engine_samples_per_s"] / figures["reference_samples_per_s"]]
@@ -33,8 +45,11 @@ def test_quick_bench_reports_every_figure(capsys):
         figures["matmul_gflops"] * 1e9 / figures["student_train_flops_per_paired_sample"])
     assert figures["fraction_of_flop_limit"] == pytest.approx(
         figures["engine_samples_per_s"] / figures["ideal_samples_per_s"])
-    for run in ("reference_acc", "engine_acc", "engine_b64_acc"):
-        assert 0.1 < figures[run]["ce"] <= 1 and 0.1 < figures[run]["kd"] <= 1
+    # chance is 0.10; 16 steps at batch 64 reach 0.68-0.71, the engine's 4 steps at batch 256 0.57-0.62
+    for run, floor in (("reference_acc", 0.55), ("engine_b64_acc", 0.55), ("engine_acc", 0.4)):
+        assert floor < figures[run]["ce"] <= 1 and floor < figures[run]["kd"] <= 1, run
+    # at the same batch size (the same number of steps) the engine learns what the seed loop learns
+    assert figures["accuracy_gap_b64"] < 0.08
     reference = figures["reference_acc"]
     assert figures["accuracy_gap_b64"] == max(abs(figures["engine_b64_acc"][k] - reference[k])
                                               for k in ("ce", "kd"))

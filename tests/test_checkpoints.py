@@ -92,3 +92,58 @@ def test_shipped_teacher_and_its_model_card(shipped_teacher, fashion):
     card = (checkpoints.CHECKPOINT_DIR / "README.md").read_text()
     assert f"{meta['test_acc'] * 100:.2f}" in card
     assert json.loads(json.dumps(meta)) == meta
+
+
+def teacher_checkpoint(tmp_path, name: str = "teacher", *, shape=(1, 28, 28), classes: int = 10,
+                       **meta):
+    """A real checkpoint, written by save_model, of an mlp-tiny built for `shape` and `classes`."""
+    model = models.build("mlp-tiny", shape, classes)
+    return save_model(tmp_path / f"{name}.safetensors", model,
+                      {"arch": "mlp-tiny", "dataset": "fashion-mnist", "in_shape": list(shape),
+                       "num_classes": classes, **meta})
+
+
+def test_a_teacher_made_for_the_dataset_fits(tmp_path):
+    path = teacher_checkpoint(tmp_path)
+    assert checkpoints.check_teacher_fits(path, "fashion-mnist")["arch"] == "mlp-tiny"
+    colour = teacher_checkpoint(tmp_path, "colour", shape=(3, 32, 32), dataset="cifar10")
+    assert checkpoints.check_teacher_fits(colour, "cifar10")["in_shape"] == [3, 32, 32]
+
+
+@pytest.mark.parametrize("build, dataset, message", [
+    (dict(shape=(3, 32, 32)), "fashion-mnist", r"takes 3×32×32 images, but fashion-mnist's are 1×28×28"),
+    (dict(classes=100), "fashion-mnist", r"predicts 100 classes, but fashion-mnist has 10"),
+    (dict(dataset="mnist"), "fashion-mnist", r"was trained on mnist, not fashion-mnist"),
+    (dict(), "mnist", r"was trained on fashion-mnist, not mnist"),
+    (dict(), "cifar10", r"takes 1×28×28 images, but cifar10's are 3×32×32"),
+])
+def test_a_teacher_that_does_not_fit_is_one_clear_error(tmp_path, build, dataset, message):
+    path = teacher_checkpoint(tmp_path, **build)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        checkpoints.check_teacher_fits(path, dataset)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_teacher_without_its_dataset_in_the_metadata_is_refused(tmp_path):
+    path = teacher_checkpoint(tmp_path)
+    tensors, meta = checkpoints.load_tensors(path)
+    del meta["dataset"]
+    checkpoints.save_tensors(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="does not record its dataset"):
+        checkpoints.check_teacher_fits(path, "fashion-mnist")
+
+
+def test_the_fit_check_reads_only_the_header(tmp_path, monkeypatch):
+    path = teacher_checkpoint(tmp_path)
+    monkeypatch.setattr(checkpoints, "load_file", lambda *a: pytest.fail("read the tensors"))
+    assert checkpoints.read_metadata(path)["num_classes"] == 10
+    checkpoints.check_teacher_fits(path, "fashion-mnist")
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoints.check_teacher_fits(tmp_path / "missing.safetensors", "fashion-mnist")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        checkpoints.read_metadata(tmp_path / "junk.safetensors")
+
+
+def test_the_shipped_teacher_fits_its_dataset(shipped_teacher):
+    assert checkpoints.check_teacher_fits(shipped_teacher, "fashion-mnist")["dataset"] == "fashion-mnist"

@@ -6,8 +6,9 @@ import sys
 import pytest
 import torch
 
-from kd_core.__main__ import main
-from kd_core.checkpoints import load_model
+from kd_core import data, models
+from kd_core.__main__ import build_parser, main
+from kd_core.checkpoints import load_model, save_model
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -22,7 +23,9 @@ def test_distill_json_is_the_last_line(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"teacher_acc", "ce_acc", "kd_acc", "epochs", "seconds", "samples_per_s", "device",
             "config"} <= result.keys()
-    assert 0 <= result["ce_acc"] <= 1 and 0 <= result["kd_acc"] <= 1 and result["teacher_acc"] >= 0.92
+    # 8 Adam steps on 2,000 images take an MLP from chance (0.10) to 0.68-0.69 (CE) and 0.63-0.67 (KD)
+    # (seeds 0-2, measured); 0.55 fails a run that did not learn or learnt from shuffled labels
+    assert result["ce_acc"] > 0.55 and result["kd_acc"] > 0.55 and result["teacher_acc"] >= 0.92
     assert result["config"]["temperature"] == 3.0 and result["config"]["alpha"] == 0.5
     assert result["config"]["train_size"] == 2000 and result["epochs"] == 1
     # the exported KD student reproduces the reported accuracy
@@ -48,14 +51,79 @@ def test_distill_json_is_the_last_line(tmp_path):
      "cuda|lr"),
     (["sweep", "--T", "1,x"], "comma-separated"),
     (["train-teacher", "--out", "x.pt"], ".safetensors"),
+    (["train-teacher", "--batch-size", "0", "--out", "x.safetensors"], "batch_size"),
+    (["train-teacher", "--label-smoothing", "5", "--out", "x.safetensors"], "label_smoothing"),
+    (["train-teacher", "--lr", "0", "--out", "x.safetensors"], "lr"),
+    (["train-teacher", "--lr", "nan", "--out", "x.safetensors"], "lr"),
+    (["train-teacher", "--epochs", "0", "--out", "x.safetensors"], "epochs"),
+    (["train-teacher", "--seed", "-1", "--out", "x.safetensors"], "seed"),
+    (["train-teacher", "--arch", "huge", "--out", "x.safetensors"], "invalid choice"),
+    (["train-teacher", "--arch", "mlp-tiny", "--pretrained", "--out", "x.safetensors"], "pretrained"),
+    (["train-teacher"], "required: --out"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
-def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys, no_data_loading):
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert re.search(message, lines[0])
+
+
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Fails the test if a dataset is loaded or downloaded: bad arguments are refused before any work."""
+    def refuse(*args, **kwargs):
+        pytest.fail("a dataset was loaded before the arguments were checked")
+
+    monkeypatch.setattr(data, "_load_cached", refuse)
+    monkeypatch.setattr(data, "_from_torchvision", refuse)
+
+
+def mismatched_teacher(tmp_path, shape=(1, 28, 28), classes=10, dataset="fashion-mnist"):
+    model = models.build("mlp-tiny", shape, classes)
+    return save_model(tmp_path / "teacher.safetensors", model, {
+        "arch": "mlp-tiny", "dataset": dataset, "in_shape": list(shape), "num_classes": classes})
+
+
+@pytest.mark.parametrize("command", ["distill", "sweep"])
+@pytest.mark.parametrize("teacher, message", [
+    (dict(shape=(3, 32, 32)), "takes 3×32×32 images"),
+    (dict(classes=100), "predicts 100 classes"),
+    (dict(dataset="mnist"), "trained on mnist, not fashion-mnist"),
+])
+def test_a_teacher_that_does_not_fit_exits_2_before_any_data_loading(command, teacher, message, tmp_path,
+                                                                     capsys, no_data_loading):
+    path = mismatched_teacher(tmp_path, **teacher)
+    assert main([command, "--teacher", str(path), "--epochs", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: teacher ") and message in lines[0], lines
+
+
+def test_a_dataset_without_a_teacher_is_refused_before_any_download(tmp_path, monkeypatch, capsys,
+                                                                   no_data_loading):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KD_DATA_DIR", raising=False)
+    assert main(["distill", "--dataset", "cifar10"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "no default teacher is shipped for cifar10" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no empty ./data left behind
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "distill", "sweep", "bench"])
+def test_every_option_has_help_and_its_default_shown(command, capsys):
+    parser = build_parser()
+    [subcommands] = [action for action in parser._actions if action.dest == "command"]
+    options = [action for action in subcommands.choices[command]._actions if action.dest != "help"]
+    assert options
+    for option in options:
+        assert option.help and len(option.help) > 10, option.option_strings
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option in options:
+        if option.default not in (None, "==SUPPRESS==") and not option.required:
+            assert f"(default: {option.default})" in text, option.option_strings
 
 
 def test_bad_argument_from_the_shell_has_no_traceback():

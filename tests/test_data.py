@@ -95,3 +95,32 @@ def test_augment_crops_and_flips_reproducibly(fashion):
     same = (flipped == images).flatten(1).all(1)
     mirrored = (flipped == images.flip(3)).flatten(1).all(1)
     assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+@pytest.mark.parametrize("train_size", [0, 500, 10_000, 54_000, 100_000])
+@pytest.mark.parametrize("hide_class", [None, 3])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_no_hidden_validation_or_test_index_reaches_the_students(fashion, train_size, hide_class, seed):
+    """Checked on the indices themselves, not on an accuracy that a few leaked images would not move."""
+    labels = fashion.train_labels
+    validation = fashion.validation_index
+    index = student_indices(labels, train_size=train_size, hide_class=hide_class, seed=seed,
+                            exclude=validation)
+    assert index.dtype == torch.int64 and len(index) > 0
+    assert torch.equal(index, index.unique())  # sorted, each sample once
+    # training-set positions only: nothing beyond it (where a test image would sit in a joint numbering)
+    assert 0 <= index.min() and index.max() < len(labels)
+    assert not torch.isin(index, validation).any()
+    if hide_class is not None:
+        assert not (labels[index] == hide_class).any()
+    available = len(labels) - len(validation) - (0 if hide_class is None else
+                                                 int((labels[fashion.fit_index] == hide_class).sum()))
+    assert len(index) == (min(train_size, available) if train_size else available)
+
+
+def test_the_validation_split_is_fixed_stratified_and_disjoint_from_fit(fashion):
+    validation, fit = fashion.validation_index, fashion.fit_index
+    assert len(validation) == data.VALIDATION_SIZE and len(validation.unique()) == data.VALIDATION_SIZE
+    assert torch.bincount(fashion.train_labels[validation]).tolist() == [500] * 10
+    assert not torch.isin(fit, validation).any() and len(fit) + len(validation) == len(fashion.train_labels)
+    assert torch.equal(validation, data.validation_indices(fashion.train_labels.clone()))

@@ -51,14 +51,21 @@ def test_matches_the_formula_written_out_by_hand():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_golden_value():
+@pytest.mark.parametrize("T, alpha, expected", [
+    (2.0, 0.5, 0.677824),
+    # α ≠ 0.5 tells the soft side from the CE side: with α on CE these would be 0.874 and 0.364
+    (2.0, 0.25, 0.481464),
+    (4.0, 0.9, 0.990932),
+])
+def test_golden_value(T, alpha, expected):
     student = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]])
     teacher = torch.tensor([[3.0, 0.5, 0.2], [0.0, 1.0, 2.0]])
     labels = torch.tensor([0, 1])
-    # from the formula in plain Python floats: KL per sample 0.049943, 0.485329 (T=2, so x4);
-    # CE per sample 0.417030, 0.153178
-    loss = kd_loss(student, teacher, labels, T=2.0, alpha=0.5)
-    assert loss.item() == pytest.approx(0.677824, abs=1e-5)
+    # from the formula in plain Python floats (math.exp / math.log, no torch): KL per sample at T=2
+    # 0.049943, 0.485329; at T=4 0.013031, 0.120639; CE per sample 0.417030, 0.153178;
+    # L = α·T²·mean(KL) + (1 − α)·mean(CE)
+    loss = kd_loss(student, teacher, labels, T=T, alpha=alpha)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
 
 
 def test_gradient_scale_is_roughly_independent_of_temperature():
