@@ -12,7 +12,7 @@
 
 The card names the dataset, teacher, T, α and seeds, gives accuracies with their spread (mean ± sample std
 and range over seeds; with one seed it says that no spread was measured), the exact command that reproduces
-the run, and the loss with the α convention of DESIGN.md. `write_card` puts it beside a checkpoint or an
+the run, and the loss with the α convention of docs/contracts.md. `write_card` puts it beside a checkpoint or an
 .onnx file as `<same stem>.md` (so `kd-student.safetensors` gets `kd-student.md`).
 """
 
