@@ -11,10 +11,13 @@ API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see R
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from PIL import Image
 
-from kd_core import plots, predict, session, settings
+from kd_core import plots, predict, served, session, settings
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
@@ -133,12 +136,18 @@ def open_picture(image: dict | str):
     return predict.open_image(path)
 
 
+def served_picture(picture: Image.Image) -> str:
+    """A picture to show, as a file written whole in Gradio's cache (kd_core.served): Gradio 6.31 writes a
+    returned PIL image in place, and identical previews of concurrent requests were served half-written."""
+    return str(served.picture_file(picture, served.folder(get_upload_folder())))
+
+
 def show_prediction(picture, students):
     try:
         view = session.predict_picture(picture, students, TOP_K)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return (view.preview, f"What the models see: {view.steps}.", *view.predictions.values(),
+    return (served_picture(view.preview), f"What the models see: {view.steps}.", *view.predictions.values(),
             f"Students: {view.students}.")
 
 
@@ -153,11 +162,12 @@ def predict_upload(image: dict | str | None, students: session.SessionStudents |
     return show_prediction(picture, students)
 
 
-def predict_sketch(sketch: dict | None, students: session.SessionStudents | None):
-    """A drawing (an ImageEditor value) -> the same as /predict."""
-    picture = sketch.get("composite") if isinstance(sketch, dict) else None
-    if picture is None:
-        raise gr.Error("The sketch is empty: draw something first.", print_exception=False)
+def predict_sketch(sketch: dict, students: session.SessionStudents | None):
+    """A drawing (an ImageEditor value, checked by settings.check_sketch) -> the same as /predict."""
+    try:
+        picture = open_picture(sketch["composite"])
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
     return show_prediction(picture, students)
 
 
@@ -169,7 +179,8 @@ def soften(image: dict | str | None, temperature: float):
         view = session.soften_picture(open_picture(image), temperature)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return (view.preview, gr.BarPlot(view.plain, title="Teacher at T = 1: its ordinary softmax"),
+    return (served_picture(view.preview),
+            gr.BarPlot(view.plain, title="Teacher at T = 1: its ordinary softmax"),
             gr.BarPlot(view.softened, title=f"Teacher at T = {temperature:g}: the soft targets KD matches"),
             view.caption)
 
@@ -186,7 +197,8 @@ def train_tab(students: gr.State) -> None:
                                   value=DEFAULTS.dataset, label="Dataset",
                                   info=settings.dataset_hint() or None)
             teacher = gr.Markdown(settings.teacher_summary(DEFAULTS.dataset))
-            temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T",
+            temperature = gr.Slider(*settings.APP_TEMPERATURES, DEFAULTS.temperature, step=0.5,
+                                    label="Temperature T",
                                     info="softens the teacher's and the KD student's softmax")
             alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05,
                               label="α: weight on the teacher's soft targets",
@@ -277,7 +289,7 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
     # students.change: a finished run's students (maybe of another dataset) answer for the shown picture
     gr.on([image.change, page.load, students.change], predict_upload, [image, students], outputs,
           api_name="predict", preprocess=False)
-    classify.click(predict_sketch, [sketch, students], outputs, api_name="predict_sketch")
+    classify.click(predict_sketch, [sketch, students], outputs, api_name="predict_sketch", preprocess=False)
 
 
 def dark_knowledge_tab(page: gr.Blocks) -> None:
@@ -304,9 +316,7 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     """Train a KD student per (T, α) and the CE baseline, for each seed, in one batched pass; stream the
     heatmap."""
     try:
-        cfg = settings.make_config(temperature=DEFAULTS.temperature, alpha=DEFAULTS.alpha, epochs=epochs,
-                                   lr=DEFAULTS.lr, student=DEFAULTS.student, train_size=train_size,
-                                   hide_class=settings.NO_HIDDEN_CLASS, seed=DEFAULTS.seed, repeats=repeats)
+        cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
         for view in session.live_sweep(cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
@@ -370,10 +380,28 @@ def release_session(page: gr.Blocks):
     return release
 
 
+class CheckedBlocks(gr.Blocks):
+    """gr.Blocks that checks the values of each API call (settings.api_checks) before Gradio's own
+    preprocessing, which answers a wrong type with a generic error ("The upstream Gradio app has raised an
+    exception") or a message that names no parameter ("Value: x is not in the list of choices")."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        names, check = settings.api_checks(Path(self.GRADIO_CACHE)).get(block_fn.api_name, ((), None))
+        if check is not None:
+            try:
+                if len(inputs) < len(names):
+                    raise ValueError(f"/{block_fn.api_name} takes {len(names)} values ({', '.join(names)}); "
+                                     f"got {len(inputs)}")
+                check(**dict(zip(names, inputs, strict=False)))
+            except ValueError as error:
+                raise gr.Error(str(error), print_exception=False) from None
+        return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+
 def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
     """The page. The dataset picker offers what is on this machine when this runs (settings.app_datasets).
     `delete_cache`: (every s, older than s), see CACHE_CLEANUP."""
-    with gr.Blocks(title="KD Playground", delete_cache=delete_cache) as page:
+    with CheckedBlocks(title="KD Playground", delete_cache=delete_cache) as page:
         gr.Markdown(INTRO)
         gr.Markdown(header())
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students

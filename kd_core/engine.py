@@ -205,7 +205,7 @@ class RunData:
                                     seed=seed, exclude=validation) for seed in seeds]
         if len(labelled[0]) == 0:
             raise ValueError("no training images left after train_size / hide_class")
-        transfer = [self.transfer_indices(cfg, dataset, own, seed) for own, seed in zip(labelled, seeds)]
+        transfer = [self.transfer_indices(cfg, dataset, own, seed) for own, seed in zip(labelled, seeds, strict=True)]
         self.used = torch.cat([*labelled, *transfer]).unique()  # sorted
         self.labelled = torch.stack([torch.searchsorted(self.used, own) for own in labelled])  # [G, n]
         self.transfer = torch.stack([torch.searchsorted(self.used, own) for own in transfer])  # [G, u]

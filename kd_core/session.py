@@ -107,8 +107,8 @@ class RunLog:
                               "progress": event.progress, "train_seconds": event.elapsed_s, "ce_acc": event.ce_acc,
                               "kd_acc": event.kd_acc, "ce_hidden_acc": event.ce_hidden_acc,
                               "kd_hidden_acc": event.kd_hidden_acc,
-                              **{f"ce_acc_seed_{seed}": a for seed, a in zip(seeds, event.ce_accs)},
-                              **{f"kd_acc_seed_{seed}": a for seed, a in zip(seeds, event.kd_accs)}})
+                              **{f"ce_acc_seed_{seed}": a for seed, a in zip(seeds, event.ce_accs, strict=True)},
+                              **{f"kd_acc_seed_{seed}": a for seed, a in zip(seeds, event.kd_accs, strict=True)}})
 
     def losses(self) -> pd.DataFrame:
         frame = plots.loss_frame(self.steps)

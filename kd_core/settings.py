@@ -1,19 +1,29 @@
 """What a visitor of the app may set, without Gradio: limits, presets, the datasets on offer, `make_config`.
 
 `app.py` fills its widgets from here (choices that depend on the dataset included) and maps their values
-onto `make_config`, which applies the app's limits on top of `RunConfig.validate`. Every `ValueError`
-raised here is a sentence for the visitor.
+onto `make_config`, which applies the app's limits on top of `RunConfig.validate`. `api_checks` checks
+every value a client sends to an API endpoint (any JSON: a wrong type, NaN, an empty or over-long string)
+before Gradio handles it. Every `ValueError` raised here is one line for the visitor that names the value
+and its allowed range, and quotes at most 40 characters of what was sent.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from . import checkpoints, data, models, predict
-from .config import RunConfig
+from .config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
 from .data import CLASSES, TRAIN_SET_SIZES
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
+APP_TEMPERATURES = (0.5, 20.0)  # the Train tab's range of T (RunConfig allows (0, 100])
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+MAX_TEXT = 200  # characters: the longest text a value may be (a sweep's 25 values fit in 100)
+MAX_SKETCH_LAYERS = 16  # an image editor value's layers (the app's sketchpad sends none)
 DEFAULT_MAX_RUN_SECONDS = 300.0  # wall-time cap of one run of training; $KD_MAX_RUN_SECONDS overrides
 TRAIN_SIZES = (0, 20_000, 10_000, 5_000, 2_000, 1_000, 500)  # 0 = the whole training set
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
@@ -124,23 +134,24 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     base = base or RunConfig()
     dataset = base.dataset if dataset is None else dataset
     offered = app_datasets()
-    if dataset not in offered:
-        raise ValueError(f"dataset must be one of {', '.join(offered)} here; got {dataset!r}. "
+    if not isinstance(dataset, str) or dataset not in offered:
+        raise ValueError(f"dataset must be one of {', '.join(offered)} here; got {shown(dataset)}. "
                          f"{dataset_hint()}")
-    if student not in app_students(dataset):
-        raise ValueError(f"student must be one of {', '.join(app_students(dataset))} for {dataset} in "
-                         f"the app; got {student!r}")
+    check_number("temperature", temperature, *APP_TEMPERATURES)
+    check_number("alpha", alpha, 0.0, 1.0)
+    epochs = check_number("epochs", epochs, 1, MAX_APP_EPOCHS, whole=True,
+                          note=" in the app (the command line allows more)")
+    check_choice("lr", lr, LEARNING_RATES)
+    check_choice("student", student, app_students(dataset), note=f" for {dataset} in the app")
+    train_size = check_choice("train_size", train_size, TRAIN_SIZES, note=" (0: the whole training set)")
     classes = CLASSES[dataset]
-    if hide_class not in hidden_class_choices(dataset):
+    if not isinstance(hide_class, str) or hide_class not in hidden_class_choices(dataset):
         raise ValueError(f"hide_class must be {NO_HIDDEN_CLASS!r} or one of {', '.join(classes)}; "
-                         f"got {hide_class!r}")
-    repeats = base.repeats if repeats is None else repeats
-    epochs, train_size, seed, repeats, unlabeled = (
-        _whole(name, value) for name, value in (("epochs", epochs), ("train_size", train_size), ("seed", seed),
-                                                ("repeats", repeats), ("unlabeled", unlabeled)))
-    if not 1 <= epochs <= MAX_APP_EPOCHS:
-        raise ValueError(f"epochs must be a whole number in [1, {MAX_APP_EPOCHS}] in the app "
-                         f"(the command line allows more); got {epochs!r}")
+                         f"got {shown(hide_class)}")
+    seed = check_number("seed", seed, 0, MAX_SEED - MAX_REPEATS, whole=True)
+    repeats = check_number("repeats", base.repeats if repeats is None else repeats, 1, MAX_REPEATS, whole=True,
+                           note=" (seeds trained together)")
+    unlabeled = check_choice("unlabeled", unlabeled, UNLABELED_SIZES, note=" (0: no transfer set)")
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
     cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                        student=student, train_size=train_size, hide_class=hidden, seed=seed, repeats=repeats,
@@ -148,8 +159,123 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     return cfg.validate(len(classes))
 
 
-def _whole(name: str, value) -> int:
-    """Widgets send 3.0 for 3; anything that is not a whole number is the visitor's mistake."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number; got {value!r}")
-    return int(value)
+def sweep_config(epochs: int, train_size: int, repeats: int = SWEEP_DEFAULTS["repeats"]) -> RunConfig:
+    """The Sweep tab's run: the default student and learning rate, `epochs` over `train_size` images, seeds."""
+    cfg = RunConfig()
+    return make_config(temperature=cfg.temperature, alpha=cfg.alpha, epochs=epochs, lr=cfg.lr,
+                       student=cfg.student, train_size=train_size, hide_class=NO_HIDDEN_CLASS, seed=cfg.seed,
+                       repeats=repeats)
+
+
+# ------------------------------------------------------------------------------- values from clients
+
+def shown(value: Any) -> str:
+    """`value` as an error message quotes it: its repr, cut to 40 characters (and the length of a long
+    string), so that a megabyte sent by a client never comes back in one line."""
+    text = repr(value)
+    if len(text) <= 40:
+        return text
+    length = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:37]}…{length}"
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, whole: bool = False,
+                 low_open: bool = False, note: str = "") -> float | int:
+    """`value` if it is a finite number (a whole one if `whole`) in [low, high] (or (low, high]), as an
+    int if `whole`; else ValueError naming `name` and the range. Booleans are not numbers here."""
+    bounds = f"{low}, {high}" if whole else f"{low:g}, {high:g}"
+    message = (f"{name} must be {'a whole number' if whole else 'a number'} in {'(' if low_open else '['}"
+               f"{bounds}]{note}; got {shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(message)
+    if isinstance(value, float) and not (math.isfinite(value) and (value.is_integer() or not whole)):
+        raise ValueError(message)
+    if value > high or value < low or (low_open and value == low):
+        raise ValueError(message)
+    return int(value) if whole else value
+
+
+def check_choice(name: str, value: Any, choices: Sequence, note: str = "") -> Any:
+    """The choice equal to `value` (3000.0 -> 3000), or ValueError listing the choices."""
+    for choice in choices:
+        if type(value) is type(choice) or {type(value), type(choice)} == {int, float}:
+            if value == choice:
+                return choice
+    listed = ", ".join(f"{choice:g}" if isinstance(choice, float) else str(choice) for choice in choices)
+    raise ValueError(f"{name} must be one of {listed}{note}; got {shown(value)}")
+
+
+def check_text(name: str, value: Any, example: str) -> str:
+    """A string of 1 to MAX_TEXT characters, not all blank, or ValueError saying what is expected."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        raise ValueError(f"{name} must be {example}, at most {MAX_TEXT} characters; got {shown(value)}")
+    return value
+
+
+def check_picture(name: str, value: Any, uploads: Path) -> dict | None:
+    """None (no picture: the page clears its outputs) or a file the client uploaded to this server, as
+    gradio_client's `handle_file(path)` sends it: a dict whose "path" lies in `uploads`."""
+    path = value.get("path") if isinstance(value, dict) else None
+    if value is None:
+        return None
+    if not (isinstance(path, str) and 0 < len(path) <= 4096 and _inside(path, uploads)):
+        raise ValueError(f"{name} must be a picture uploaded to this server (gradio_client: "
+                         f"handle_file(path)), or None; got {shown(value)}")
+    return value
+
+
+def check_sketch(name: str, value: Any, uploads: Path) -> dict:
+    """An image editor value: {"background", "layers", "composite"}, the composite a picture uploaded to
+    this server (see check_picture); ValueError if not, or if it holds no drawing."""
+    drawn = isinstance(value, dict) and (value.get("composite") is not None or value.get("layers"))
+    if isinstance(value, dict) and "composite" in value and not drawn:
+        raise ValueError(f"The {name} is empty: draw something first.")
+    layers = value.get("layers") if isinstance(value, dict) else None
+    if (not isinstance(value, dict) or not isinstance(layers, list | None)
+            or len(layers or ()) > MAX_SKETCH_LAYERS or value.get("composite") is None):
+        raise ValueError(f"{name} must be an image editor value {{'background': picture or None, 'layers': "
+                         f"[pictures], 'composite': picture}}; got {shown(value)}")
+    for part in ("background", "composite"):
+        check_picture(f"{name}['{part}']", value.get(part), uploads)
+    for layer in layers or ():
+        check_picture(f"{name}['layers'] items", layer, uploads)
+    return value
+
+
+def _inside(path: str, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
+def api_checks(uploads: Path) -> dict[str, tuple[tuple[str, ...], Callable[..., Any]]]:
+    """API name -> (its parameters in the API's order, the check of their values as a client sent them).
+
+    Each check is called with the parameters by name and raises ValueError naming the first bad one and
+    its range. `uploads`: the folder of Gradio's uploads. A new parameter of an endpoint goes at the end
+    of its tuple (tests/test_api_values.py checks the tuples against the running app's API)."""
+    return {
+        "distill": (("temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
+                     "dataset", "repeats", "unlabeled"), _check_distill),
+        "predict": (("image",), lambda image: check_picture("image", image, uploads)),
+        "predict_sketch": (("sketch",), lambda sketch: check_sketch("sketch", sketch, uploads)),
+        "soften": (("image", "temperature"), lambda image, temperature: (
+            check_picture("image", image, uploads),
+            check_number("temperature", temperature, 0, MAX_TEMPERATURE, low_open=True))),
+        "sweep": (("temperatures", "alphas", "epochs", "train_size", "repeats"), _check_sweep),
+    }
+
+
+def _check_distill(*, dataset: Any, **values: Any) -> RunConfig:
+    """make_config, where a client's None for the dataset is a mistake, not 'the default one'."""
+    if dataset is None:
+        raise ValueError(f"dataset must be one of {', '.join(app_datasets())} here; got None")
+    return make_config(dataset=dataset, **values)
+
+
+def _check_sweep(temperatures: Any, alphas: Any, epochs: Any, train_size: Any, repeats: Any) -> RunConfig:
+    """The grid's texts (their numbers are checked when parsed) and the run they train with."""
+    for name, value in (("temperatures", temperatures), ("alphas", alphas)):
+        check_text(name, value, "comma-separated numbers like 1, 2, 4")
+    return sweep_config(epochs, train_size, repeats)

@@ -28,7 +28,6 @@ from .engine import (
     LIVE_VALIDATION,
     Role,
     StackEvaluated,
-    StackFinished,
     StackResult,
     StackStarted,
     StackStep,

@@ -93,8 +93,8 @@ def test_repeats_give_cells_their_spread_and_the_best_cell_comes_from_validation
     for i, cell in enumerate(summary["grid"]):
         kd, ce = result.accuracies(1 + i), result.accuracies(0)
         assert cell["kd_acc"] == pytest.approx(sum(kd) / 3)
-        assert cell["kd_minus_ce"]["mean"] == pytest.approx(sum(k - c for k, c in zip(kd, ce)) / 3)
-        assert cell["kd_wins"] == sum(k > c for k, c in zip(kd, ce))
+        assert cell["kd_minus_ce"]["mean"] == pytest.approx(sum(k - c for k, c in zip(kd, ce, strict=True)) / 3)
+        assert cell["kd_wins"] == sum(k > c for k, c in zip(kd, ce, strict=True))
     val = [cell["kd_val_acc"] for cell in summary["grid"]]
     best = summary["grid"][val.index(max(val))]
     assert summary["best"] == {"T": best["T"], "alpha": best["alpha"], "chosen_on": "validation"}

@@ -62,8 +62,8 @@ def test_repeats_report_means_per_seed_figures_and_the_paired_difference(fashion
     assert [row["seed"] for row in per_seed] == [4, 5, 6]
     ce, kd = [row["ce_acc"] for row in per_seed], [row["kd_acc"] for row in per_seed]
     assert summary["ce_acc"] == pytest.approx(sum(ce) / 3) and summary["kd_acc"] == pytest.approx(sum(kd) / 3)
-    assert summary["kd_minus_ce"]["mean"] == pytest.approx(sum(k - c for k, c in zip(kd, ce)) / 3)
-    assert summary["kd_wins"] == sum(k > c for k, c in zip(kd, ce)) and summary["verdict"]
+    assert summary["kd_minus_ce"]["mean"] == pytest.approx(sum(k - c for k, c in zip(kd, ce, strict=True)) / 3)
+    assert summary["kd_wins"] == sum(k > c for k, c in zip(kd, ce, strict=True)) and summary["verdict"]
     assert len(set(ce)) > 1  # three different seeds, three different students
     for i, seed_row in enumerate(per_seed):  # every seed's figure is its own student's
         predicted = train.predictions(result.stack.module(i, 1), fashion, fashion.test_images)
