@@ -32,14 +32,14 @@ DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10":
 
 # preset name -> RunConfig fields that differ from RunConfig(); every other knob goes back to its default
 PRESETS: dict[str, dict] = {
-    "Defaults": {},
+    # chosen on the validation split (bench/choose_defaults.py, 5 seeds): test KD − CE +1.24 points, 5/5 seeds
+    "Defaults: 1,000 images, KD beats CE": {},
+    # 5 seeds: test KD − CE +0.08 points, KD ahead in 2/5: no gain beyond seed noise on full data
+    "Full data: no gain here": {"train_size": 0, "epochs": 3, "lr": 1e-3, "temperature": 2.0, "alpha": 0.5},
+    # 5 seeds, 1,000 labelled + 50,000 teacher-labelled images, 8 epochs: test KD − CE +6.7 ± 0.4 points, 5/5
+    "The teacher labels images for the student": {"unlabeled": 50_000, "epochs": 8},
+    "Hidden class: no dresses for the students": {"hide_class": 3, "train_size": 10_000, "repeats": 3},
     "Seed script: T=3.5, α=0.6": {"temperature": 3.5, "alpha": 0.6},
-    # measured with the shipped teacher, seed 0: CE student 78.5%, KD student 80.6% test accuracy
-    "Low data (1,000 images): KD shines": {"temperature": 4.0, "alpha": 0.9, "train_size": 1000,
-                                           "epochs": 20, "lr": 3e-3},
-    # measured: test dresses recognised by the CE student 0%, by the KD student 32%
-    "Hidden class: no dresses for the students": {"temperature": 4.0, "alpha": 0.9, "hide_class": 3,
-                                                   "train_size": 10_000, "epochs": 20, "lr": 3e-3},
     "Pure CE (α=0): twin students": {"alpha": 0.0},
 }
 
@@ -128,7 +128,7 @@ def unlabeled_choices() -> list[tuple[str, int]]:
 
 def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, student: str,
                 train_size: int, hide_class: str, seed: int, dataset: str | None = None,
-                repeats: int | None = None, unlabeled: int = 0,
+                repeats: int = RunConfig.repeats, unlabeled: int = 0,
                 base: RunConfig | None = None) -> RunConfig:
     """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
@@ -149,7 +149,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
         raise ValueError(f"hide_class must be {NO_HIDDEN_CLASS!r} or one of {', '.join(classes)}; "
                          f"got {shown(hide_class)}")
     seed = check_number("seed", seed, 0, MAX_SEED - MAX_REPEATS, whole=True)
-    repeats = check_number("repeats", base.repeats if repeats is None else repeats, 1, MAX_REPEATS, whole=True,
+    repeats = check_number("repeats", repeats, 1, MAX_REPEATS, whole=True,
                            note=" (seeds trained together)")
     unlabeled = check_choice("unlabeled", unlabeled, UNLABELED_SIZES, note=" (0: no transfer set)")
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)

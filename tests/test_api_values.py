@@ -39,8 +39,10 @@ RANGES = {
         "train_size": r"train_size must be one of 0, 20000, 10000, 5000, 2000, 1000, 500 \(0: the whole "
                       r"training set\)",
         "hide_class": r"hide_class must be 'none' or one of T-shirt/top, Trouser, .*, Ankle boot",
-        "seed": r"seed must be a whole number in \[0, 9223372036854775807\]",
+        "seed": r"seed must be a whole number in \[0, 9223372036854775799\]",
         "dataset": r"dataset must be one of fashion-mnist here",
+        "repeats": r"repeats must be a whole number in \[1, 8\] \(seeds trained together\)",
+        "unlabeled": r"unlabeled must be one of 0, 5000, 20000, 50000 \(0: no transfer set\)",
     },
     "predict": {"image": PICTURE},
     "predict_sketch": {"sketch": r"(sketch must be an image editor value \{'background': picture or None, "
@@ -49,14 +51,17 @@ RANGES = {
     "soften": {"image": PICTURE, "temperature": r"temperature must be a number in \(0, 100\]"},
     "sweep": {"temperatures": GRID.format("temperatures"), "alphas": GRID.format("alphas"),
               "epochs": r"epochs must be a whole number in \[1, 20\] in the app",
-              "train_size": r"train_size must be one of 0, 20000, .* \(0: the whole training set\)"},
+              "train_size": r"train_size must be one of 0, 20000, .* \(0: the whole training set\)",
+              "repeats": r"repeats must be a whole number in \[1, 8\] \(seeds trained together\)"},
 }
 # sent to every parameter: each is wrong for every one of them
 BAD_VALUES = {"a list": [1], "an object": {"a": 1}, "NaN": math.nan, "inf": math.inf, "-inf": -math.inf,
               "null": None, "empty text": "", "a boolean": True, "over-long text": "9" * 100_000}
 TYPED_BAD_VALUES = {"text for a number": "abc", "a number for text": 42}
 ACCEPTED = {("predict", "image", "null"), ("soften", "image", "null"),  # None clears a picture's outputs
-            ("distill", "seed", "a number for text"), ("soften", "temperature", "a number for text")}  # 42
+            ("distill", "seed", "a number for text"), ("soften", "temperature", "a number for text"),
+            ("distill", "repeats", "a number for text"), ("distill", "unlabeled", "a number for text"),
+            ("sweep", "repeats", "a number for text")}  # 42
 # a few values of the right type out of range, each with the end of its message
 OUT_OF_RANGE = [
     ("distill", "temperature", 0, "got 0"), ("distill", "temperature", 50, "got 50"),
@@ -84,11 +89,12 @@ def valid(server) -> dict[str, dict]:
         [path] = httpx.post(f"{server}/gradio_api/upload", files=[("files", (DRESS.name, f))]).json()
     picture = {"path": path, "meta": {"_type": "gradio.FileData"}}
     return {"distill": {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "lr": 1e-3, "student": "mlp-tiny",
-                        "train_size": 500, "hide_class": "none", "seed": 0, "dataset": "fashion-mnist"},
+                        "train_size": 500, "hide_class": "none", "seed": 0, "dataset": "fashion-mnist",
+                        "repeats": 1, "unlabeled": 0},
             "predict": {"image": picture},
             "predict_sketch": {"sketch": {"background": None, "layers": [], "composite": picture}},
             "soften": {"image": picture, "temperature": 4.0},
-            "sweep": {"temperatures": "2", "alphas": "0.5", "epochs": 1, "train_size": 500}}
+            "sweep": {"temperatures": "2", "alphas": "0.5", "epochs": 1, "train_size": 500, "repeats": 1}}
 
 
 def free_port() -> int:
