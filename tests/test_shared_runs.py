@@ -273,6 +273,24 @@ def test_six_identical_requests_share_one_run_equal_to_a_solo_run(server):
     assert all((s.run_dir / "kd-student.safetensors").is_file() for s in students[1:])
 
 
+def test_the_classroom_benchmark_times_six_identical_visitors(server):
+    """bench/classroom.py's rush against this server: no errors, one run, the solo run's accuracies."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("classroom", ROOT / "bench" / "classroom.py")
+    classroom = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classroom)
+    settings_ = {"epochs": 1, "train_size": 500, "seed": 404}
+    visits = classroom.rush(server, [settings_] * 6)
+    summary = classroom.summarise(visits)
+    assert (summary["finished"], summary["errors"], summary["shared"]) == (6, 0, 5)
+    assert summary["result_s"]["max"] >= summary["first_curve_s"]["max"] >= summary["first_update_s"]["max"]
+    expected = solo_run(settings.make_config(**TINY | settings_, lr=1e-3, student="mlp-small",
+                                             hide_class="none"))
+    assert {(v["ce_acc"], v["kd_acc"]) for v in visits} == {(round(100 * expected.ce_acc, 2),
+                                                            round(100 * expected.kd_acc, 2))}
+
+
 def test_a_visitor_who_cancels_does_not_stop_the_shared_run(server):
     settings_ = {**TINY, "train_size": 0, "epochs": 2, "seed": 202}  # a few seconds of training
     leaving, staying = Client(server, verbose=False), Client(server, verbose=False)
