@@ -17,7 +17,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import plots, predict, served, session, settings
+from kd_core import plots, predict, served, session, settings, shared_runs
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
@@ -38,6 +38,10 @@ EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.pn
 SUBJECTS = {"fashion-mnist": "a garment", "mnist": "a handwritten digit", "cifar10": "an animal or a vehicle"}
 TOP_K = 3  # classes shown per model in the Predict tab
 CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "1"))  # training runs at once; others queue
+# identical requests share one run (and replay one of the last 8 finished); RUNS, not Gradio, holds runs to
+# CONCURRENT_RUNS, so up to TRAINING_VISITORS visitors wait there, told their place and an estimated wait
+RUNS = shared_runs.SharedRuns(max_running=CONCURRENT_RUNS, keep_finished=8)
+TRAINING_VISITORS = 32  # /distill and /sweep calls served at once (each holds a thread); more wait in Gradio
 SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gradio's default: 10,000)
 # (every s, older than s): Gradio's copies of the files it serves (run logs, students, uploads, previews) are
 # deleted 60 to 70 minutes after they were made (the example pictures are kept): a finished run stays
@@ -87,7 +91,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
         cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled)
-        for view in train_on_device(cfg):
+        for view in shared_runs.live_run(RUNS, cfg, train_on_device):
             done = view.table is not None
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
@@ -255,7 +259,7 @@ def train_tab(students: gr.State) -> None:
                   [student, train_size, hide_class, teacher], api_visibility="private")
     run = start.click(distill, [*controls, students], [status, losses, accuracies, table, log_file, kd_file,
                                                      students],
-                      api_name="distill", concurrency_limit=CONCURRENT_RUNS, concurrency_id="training",
+                      api_name="distill", concurrency_limit=TRAINING_VISITORS, concurrency_id="training",
                       show_progress="full", show_progress_on=[status])  # queue position while waiting
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
 
@@ -318,7 +322,7 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     try:
         cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
-        for view in session.live_sweep(cfg, *grid):
+        for view in shared_runs.live_sweep(RUNS, cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))
@@ -353,7 +357,7 @@ def sweep_tab() -> None:
     table = gr.Dataframe(label="Grid", visible=False, interactive=False)
     run = start.click(sweep, [temperatures, alphas, epochs, train_size, repeats],
                       [status, heatmap, by_t, by_alpha, table],
-                      api_name="sweep", concurrency_limit=CONCURRENT_RUNS, concurrency_id="training")
+                      api_name="sweep", concurrency_limit=TRAINING_VISITORS, concurrency_id="training")
     stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
 
 
@@ -423,7 +427,10 @@ LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")
                   "max_file_size": "10mb",  # uploads above this are refused by Gradio before any handler
                   # beyond this many sessions, the least recently used one is forgotten (its Predict tab
                   # falls back to the shipped students): a bound on the memory that open tabs can hold
-                  "state_session_capacity": SESSIONS_KEPT}
+                  "state_session_capacity": SESSIONS_KEPT,
+                  # Gradio's 40 threads stay for Predict, Dark knowledge and the rest: training visitors hold
+                  # one each while they wait for their run's next update
+                  "max_threads": 40 + TRAINING_VISITORS}
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH_OPTIONS)

@@ -28,7 +28,7 @@ from . import checkpoints, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
-from .settings import DATASET_LABELS
+from .settings import DATASET_LABELS, training_threads
 from .stats import mean_std
 from .train import (
     Evaluated,
@@ -314,7 +314,7 @@ def device_label() -> str:
     """Where training runs, without initialising CUDA (ZeroGPU forbids that outside a GPU call)."""
     if torch.cuda.is_available():
         return "GPU (CUDA)"
-    threads = RunConfig().cpu_threads
+    threads = training_threads()
     return f"CPU ({threads} training thread{'s' if threads > 1 else ''} of {os.cpu_count()} cores)"
 
 

@@ -53,6 +53,11 @@ def max_run_seconds() -> float:
     return float(os.environ.get("KD_MAX_RUN_SECONDS", DEFAULT_MAX_RUN_SECONDS))
 
 
+def training_threads() -> int:
+    """Torch threads per training run on a CPU: $KD_TRAINING_THREADS, else RunConfig's default."""
+    return int(os.environ.get("KD_TRAINING_THREADS", RunConfig().cpu_threads))
+
+
 def preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -155,7 +160,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
     cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                        student=student, train_size=train_size, hide_class=hidden, seed=seed, repeats=repeats,
-                       unlabeled=unlabeled, max_seconds=max_run_seconds())
+                       unlabeled=unlabeled, max_seconds=max_run_seconds(), cpu_threads=training_threads())
     return cfg.validate(len(classes))
 
 

@@ -56,8 +56,9 @@ def label_probabilities(label: dict) -> dict[str, float]:
 
 
 def live_students() -> set[session.SessionStudents]:
-    """The sessions' students this process still holds."""
-    return {o for o in gc.get_objects() if type(o) is session.SessionStudents}
+    """The sessions' students this process still holds (not those app.RUNS keeps to replay a run)."""
+    kept = {id(getattr(item, "students", None)) for items in app.RUNS.kept_items() for item in items}
+    return {o for o in gc.get_objects() if type(o) is session.SessionStudents and id(o) not in kept}
 
 
 def rss_mb() -> float:

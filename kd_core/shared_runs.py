@@ -1,0 +1,343 @@
+"""Identical requests share one run: a registry of runs in flight and just finished, keyed by configuration.
+
+A classroom presses Start at once with the same settings; the runs are deterministic, so one run serves
+them all. `SharedRuns.subscribe(key, start)` returns a `Subscription`, an iterator over every item of the
+run for `key`: the first subscriber's `start()` makes the generator (say `session.live_run(cfg)`), later
+ones join it and get its backlog, then the live items, and a request equal to one of the last
+`keep_finished` finished runs replays its recorded items. Each run's generator is driven by a thread of
+its own. One subscriber leaving does not stop the run; when the last one leaves, the thread closes the
+generator at its next item (as a Gradio cancel closes a lone run's). At most `max_running` runs train at once;
+the others wait in arrival order, and their subscribers receive a `Queued` item about once a second: how
+many runs are ahead and an estimated wait taken from recent run times.
+
+The second half applies it to the app: `live_run` / `live_sweep` key a run by its `RunConfig` and the
+teacher checkpoint's file hash, give every subscriber its own copy of what it could change (students,
+run directory, CSV, checkpoint, figures), and say in the status line when the results are shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import heapq
+import math
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import weakref
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from . import checkpoints, plots, session
+from .config import RunConfig
+
+OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
+NOTICES = {  # appended to the status line of a run that is not the visitor's own
+    OWN: "",
+    SHARED: " · same settings as a run already in progress: sharing its results (change the seed for "
+            "your own run)",
+    REPLAY: " · same settings as a run that just finished: replaying its results (change the seed for "
+            "your own run)",
+}
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What a subscriber of a run still waiting for a training slot is told (about once a second)."""
+
+    runs_ahead: int  # runs asked for earlier, also waiting
+    running: int  # runs training now
+    estimate_s: float | None  # until this run starts; None until a run has finished
+    recent_runs: int  # how many recent run times the estimate comes from
+    mean_run_s: float | None
+
+
+# ------------------------------------------------------------------------------------ the registry
+
+class _Run:
+    """One run of an underlying generator, as its subscribers share it."""
+
+    def __init__(self, key: Hashable, start: Callable[[], Iterator]) -> None:
+        self.key = key
+        self.start = start  # makes the generator, once the run has a training slot
+        self.items: list = []  # everything the generator yielded, in order
+        self.state = "pending"  # -> running -> finished | failed | stopped (its subscribers left)
+        self.error: BaseException | None = None
+        self.subscribers: set[Subscription] = set()  # of a pending or running run, until they close
+        self.started_at = 0.0
+
+
+class Subscription:
+    """One visitor's view of a shared run: iterate it for the items; `close()` leaves the run."""
+
+    def __init__(self, registry: SharedRuns, run: _Run, how: str) -> None:
+        self.how = how  # OWN, SHARED or REPLAY
+        self._registry, self._run = registry, run
+        self.delivered = 0  # items of the run this subscriber has had
+        self.closed = False
+        self.last_read = time.monotonic()  # when it last asked for an item (or was waiting for one)
+        self.last_queued = -math.inf  # when it was last told it waits
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self):
+        return self._registry._next(self)
+
+    def close(self) -> None:
+        self._registry._leave(self)
+
+
+class SharedRuns:
+    """Runs in flight and recently finished, keyed by whatever hashable the caller computes.
+
+    Each run has a thread of its own that drives its generator, so a run never waits for a slow or
+    vanished reader. A subscriber that neither reads nor closes for `abandoned_s` (a generator Gradio
+    dropped without closing) no longer keeps a run going.
+    """
+
+    def __init__(self, max_running: int = 1, keep_finished: int = 8, queued_every_s: float = 1.0,
+                 recent: int = 20, abandoned_s: float = 30.0) -> None:
+        if max_running < 1 or keep_finished < 0:
+            raise ValueError("max_running must be at least 1 and keep_finished at least 0")
+        self.max_running = max_running  # runs training at once; later ones wait, first come first served
+        self.keep_finished = keep_finished  # finished runs kept for replay (with their students)
+        self.queued_every_s = queued_every_s
+        self.abandoned_s = abandoned_s
+        self._changed = threading.Condition()  # guards everything below; notified on every change
+        self._in_flight: dict[Hashable, _Run] = {}  # pending or running
+        self._waiting: list[_Run] = []  # pending runs, in arrival order
+        self._finished: OrderedDict[Hashable, _Run] = OrderedDict()  # least recently asked for first
+        self._durations: deque[float] = deque(maxlen=recent)  # seconds from start to end of recent runs
+        self._producing = 0  # runs whose thread has not ended: those that hold a training slot
+        self.runs_started = 0  # generators made so far (for tests and benchmarks)
+
+    def subscribe(self, key: Hashable, start: Callable[[], Iterator]) -> Subscription:
+        """Join the run for `key`: a finished one's replay, the one in flight, or a new one from `start()`."""
+        with self._changed:
+            if key in self._finished:
+                self._finished.move_to_end(key)
+                return Subscription(self, self._finished[key], REPLAY)
+            run, how = self._in_flight.get(key), SHARED
+            if run is None:
+                run, how = _Run(key, start), OWN
+                self._in_flight[key] = run
+                self._waiting.append(run)
+            sub = Subscription(self, run, how)
+            run.subscribers.add(sub)
+            self._start_waiting()
+            return sub
+
+    def running(self) -> int:
+        """Runs holding a training slot (one that is stopping holds it until its generator is closed)."""
+        with self._changed:
+            return self._producing
+
+    def finished_keys(self) -> list[Hashable]:
+        """Keys of the runs kept for replay, least recently asked for first."""
+        with self._changed:
+            return list(self._finished)
+
+    def kept_items(self) -> list[list]:
+        """The recorded items of the runs kept for replay (they hold the registry's own students)."""
+        with self._changed:
+            return [list(run.items) for run in self._finished.values()]
+
+    def _next(self, sub: Subscription):
+        """The subscriber's next item, as soon as the run has it; a Queued notice while it waits."""
+        run = sub._run
+        with self._changed:
+            while True:
+                sub.last_read = time.monotonic()
+                if sub.closed:
+                    raise StopIteration
+                if sub.delivered < len(run.items):
+                    sub.delivered += 1
+                    return run.items[sub.delivered - 1]
+                if run.state in ("finished", "stopped"):
+                    raise StopIteration
+                if run.state == "failed":
+                    raise copy.copy(run.error).with_traceback(None)
+                if run.state == "pending" and (notice := self._queued_notice(sub)) is not None:
+                    return notice
+                self._changed.wait(self.queued_every_s / 4)
+
+    def _start_waiting(self) -> None:
+        """Start the earliest waiting runs while training slots are free (lock held)."""
+        while self._waiting and self._producing < self.max_running:
+            run = self._waiting.pop(0)
+            run.state, run.started_at = "running", time.monotonic()
+            self.runs_started += 1
+            self._producing += 1
+            threading.Thread(target=self._produce, args=(run,), name=f"shared-run-{self.runs_started}",
+                             daemon=True).start()
+        self._changed.notify_all()
+
+    def _produce(self, run: _Run) -> None:
+        """The run's thread: record every item of its generator; stop when nobody reads any more."""
+        try:
+            generator = run.start()
+            for item in generator:
+                with self._changed:
+                    run.items.append(item)
+                    self._changed.notify_all()
+                    stop = run.state == "stopped" or not self._has_readers(run)
+                if stop:
+                    generator.close()
+                    self._end(run, "stopped")
+                    return
+        except BaseException as error:  # noqa: BLE001 -- handed to every subscriber, who raise it
+            run.error = error
+            self._end(run, "failed")
+            return
+        self._end(run, "finished")
+
+    def _has_readers(self, run: _Run) -> bool:
+        now = time.monotonic()
+        return any(now - sub.last_read < self.abandoned_s for sub in run.subscribers)
+
+    def _end(self, run: _Run, state: str) -> None:
+        with self._changed:
+            if run.state == "stopped":  # its last subscriber left while the generator was busy
+                state = "stopped"
+            run.state = state
+            run.subscribers.clear()
+            self._producing -= 1
+            if self._in_flight.get(run.key) is run:  # (a new run for the key may have begun meanwhile)
+                del self._in_flight[run.key]
+            if state == "finished":
+                self._durations.append(time.monotonic() - run.started_at)
+                self._finished[run.key] = run
+                while len(self._finished) > self.keep_finished:
+                    self._finished.popitem(last=False)
+            self._start_waiting()  # a slot is free
+
+    def _queued_notice(self, sub: Subscription) -> Queued | None:
+        """A Queued item if this subscriber has not been told for `queued_every_s` (lock held)."""
+        now = time.monotonic()
+        if now - sub.last_queued < self.queued_every_s:
+            return None
+        sub.last_queued = now
+        ahead = self._waiting.index(sub._run)
+        running = [run for run in self._in_flight.values() if run.state == "running"]
+        mean = statistics.fmean(self._durations) if self._durations else None
+        estimate = self._estimate(ahead, running, mean)
+        return Queued(ahead, self._producing, estimate, len(self._durations), mean)
+
+    def _estimate(self, ahead: int, running: list[_Run], mean: float | None) -> float | None:
+        """Seconds until a run with `ahead` runs before it starts, if every run takes `mean` seconds."""
+        if mean is None:
+            return None
+        now = time.monotonic()
+        slots = [max(0.0, mean - (now - run.started_at)) for run in running]  # when each slot frees
+        slots += [0.0] * (self.max_running - len(slots))
+        heapq.heapify(slots)
+        for _ in range(ahead):
+            heapq.heapreplace(slots, slots[0] + mean)
+        return slots[0]
+
+    def _leave(self, sub: Subscription) -> None:
+        """Unsubscribe; when a run's last subscriber leaves, it stops (at its generator's next item)."""
+        run = sub._run
+        with self._changed:
+            if sub.closed:
+                return
+            sub.closed = True
+            run.subscribers.discard(sub)
+            if run.subscribers or run.state not in ("pending", "running"):
+                return
+            if run.state == "pending":
+                self._waiting.remove(run)
+            run.state = "stopped"  # its thread closes the generator at its next item, then frees the slot
+            del self._in_flight[run.key]
+            self._start_waiting()  # (a pending run's slot: it never had one)
+
+
+# ------------------------------------------------------------------------------------ the app's runs
+
+@lru_cache(maxsize=32)
+def _file_hash(path: str, mtime_ns: int, size: int) -> str:  # re-read when the file changes
+    return checkpoints.file_hash(path)
+
+
+def teacher_hash(cfg: RunConfig) -> str:
+    """The file hash of cfg's teacher checkpoint: a changed checkpoint is a different run."""
+    path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    stat = path.stat()
+    return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def distill_key(cfg: RunConfig) -> Hashable:
+    return ("distill", cfg, teacher_hash(cfg))
+
+
+def sweep_key(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Hashable:
+    return ("sweep", cfg, teacher_hash(cfg), tuple(temperatures), tuple(alphas))
+
+
+def queued_status(item: Queued) -> str:
+    ahead = f"{item.runs_ahead} run{'s' if item.runs_ahead != 1 else ''} ahead of yours"
+    status = f"waiting for a free training slot: {ahead}, {item.running} training now"
+    if item.estimate_s is None:
+        return status + " · no wait estimate until a run has finished"
+    return (status + f" · estimated wait {item.estimate_s:.0f} s (from the last {item.recent_runs} "
+                     f"run{'s' if item.recent_runs != 1 else ''}: {item.mean_run_s:.1f} s each on average)")
+
+
+def live_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iterator] = session.live_run,
+             key: Hashable | None = None) -> Iterator[session.RunView]:
+    """`session.live_run(cfg)` shared with identical requests: every view this visitor's own to keep.
+
+    `start(cfg)` makes the run's generator of RunViews (the app passes its GPU-decorated wrapper);
+    `key` defaults to `distill_key(cfg)`.
+    """
+    asked = time.perf_counter()
+    sub = runs.subscribe(distill_key(cfg) if key is None else key, lambda: start(cfg))
+    empty = session.RunLog(cfg)
+    try:
+        for item in sub:
+            elapsed = time.perf_counter() - asked
+            if isinstance(item, Queued):
+                yield session.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(),
+                                      None, 0, cfg.epochs)
+            else:
+                yield own_view(item, sub.how, elapsed)
+    finally:
+        sub.close()
+
+
+def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunView:
+    """`view` for one subscriber: its own elapsed time and notice; at the end its own students and files."""
+    # Gradio renders and closes each Figure it is given: one copy of the accuracy figure per visitor
+    view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s,
+                               accuracies=None if view.accuracies is None else copy.deepcopy(view.accuracies))
+    if view.students is None:
+        return view  # frames and tables are only read, never changed: shared as they are
+    run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))
+    log_csv, kd_checkpoint = (None if path is None else Path(shutil.copy2(path, run_dir / path.name))
+                              for path in (view.log_csv, view.kd_checkpoint))
+    students = session.SessionStudents(copy.deepcopy(view.students.ce), copy.deepcopy(view.students.kd),
+                                       view.students.description, run_dir)
+    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as session.finished_view
+    return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
+
+
+def live_sweep(runs: SharedRuns, cfg: RunConfig, temperatures: list[float], alphas: list[float],
+               start: Callable[..., Iterator] = session.live_sweep) -> Iterator[session.SweepView]:
+    """`session.live_sweep` shared with identical requests; each visitor gets its own heatmap figures."""
+    sub = runs.subscribe(sweep_key(cfg, temperatures, alphas), lambda: start(cfg, temperatures, alphas))
+    empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
+    try:
+        for item in sub:
+            if isinstance(item, Queued):
+                yield session.SweepView(queued_status(item) + NOTICES[sub.how], None, empty, False)
+            else:  # Gradio renders and closes each Figure it is given: one copy per visitor
+                yield dataclasses.replace(item, status=item.status + NOTICES[sub.how],
+                                          heatmap=copy.deepcopy(item.heatmap))
+    finally:
+        sub.close()
