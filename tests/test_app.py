@@ -420,11 +420,13 @@ def test_screenshot_of_each_tab(server, screenshots):
 
 
 def start_a_long_run(browser, server: str, screenshots):
-    """A new page that has started 20 epochs of 60,000 images and is training; returns the page."""
+    """A new page that has started 20 epochs of 55,000 images and is training; returns the page."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport=screenshots.VIEWPORT)
     page.goto(server)
+    page.get_by_role("button", name="Full data: no gain here").click()
+    expect(page.get_by_label("number input for Epochs")).to_have_value("3")
     epochs = page.get_by_label("number input for Epochs")
     epochs.fill("20")
     epochs.press("Enter")
@@ -483,13 +485,14 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
 
 
 def test_sweep_streams_a_heatmap_and_the_grid(client):
-    job = client.submit("4, 1", "0.5, 0.9", 1, 2000, api_name="/sweep")
+    job = client.submit("4, 1", "0.5, 0.9", 1, 2000, 2, api_name="/sweep")
     updates = list(job)
     assert len(updates) >= 3
     status, heatmap, by_t, by_alpha, table = updates[-1]
-    assert status.startswith("done in") and "CE baseline" in status
-    assert heatmap is not None and table["visible"] is True
-    assert table["value"]["headers"] == ["T", "alpha", "accuracy"]
+    assert status.startswith("done in") and "2 seeds" in status and "best on validation" in status
+    assert heatmap["type"] == "matplotlib" and heatmap["plot"].startswith("data:image/")
+    assert table["visible"] is True
+    assert table["value"]["headers"] == ["T", "alpha", "accuracy", "gain", "wins", "beyond_noise", "seeds"]
     rows = table["value"]["data"]
     assert [row[:2] for row in rows] == [[1.0, 0.5], [1.0, 0.9], [4.0, 0.5], [4.0, 0.9]]
     assert all(40 < row[2] <= 100 for row in rows)
@@ -504,7 +507,7 @@ def test_sweep_streams_a_heatmap_and_the_grid(client):
 ])
 def test_bad_sweep_grids_are_clear_errors(client, temperatures, alphas, message):
     with pytest.raises(AppError, match=message):
-        client.predict(temperatures, alphas, 1, 2000, api_name="/sweep")
+        client.predict(temperatures, alphas, 1, 2000, 1, api_name="/sweep")
 
 
 def test_ten_sessions_at_once_get_their_own_results(server, fashion, capfd):
@@ -516,7 +519,7 @@ def test_ten_sessions_at_once_get_their_own_results(server, fashion, capfd):
     def trainer(T: float):
         client = Client(server, verbose=False)
         final = list(client.submit(**{**TINY, "temperature": T}, api_name="/distill"))[-1]
-        kd_acc = final[3]["value"]["data"][2][1]
+        kd_acc = float(final[3]["value"]["data"][2][1].split(" ± ")[0])  # mean over the seeds
         described = client.predict(handle_file(DRESS), api_name="/predict")[5]
         return T, kd_acc, described
 
