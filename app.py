@@ -106,6 +106,29 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
     session.discard(students)  # the new run's students replace the previous run's
 
 
+def show_bias(students: session.SessionStudents | None):
+    """After a run: the hidden-class bias panel when a class was hidden, else nothing."""
+    if students is None or students.bias_report is None:
+        return gr.Column(visible=False), gr.skip(), gr.skip(), gr.skip()
+    figure, caption = session.bias_view(students)
+    return gr.Column(visible=True), gr.Slider(value=students.hidden_bias), figure, caption
+
+
+def set_bias(value: float, students: session.SessionStudents | None):
+    """Move the hidden-class bias: the curve's marker, the caption, and the students the Predict tab uses."""
+    try:
+        students = session.with_hidden_bias(students, value)
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return (*session.bias_view(students), students)
+
+
+def auto_bias(students: session.SessionStudents | None) -> float:
+    if students is None or students.bias_report is None:
+        raise gr.Error("the automatic bias needs a run with a hidden class", print_exception=False)
+    return round(students.bias_report["auto_bias"] * 4) / 4  # the slider's step
+
+
 def stopped() -> str:
     return '<div class="kd-status">Stopped. Change the settings and press Start again.</div>'
 
@@ -245,6 +268,16 @@ def train_tab(students: gr.State) -> None:
                         "validation split of 5,000 training images does; the test set only reports.")
             table = gr.Dataframe(label="Results on the 10,000 test images (mean ± std over seeds)", visible=False,
                                  interactive=False)
+            with gr.Column(visible=False) as bias_box:
+                gr.Markdown("### The hidden class's bias\nNo student saw a labelled image of the hidden class, "
+                            "so neither ever had its bias pushed up. Raise it and see what the KD student "
+                            "learnt from the teacher's soft targets alone (no retraining: the test set is "
+                            "re-scored from stored logits).")
+                with gr.Row():
+                    bias = gr.Slider(0, 8, 0, step=0.25, label="Bias added to the hidden class's logit")
+                    auto = gr.Button("Automatic bias (no labels used)", size="sm")
+                bias_plot = gr.Plot(show_label=False)
+                bias_caption = gr.Markdown()
             with gr.Row():
                 log_file = gr.DownloadButton("Run log (CSV)", visible=False)
                 kd_file = gr.DownloadButton("KD student (safetensors)", visible=False)
@@ -262,6 +295,10 @@ def train_tab(students: gr.State) -> None:
                       api_name="distill", concurrency_limit=TRAINING_VISITORS, concurrency_id="training",
                       show_progress="full", show_progress_on=[status])  # queue position while waiting
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+    run.success(show_bias, students, [bias_box, bias, bias_plot, bias_caption], api_visibility="private")
+    bias.release(set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
+    auto.click(auto_bias, students, bias, api_visibility="private").then(
+        set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
 
 
 def predict_tab(page: gr.Blocks, students: gr.State) -> None:

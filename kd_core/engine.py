@@ -138,6 +138,7 @@ class StackResult:
     agreement: list[list[float]]  # [seed][role]: share of test images whose top-1 equals the teacher's
     test_logits: torch.Tensor = field(repr=False)  # [S, N, K] float32, students seed-major, CPU
     val_logits: torch.Tensor = field(repr=False)  # [S, 5000, K] on the validation split
+    teacher_val_logits: torch.Tensor = field(repr=False)  # [5000, K] the teacher's, same images
     epochs: int  # epochs completed (fewer than asked when a time limit stopped the run)
     seconds: float  # training wall time, evaluation and event handling excluded
     samples_per_s: float  # training samples per second, each (seed, sample) counted once
@@ -464,7 +465,7 @@ class Trainer:
             test_acc=per_student((test_pred == test_labels).float().mean(1)),
             val_acc=per_student((val_logits.argmax(2) == dataset.train_labels[val]).float().mean(1)),
             class_acc=per_student(class_acc), agreement=per_student((test_pred == teacher_test).float().mean(1)),
-            test_logits=test_logits, val_logits=val_logits,
+            test_logits=test_logits, val_logits=val_logits, teacher_val_logits=self.logits.train[val],
             epochs=epochs, seconds=seconds, samples_per_s=samples / seconds if seconds > 0 else 0.0,
             logits_seconds=self.logits.seconds, stopped=stopped, students=self.students.to("cpu"))
 

@@ -81,6 +81,32 @@ def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None,
     return figure
 
 
+def bias_figure(curve: Sequence[dict], value: float, auto: float, class_name: str):
+    """A matplotlib Figure: accuracy on the hidden class and overall, for both students, against the bias
+    added to the hidden class's logit; the current value and the automatic bias marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.0), layout="constrained")
+    axes = figure.subplots()
+    x = [row["bias"] for row in curve]
+    for key, label, colour, style in (("kd_hidden_acc", f"KD: {class_name}", "#2e86ab", "-"),
+                                      ("kd_acc", "KD: all classes", "#2e86ab", ":"),
+                                      ("ce_hidden_acc", f"CE: {class_name}", "#e4572e", "-"),
+                                      ("ce_acc", "CE: all classes", "#e4572e", ":")):
+        axes.plot(x, [100 * row[key] for row in curve], color=colour, linestyle=style, label=label)
+    axes.axvline(value, color="black", linewidth=1, label=f"chosen +{value:g}")
+    axes.axvline(auto, color="#7f7f7f", linestyle="--", linewidth=1, label=f"automatic +{auto:.2f}")
+    axes.set_xlabel(f"bias added to the {class_name} logit")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="center right")
+    return figure
+
+
 def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
     """`frame` after one row per name in `series` at x = 0 with every other number missing.
 

@@ -43,13 +43,17 @@ class Classifier:
     std: tuple[float, ...]
     in_shape: tuple[int, int, int]  # (C, H, W)
     meta: dict = field(default_factory=dict, repr=False)  # the checkpoint's metadata (recipe, config, …)
+    logit_bias: tuple[int, float] | None = None  # (class, b): b added to that class's logit (kd_core.bias)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] -> float32 logits [B, K]."""
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         with torch.inference_mode():
-            return self.model((images.float() / 255.0 - mean) / std).float()
+            out = self.model((images.float() / 255.0 - mean) / std).float()
+            if self.logit_bias is not None:
+                out[:, self.logit_bias[0]] += self.logit_bias[1]
+        return out
 
     def probabilities(self, image: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """uint8 [C, H, W] -> softmax(logits / T), float32 [K]."""

@@ -8,6 +8,7 @@ the end the results table, the run log (CSV), the KD student (safetensors) and t
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import checkpoints, models, plots, predict
+from . import bias, checkpoints, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
@@ -57,6 +58,37 @@ class SessionStudents:
     kd: Classifier
     description: str  # e.g. "this session's run: T=4, α=0.9, 3 epochs"
     run_dir: Path  # holds the run's CSV and checkpoint; removed when the session ends
+    hidden: int | None = None  # the class hidden from the students, if any
+    bias_report: dict | None = None  # RunResult.bias_report(): the bias curve and the automatic bias
+    hidden_bias: float = 0.0  # added to the hidden class's logit of both students in the Predict tab
+
+
+def with_hidden_bias(students: SessionStudents, value: float) -> SessionStudents:
+    """The same students predicting with `value` added to the hidden class's logit (ValueError if none)."""
+    if students is None or students.hidden is None:
+        raise ValueError("the bias applies after a run with a hidden class: train one first")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= bias.BIASES[-1]:
+        raise ValueError(f"bias must be a number in [0, {bias.BIASES[-1]:g}]; got {value!r}")
+    logit_bias = (students.hidden, float(value)) if value else None
+    return dataclasses.replace(students, ce=dataclasses.replace(students.ce, logit_bias=logit_bias),
+                               kd=dataclasses.replace(students.kd, logit_bias=logit_bias), hidden_bias=float(value))
+
+
+def bias_view(students: SessionStudents):
+    """(figure, caption) of the hidden-class bias curve of this session's run, its current value marked."""
+    report, value = students.bias_report, students.hidden_bias
+    name = load_dataset(students.kd.meta["dataset"]).classes[students.hidden]
+    figure = plots.bias_figure(report["bias_curve"], value, report["auto_bias"], name)
+    at = min(report["bias_curve"], key=lambda row: abs(row["bias"] - value))
+    caption = (f"With **+{value:g}** on the {name} logit: the KD student recognises "
+               f"**{100 * at['kd_hidden_acc']:.1f}%** of the test {name.lower()} images ({100 * at['kd_acc']:.1f}% "
+               f"of all), the CE student {100 * at['ce_hidden_acc']:.1f}% (means over the seeds). The automatic "
+               f"bias, +{report['auto_bias']:.2f} "
+               f"(where the KD student predicts {name} as often as the teacher does on the validation images, "
+               f"no label read), gets {100 * report['kd_hidden_acc_at_auto_bias']:.1f}%. Hinton et al. (2015, §3) "
+               f"raised the bias of an omitted digit the same way: the student had learnt the class from the "
+               f"teacher's opinion of other images, and only its bias was too low. The Predict tab uses this bias.")
+    return figure, caption
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,7 +226,7 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
                    f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}, the students of seed {cfg.seed}")
     students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
                                predict.classifier_from("KD student", result.kd_student, meta),
-                               description, run_dir)
+                               description, run_dir, cfg.hide_class, result.bias_report())
     # the files go with the students however they are dropped: replaced, the session closed (`discard`),
     # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)
@@ -260,7 +292,11 @@ def session_classifiers(students: SessionStudents | None) -> tuple[list[Classifi
     """
     if students is not None:
         teacher = predict.default_teacher(students.kd.meta["dataset"])
-        return [teacher, students.ce, students.kd], students.description
+        description = students.description
+        if students.hidden_bias:
+            name = teacher.classes[students.hidden]
+            description += f", both with +{students.hidden_bias:g} on the {name} logit (the hidden-class bias)"
+        return [teacher, students.ce, students.kd], description
     ce, kd = predict.default_students()
     cfg = kd.meta.get("config", {})
     return [predict.default_teacher(kd.meta["dataset"]), ce, kd], (

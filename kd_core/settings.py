@@ -38,7 +38,9 @@ PRESETS: dict[str, dict] = {
     "Full data: no gain here": {"train_size": 0, "epochs": 3, "lr": 1e-3, "temperature": 2.0, "alpha": 0.5},
     # 5 seeds, 1,000 labelled + 50,000 teacher-labelled images, 8 epochs: test KD − CE +6.7 ± 0.4 points, 5/5
     "The teacher labels images for the student": {"unlabeled": 50_000, "epochs": 8},
-    "Hidden class: no dresses for the students": {"hide_class": 3, "train_size": 10_000, "repeats": 3},
+    # 5 seeds: CE 0 % of test dresses, KD 28.7 %; +2.5 on the Dress logit (automatic): KD 76.8 %, CE 0 %
+    "Hidden class: no dresses for the students": {"hide_class": 3, "train_size": 10_000, "epochs": 10,
+                                                   "lr": 1e-3},
     "Seed script: T=3.5, α=0.6": {"temperature": 3.5, "alpha": 0.6},
     "Pure CE (α=0): twin students": {"alpha": 0.0},
 }

@@ -321,8 +321,8 @@ def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunVi
     run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))
     log_csv, kd_checkpoint = (None if path is None else Path(shutil.copy2(path, run_dir / path.name))
                               for path in (view.log_csv, view.kd_checkpoint))
-    students = session.SessionStudents(copy.deepcopy(view.students.ce), copy.deepcopy(view.students.kd),
-                                       view.students.description, run_dir)
+    students = dataclasses.replace(view.students, ce=copy.deepcopy(view.students.ce),
+                                   kd=copy.deepcopy(view.students.kd), run_dir=run_dir)
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as session.finished_view
     return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import checkpoints, models
+from . import bias, checkpoints, models
 from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from .data import Dataset, load_dataset, student_indices
 from .engine import (
@@ -141,6 +141,24 @@ class RunResult:
             rows.append(row)
         return rows
 
+    def bias_report(self) -> dict | None:
+        """With a hidden class: test accuracy (hidden class and overall, means over seeds) against the bias
+        added to its logit, for both students, and the automatic bias of each KD student (`kd_core.bias`)."""
+        hidden = self.config.hide_class
+        if hidden is None:
+            return None
+        labels = load_dataset(self.config.dataset).test_labels
+        logits = self.stack.test_logits.view(len(self.seeds), 2, *self.stack.test_logits.shape[1:])
+        ce, kd = (bias.bias_curve(logits[:, role], labels, hidden) for role in (0, 1))
+        curve = [{"bias": c["bias"], "kd_hidden_acc": k["hidden_acc"], "kd_acc": k["acc"],
+                  "ce_hidden_acc": c["hidden_acc"], "ce_acc": c["acc"]} for c, k in zip(ce, kd, strict=True)]
+        val = self.stack.val_logits.view(len(self.seeds), 2, *self.stack.val_logits.shape[1:])
+        autos = [bias.auto_bias(val[g, 1], self.stack.teacher_val_logits, hidden) for g in range(len(self.seeds))]
+        at_auto = [bias.bias_curve(logits[g, 1], labels, hidden, [b])[0] for g, b in enumerate(autos)]
+        return {"bias_curve": curve, "auto_bias": mean_std(autos)[0], "auto_bias_per_seed": autos,
+                "kd_hidden_acc_at_auto_bias": mean_std([r["hidden_acc"] for r in at_auto])[0],
+                "kd_acc_at_auto_bias": mean_std([r["acc"] for r in at_auto])[0]}
+
     def summary(self) -> dict:
         """The CLI's JSON fields (docs/contracts.md): means over seeds, then the per-seed figures and the
         paired difference KD − CE with its 95 % interval."""
@@ -163,6 +181,7 @@ class RunResult:
             "repeats": len(self.seeds), "per_seed": self.per_seed(),
             "kd_minus_ce": difference.summary(), "kd_wins": difference.wins, "verdict": self.verdict,
             "unlabeled": self.config.unlabeled,
+            **(self.bias_report() or {}),
         }
 
 

@@ -1,9 +1,11 @@
 """Screenshots of every tab of the app, taken with headless Chromium (Playwright, system browser).
 
-    .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/]
+    .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/] [--readme]
 
 Without --url it serves app.py in-process on a free port. The Train tab is shot after a short run
-of the default preset, so its curves and results table are filled in. Uses the Chromium at
+of the default preset, so its curves and results table are filled in, and again after the hidden-class
+preset with the automatic bias applied. `--readme` also writes small WebP copies of four of them to
+docs/screenshots/, the pictures on README.md's first screen. Uses the Chromium at
 $KD_CHROMIUM (default /usr/bin/chromium, Debian's `chromium` package); never downloads a browser.
 """
 
@@ -38,6 +40,7 @@ def capture(url: str, out_dir: str | Path, *, preset: str = TRAIN_PRESET,
             page.goto(url)
             expect(page.get_by_text("KD Playground").first).to_be_visible()
             paths = [shoot_train(page, out_dir / "train.png", preset),
+                     shoot_hidden_class(page, out_dir / "hidden-class-bias.png"),
                      shoot_predict(page, out_dir / "predict.png"),
                      shoot_sketch(page, out_dir / "predict-sketch.png"),
                      shoot_dark_knowledge(page, out_dir / "dark-knowledge.png"),
@@ -67,6 +70,43 @@ def shoot_train(page: Page, path: Path, preset: str) -> Path:
     page.wait_for_timeout(1000)  # let the charts finish their transition
     page.screenshot(path=path, full_page=True)
     return path
+
+
+def shoot_hidden_class(page: Page, path: Path) -> Path:
+    """The hidden-class preset's run, then the automatic bias: the bias curve and its caption."""
+    open_tab(page, "Train")
+    page.get_by_role("button", name="Hidden class: no dresses for the students").click()
+    expect(page.get_by_label("Hide one class from the students")).to_have_value("Dress")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator(".kd-status")).to_contain_text("done:")
+    page.get_by_role("button", name="Automatic bias (no labels used)").click()
+    expect(page.get_by_text("The Predict tab uses this bias")).to_be_visible()
+    page.wait_for_timeout(1000)
+    page.get_by_text("The hidden class's bias").scroll_into_view_if_needed()
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+README_SHOTS = {"train.png": "train.webp", "hidden-class-bias.png": "hidden-class-bias.webp",
+                "predict.png": "predict.webp", "sweep.png": "sweep.webp"}
+README_WIDTH = 900  # pixels: legible on GitHub and the Space page, ~50-100 KB each as WebP
+
+
+def readme_copies(shots: list[Path], out_dir: Path = ROOT / "docs" / "screenshots") -> list[Path]:
+    """Small WebP copies of the README's four screenshots."""
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for shot in shots:
+        if shot.name in README_SHOTS:
+            with Image.open(shot) as image:
+                small = image.convert("RGB").resize(
+                    (README_WIDTH, round(image.height * README_WIDTH / image.width)), Image.Resampling.LANCZOS)
+                target = out_dir / README_SHOTS[shot.name]
+                small.save(target, "WEBP", quality=70, method=6)
+                written.append(target)
+    return written
 
 
 def shoot_sweep(page: Page, path: Path) -> Path:
@@ -124,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running app; default: serve app.py in-process")
     parser.add_argument("--out", default=str(ROOT / "screenshots"), help="directory for the PNGs")
+    parser.add_argument("--readme", action="store_true", help="also refresh docs/screenshots/*.webp")
     args = parser.parse_args(argv)
     if args.url:
         paths = capture(args.url, args.out)
@@ -136,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             paths = capture(app.demo.local_url, args.out)
         finally:
             app.demo.close()
+    if args.readme:
+        paths += readme_copies(paths)
     for path in paths:
         print(path)
     return 0
