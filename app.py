@@ -95,8 +95,8 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
             done = view.table is not None
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
-                   gr.LinePlot(view.losses, x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
-                   gr.skip() if view.accuracies is None else view.accuracies,
+                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
+                   gr.skip() if view.accuracies is None else view.accuracies.figure(),
                    gr.Dataframe(view.table, visible=done),
                    gr.DownloadButton(value=view.log_csv, visible=done),
                    gr.DownloadButton(value=view.kd_checkpoint, visible=done),

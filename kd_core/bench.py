@@ -227,11 +227,15 @@ def run_bench(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()[0]
     memory = PeakMemory()
     dataset = load_dataset("fashion-mnist")
+    # one CE/KD pair (repeats=1) against the reference's one pair, on the same images (outside the validation
+    # split), at the reference's learning rate
     cfg = RunConfig(teacher=args.teacher, student=args.student, epochs=1, train_size=args.samples,
-                    batch_size=args.batch_size, cpu_threads=args.threads, device="cpu").validate()
+                    batch_size=args.batch_size, cpu_threads=args.threads, device="cpu", repeats=1,
+                    lr=1e-3, temperature=2.0, alpha=0.5).validate()
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     teacher, _ = checkpoints.load_model(teacher_path)
-    index = student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed)
+    index = student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed,
+                            exclude=dataset.validation_index)
     b64 = cfg.replace(batch_size=64)
 
     default_threads = torch.get_num_threads()

@@ -98,8 +98,8 @@ class RunView:
     status: str  # one line of plain text
     fraction: float  # of training steps done, in [0, 1]
     elapsed_s: float  # wall time since the run was asked for
-    losses: pd.DataFrame  # plots.loss_frame
-    accuracies: object | None  # plots.accuracy_figure; None = unchanged since the last view
+    losses: LossCurves  # the loss chart's data
+    accuracies: AccuracyCurves | None  # the accuracy chart's data; None = unchanged since the last view
     total_steps: int  # fixes the loss plot's x range (0 until known)
     epochs: int  # fixes the accuracy plot's x range
     table: pd.DataFrame | None = None  # results_table, at the end only
@@ -112,6 +112,31 @@ class RunView:
         percent = round(100 * self.fraction)
         return (f'<div class="kd-status"><progress max="100" value="{percent}"></progress> '
                 f'<b>{percent}%</b> · {self.elapsed_s:.1f} s · {html.escape(self.status)}</div>')
+
+
+@dataclass(frozen=True)
+class LossCurves:
+    """The loss chart's data: the Step events so far (shared, immutable). A view keeps a tuple of them, not a
+    DataFrame, so the views a shared or replayed run records cost a pointer per step, not a frame each."""
+
+    steps: tuple[Step, ...]
+
+    def frame(self) -> pd.DataFrame:
+        return plots.with_every_series(plots.loss_frame(self.steps), "student", [plots.CE, plots.KD], x="step")
+
+
+@dataclass(frozen=True)
+class AccuracyCurves:
+    """What the accuracy chart shows, as plain data: each viewer draws its own figure from it (`figure()`),
+    so a view shared by many visitors, or kept to replay a run, holds no matplotlib objects."""
+
+    evaluations: tuple[Evaluated, ...]
+    teacher_acc: float | None
+    epochs: int
+    hidden: bool
+
+    def figure(self):
+        return plots.accuracy_figure(self.evaluations, self.teacher_acc, self.epochs, self.hidden)
 
 
 class RunLog:
@@ -142,13 +167,12 @@ class RunLog:
                               **{f"ce_acc_seed_{seed}": a for seed, a in zip(seeds, event.ce_accs, strict=True)},
                               **{f"kd_acc_seed_{seed}": a for seed, a in zip(seeds, event.kd_accs, strict=True)}})
 
-    def losses(self) -> pd.DataFrame:
-        frame = plots.loss_frame(self.steps)
-        return plots.with_every_series(frame, "student", [plots.CE, plots.KD], x="step")
+    def losses(self) -> LossCurves:
+        return LossCurves(tuple(self.steps))
 
-    def accuracies(self):
+    def accuracies(self) -> AccuracyCurves:
         teacher = self.started.teacher_val_acc if self.started else None
-        return plots.accuracy_figure(self.evaluations, teacher, self.cfg.epochs, self.cfg.hide_class is not None)
+        return AccuracyCurves(tuple(self.evaluations), teacher, self.cfg.epochs, self.cfg.hide_class is not None)
 
     def table(self) -> pd.DataFrame:
         """Step rows carry the losses, evaluation rows the validation-subset accuracies (fractions), the mean

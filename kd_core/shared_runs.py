@@ -313,9 +313,7 @@ def live_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iter
 
 def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunView:
     """`view` for one subscriber: its own elapsed time and notice; at the end its own students and files."""
-    # Gradio renders and closes each Figure it is given: one copy of the accuracy figure per visitor
-    view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s,
-                               accuracies=None if view.accuracies is None else copy.deepcopy(view.accuracies))
+    view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s)
     if view.students is None:
         return view  # frames and tables are only read, never changed: shared as they are
     run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))

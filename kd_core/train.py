@@ -305,8 +305,8 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
     students = students_per_seed * cfg.repeats
     student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
     forward = models.flops_per_sample(student, dataset.image_shape)
-    evaluations = (LIVE_VALIDATION * (cfg.evaluations + 1) + len(dataset.validation_index)
-                   + len(dataset.test_labels))
+    validation = len(dataset.validation_index)
+    evaluations = min(LIVE_VALIDATION, validation) * (cfg.evaluations + 1) + validation + len(dataset.test_labels)
     student_flops = students * forward * (3 * samples + evaluations)
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     teacher_samples = samples * cfg.repeats if cfg.augment else 0

@@ -6,7 +6,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, data, models, teacher, train
+from kd_core import checkpoints, data, engine, models, teacher, train
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
@@ -122,10 +122,11 @@ def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
     imagenet = imagenet_like_weights(monkeypatch) if online else offline_weights(monkeypatch)
     clear_memory_cache()
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar",
-                    pretrained=True)
-    stream = train.distill(cfg, colour_dataset())
+                    pretrained=True, repeats=1)
+    stream = engine.train_stack(cfg, train.roles(cfg), colour_dataset())
     started = next(stream)
-    ce_student, kd_student = (stream.gi_frame.f_locals[k] for k in ("ce_student", "kd_student"))
+    students = stream.gi_frame.f_locals["trainer"].students  # a ModuleStack: ResNets are not stacked
+    ce_student, kd_student = students.module(0), students.module(1)
     stream.close()  # no training needed: the students exist once Started is out
     assert len(started.notes) == 1
     if online:
@@ -137,7 +138,7 @@ def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
         assert torch.equal(ce_student.layer1[0].conv1.weight, fresh.layer1[0].conv1.weight)
     for ce, kd in zip(ce_student.state_dict().values(), kd_student.state_dict().values(), strict=True):
         assert torch.equal(ce, kd)
-    assert train.Started(cfg, "cpu", 0.0, 0, 0, 0, 0.0, "memory").notes == ()  # without pretrained: none
+    assert engine.StackStarted(cfg, "cpu", (), (0,), 0.0, 0.0, 0, 0, 0, 0, 0.0, "memory").notes == ()
 
 
 def test_cifar10_offline_says_how_to_get_it(tmp_path, monkeypatch):
@@ -216,42 +217,45 @@ def test_augmented_batches_reach_the_teacher_and_both_students_identically(cifar
     """With augment on, the teacher's input is exactly the students' (augmented) input, every step."""
     clear_memory_cache()
     dataset = colour_dataset()
-    seen = {"teacher": [], "ce": [], "kd": []}
+    seen = {"teacher": [], "students": []}
     real_load = checkpoints.load_model
-
-    def spy(role, model):
-        model.register_forward_pre_hook(lambda m, inputs: seen[role].append(inputs[0].clone())
-                                        if m.training or role == "teacher" else None)
-        return model
 
     def load_teacher(path, device="cpu"):
         model, meta = real_load(path, device)
-        return spy("teacher", model), meta
+        model.register_forward_pre_hook(lambda m, inputs: seen["teacher"].append(inputs[0].clone()))
+        return model, meta
+
+    real_batch = engine.Trainer.batch
+
+    def batch(self, labelled, transfer):  # what the stack of students is given: one batch per seed
+        x, teacher_out, labels = real_batch(self, labelled, transfer)
+        seen["students"].append(x.flatten(0, 1).clone())
+        return x, teacher_out, labels
 
     monkeypatch.setattr(checkpoints, "load_model", load_teacher)
+    monkeypatch.setattr(engine.Trainer, "batch", batch)
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="mlp-tiny", epochs=2,
-                    batch_size=16, augment=True, event_interval_s=0.0)
+                    batch_size=16, augment=True, event_interval_s=0.0, repeats=2, train_size=0)
     stream = train.distill(cfg, dataset)
     next(stream)  # Started: models exist now; the teacher's cached-logit passes are behind us
     seen["teacher"].clear()
-    frame = stream.gi_frame.f_locals
-    spy("ce", frame["ce_student"])
-    spy("kd", frame["kd_student"])
     events = list(stream)
     assert type(events[-1]).__name__ == "Finished"
-    steps = 2 * (64 // 16)
-    assert len(seen["teacher"]) == len(seen["ce"]) == len(seen["kd"]) == steps
-    for teacher_in, ce_in, kd_in in zip(seen["teacher"], seen["ce"], seen["kd"], strict=True):
-        assert torch.equal(teacher_in, ce_in) and torch.equal(ce_in, kd_in)
+    steps = 2 * -(-(64 - 6) // 16)  # 58 images outside the validation split, batches of 16, 2 epochs
+    assert len(seen["teacher"]) == len(seen["students"]) == steps
+    for teacher_in, students_in in zip(seen["teacher"], seen["students"], strict=True):
+        assert torch.equal(teacher_in, students_in)  # both seeds' augmented batches, image for image
     # augmentation really changed the images: no batch equals the plain normalised images
     plain = dataset.normalize(dataset.train_images)
-    assert not any(any(torch.equal(row, p) for p in plain) for row in seen["ce"][0])
+    assert not any(any(torch.equal(row, p) for p in plain) for row in seen["students"][0])
 
 
 def test_cpu_budget_refuses_big_cifar_runs_on_cpu(cifar_teacher):
     dataset = colour_dataset(train=640)
-    big = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar", epochs=50)
-    with pytest.raises(ValueError, match=r"about 216\.9 TFLOP, at least 5[0-9] minutes on a CPU, over "
+    big = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar", epochs=50,
+                    repeats=1, train_size=0)
+    # 576 images outside the validation split × 50 epochs × 2 students, plus their evaluations
+    with pytest.raises(ValueError, match=r"about 19[0-9]\.\d TFLOP, at least 4[0-9] minutes on a CPU, over "
                                          r"the CPU limit of 20 TFLOP; .* or run it on a GPU"):
         train.check_cpu_budget(big, dataset, torch.device("cpu"))
     train.check_cpu_budget(big, dataset, torch.device("cuda"))  # GPUs are not capped
@@ -265,11 +269,13 @@ def test_cpu_budget_counts_students_teacher_passes_and_uncached_logits(cifar_tea
     clear_memory_cache()
     dataset = colour_dataset()  # 64 training, 32 test images
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="mlp-tiny", epochs=3,
-                    augment=augment)
+                    augment=augment, repeats=2, train_size=0)
     student_forward = models.flops_per_sample(models.build("mlp-tiny", (3, 32, 32), 10), (3, 32, 32))
     teacher_flops = models.flops_per_sample(models.build("cnn-tiny", (3, 32, 32), 10), (3, 32, 32))
-    evaluation = student_forward * 2 * 32 * (3 + 1)  # both students on the 32 test images, 4 times
-    per_run = (6 * student_forward + (teacher_flops if augment else 0)) * 64 * 3 + evaluation
+    # 4 students (2 seeds × CE, KD): each on the 6 validation images 13 times (live) and once, the 32 test
+    # images once; training on the 58 images outside the validation split, 3 epochs, 3 × forward
+    evaluation = student_forward * 4 * (6 * (cfg.evaluations + 1) + 6 + 32)
+    per_run = (12 * student_forward + (2 * teacher_flops if augment else 0)) * 58 * 3 + evaluation
     uncached = per_run + teacher_flops * (64 + 32)  # the teacher's logits on the plain train + test sets
     cpu = torch.device("cpu")
     train.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 1.0001 / 1e12)

@@ -156,7 +156,8 @@ def test_each_seeds_students_share_init_batches_and_subset(fashion, monkeypatch)
     result = finished(cfg, twins)
     assert len(seen) == 4 and all(rows.shape == (3, 500) for rows, _ in seen)
     for g in range(3):
-        assert all(torch.equal(a, b) for a, b in zip(result.module(g, 0).parameters(),
+        # identical but for the fused Adam's rounding, which can differ by position in the stacked tensor
+        assert all(torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(result.module(g, 0).parameters(),
                                                      result.module(g, 1).parameters(), strict=True))
         assert result.test_acc[g][0] == result.test_acc[g][1]
     assert not torch.equal(seen[0][0][0], seen[0][0][1])  # seeds draw different batches

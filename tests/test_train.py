@@ -39,12 +39,13 @@ def test_step_events_are_rate_limited(fashion):
 def test_alpha_zero_trains_two_identical_students(fashion):
     result = run(SMALL.replace(alpha=0.0))
     for ce, kd in zip(result.ce_student.parameters(), result.kd_student.parameters(), strict=True):
-        assert torch.equal(ce, kd)
+        # identical but for the fused Adam's rounding, which can differ by position in the stacked tensor
+        assert torch.allclose(ce, kd, atol=1e-7, rtol=0)
     assert result.ce_acc == result.kd_acc
 
 
 def test_full_data_one_epoch_accuracy_floor(fashion):
-    result = run(RunConfig(epochs=1, device="cpu", repeats=1))
+    result = run(RunConfig(epochs=1, device="cpu", repeats=1, train_size=0))
     assert result.teacher_acc >= 0.91
     assert result.ce_acc >= 0.82 and result.kd_acc >= 0.82
     assert result.epochs == 1 and result.seconds > 0
@@ -80,7 +81,7 @@ def test_hidden_class_is_learned_only_from_the_teacher(fashion):
 
 
 def test_time_limit_stops_training_early(fashion):
-    result = run(RunConfig(epochs=5, max_seconds=0.05, batch_size=32, repeats=1))
+    result = run(RunConfig(epochs=5, max_seconds=0.05, batch_size=32, repeats=1, train_size=0))
     assert result.stopped.startswith("time limit") and result.epochs == 1
     assert result.samples_per_s > 0 and 0 < result.seconds < 1.0
 
