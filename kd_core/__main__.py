@@ -25,6 +25,7 @@ from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from .data import DatasetUnavailable
 from .export import ExportUnavailable
 from .models import STUDENTS, TEACHERS
+from .roles import METHODS
 from .teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from .train import TrainingDiverged, resolve_device
 
@@ -41,6 +42,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # argparse prints usage + message; we want one line
         raise CliError(message)
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def float_list(text: str) -> list[float]:
@@ -124,6 +129,11 @@ def build_parser() -> Parser:
     distill.add_argument("--T", type=float, default=DEFAULTS.temperature, help="temperature > 0")
     distill.add_argument("--alpha", type=float, default=DEFAULTS.alpha,
                          help="weight on the teacher's soft targets, in [0, 1]")
+    distill.add_argument("--methods", type=method_list, default=DEFAULTS.methods,
+                         help=f"distilling students trained beside the CE student, comma-separated: "
+                              f"{', '.join(METHODS)} (formulas: kd_core/roles.py)")
+    distill.add_argument("--dkd-beta", type=float, default=DEFAULTS.dkd_beta,
+                         help="DKD's weight on the non-target-class term (dkd, dkd-std)")
     distill.add_argument("--augment", action="store_true",
                          help="random crop + flip per batch; the teacher runs on every augmented batch")
     distill.add_argument("--pretrained", action="store_true",
@@ -205,7 +215,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
     from .train import Evaluated, Finished, Started, distill
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
-                     pretrained=args.pretrained)
+                     pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta)
     check_before_work(cfg)
     result = None
     for event in distill(cfg):
@@ -225,6 +235,9 @@ def cmd_distill(args: argparse.Namespace) -> dict:
             result = event.result
             print(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}", file=sys.stderr,
                   flush=True)
+            for method in result.methods() if len(cfg.methods) > 1 else ():
+                print(f"  {method['method']}: {method['acc']:.4f} ± {method['acc_std']:.4f}; {method['verdict']}",
+                      file=sys.stderr, flush=True)
     if args.save_students:
         save_students(result, Path(args.save_students), args.argv)
     return result.summary()

@@ -47,6 +47,8 @@ class RunConfig:
     #                     the distilling students learn from them (Hinton 2015 §2); 0 = off
     unlabeled_hidden: bool = False  # with hide_class: may its images be among the unlabelled ones? (Hinton's
     #                                omitted-class experiment: no)
+    methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (kd_core.roles.METHODS): one each
+    dkd_beta: float = 8.0  # DKD's weight on the non-target-class term (mdistiller's CIFAR-100 default)
     evaluations: int = 12  # live validation-subset evaluations per run, evenly spaced in steps (the curves' points)
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     cpu_threads: int = 1  # torch threads while training on CPU: a 2nd core speeds small students <10%,
@@ -81,6 +83,12 @@ class RunConfig:
                              f"{', '.join(STUDENTS)}")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
+        from .roles import METHODS  # deferred like models (torch)
+
+        if (not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods)
+                or any(m not in METHODS for m in self.methods)):
+            raise ValueError(f"methods must be one or more of {', '.join(METHODS)}, each once; got {self.methods!r}")
+        _check_number("dkd_beta", self.dkd_beta, low=0.0, high=100.0)
         if not isinstance(self.unlabeled_hidden, bool):
             raise ValueError(f"unlabeled_hidden must be true or false; got {self.unlabeled_hidden!r}")
         if not isinstance(self.pretrained, bool):

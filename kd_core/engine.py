@@ -28,12 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoints, models
 from .config import RunConfig
 from .data import Dataset, augment, load_dataset, stratified_subset, student_indices
-from .losses import check_kd_params
+from .roles import Role, hinton_columns, stack_losses
 from .stack import ModuleStack, make_stack
 from .teacher import teacher_logits
 
@@ -61,28 +60,6 @@ def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
         return models.build(name, dataset.image_shape, dataset.num_classes)
 
 
-@dataclass(frozen=True)
-class Role:
-    """What one student of every seed learns from: cross-entropy alone, or Hinton's KD at (T, α)."""
-
-    name: str  # shown in tables and legends: "CE student", "KD student", "T=4, α=0.9"
-    method: str = "kd"  # "ce" or "kd"
-    temperature: float = 1.0
-    alpha: float = 0.0  # weight on the teacher's soft targets (α = 0: plain cross-entropy)
-
-    @property
-    def distils(self) -> bool:
-        """Whether the teacher's soft targets reach this student (and so the transfer images do)."""
-        return self.method != "ce" and self.alpha > 0
-
-    def check(self) -> Role:
-        if self.method not in ("ce", "kd"):
-            raise ValueError(f"unknown method {self.method!r}; choose ce or kd")
-        check_kd_params(self.temperature, self.alpha)
-        return self
-
-
-CE_ROLE = Role("CE student", "ce", 1.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -238,30 +215,6 @@ class RunData:
         return candidates[torch.randperm(len(candidates), generator=generator)[:cfg.unlabeled]].sort().values
 
 
-# -------------------------------------------------------------------------------------------- loss
-
-def role_losses(logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, T: torch.Tensor,
-                alpha: torch.Tensor) -> torch.Tensor:
-    """Per seed g and role m: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y) on the labelled
-    images, plus α·T²·KL on the transfer images (their labels are never read) -> [G, M].
-
-    logits [G, M, K, B] (class-major); teacher [G, K, B]; labels [G, L] for the first L ≤ B images (the
-    rest are transfer images); T, alpha [M]. KL and CE are means over their images ('batchmean'), so
-    with no transfer images this is `losses.kd_loss` per student, and α = 0 is exactly cross-entropy.
-    """
-    G, M, _, B = logits.shape
-    L = labels.shape[1]
-    scale = T.view(1, M, 1, 1)
-    log_student = F.log_softmax(logits / scale, dim=2)
-    log_teacher = F.log_softmax(teacher.unsqueeze(1) / scale, dim=2)
-    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(2)  # [G, M, B], per image
-    soft = (alpha * T * T).view(1, M, 1) * kl
-    target = labels.view(G, 1, 1, L).expand(G, M, 1, L)
-    ce = -F.log_softmax(logits[..., :L], dim=2).gather(2, target).squeeze(2).mean(2)  # [G, M]
-    loss = soft[..., :L].mean(2) + (1 - alpha).view(1, M) * ce
-    return loss if B == L else loss + soft[..., L:].mean(2)
-
-
 # ------------------------------------------------------------------------------------------ the loop
 
 def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None) -> Iterator[StackEvent]:
@@ -300,8 +253,7 @@ class Trainer:
         # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
         # is per element, so one Adam over the stacked tensors is one Adam per student
         self.optimizer = torch.optim.Adam(self.students.parameters(), lr=cfg.lr, fused=True)
-        self.T = torch.tensor([r.temperature for r in roles], device=device)
-        self.alpha = torch.tensor([r.alpha for r in roles], device=device)
+        self.hinton = hinton_columns(roles, device)  # CE and Hinton-KD roles: one vectorised loss
         self.labelled = Batches(self.data.labelled.shape[1], self.seeds)
         self.transfer = Batches(self.data.transfer.shape[1], self.seeds, salt=2**33)
         n, u = self.data.labelled.shape[1], self.data.transfer.shape[1]
@@ -416,7 +368,7 @@ class Trainer:
             with torch.autocast("cuda", torch.bfloat16, enabled=self.mixed):
                 out = self.students(x, train=True, part=part)
             out = out.float().view(-1, M, *out.shape[1:])
-            loss = role_losses(out, teacher[groups], labels[groups], self.T, self.alpha)
+            loss = stack_losses(self.roles, self.hinton, out, teacher[groups], labels[groups])
             loss.sum().backward()  # disjoint graphs: each student gets exactly its own gradient
             losses.append(loss.detach())
         self.optimizer.step()

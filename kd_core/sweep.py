@@ -21,7 +21,8 @@ from torch import nn
 
 from .config import RunConfig
 from .data import Dataset
-from .engine import CE_ROLE, Role, StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from .engine import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from .roles import CE_ROLE, Role
 from .stats import mean_std, paired_difference
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU

@@ -24,9 +24,7 @@ from . import bias, checkpoints, models
 from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from .data import Dataset, load_dataset, student_indices
 from .engine import (
-    CE_ROLE,
     LIVE_VALIDATION,
-    Role,
     StackEvaluated,
     StackResult,
     StackStarted,
@@ -37,6 +35,7 @@ from .engine import (
     resolve_device,
     train_stack,
 )
+from .roles import CE_ROLE, Role, method_role
 from .stats import Difference, mean_std, paired_difference, verdict
 from .teacher import logits_cached
 
@@ -59,6 +58,7 @@ class Started:
     seeds: tuple[int, ...] = (0,)
     teacher_val_acc: float = 0.0  # on the validation split
     transfer_samples: int = 0  # unlabelled images per seed that only the KD students learn from
+    roles: tuple[str, ...] = ("CE student", "KD student")  # every student's name, CE first
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class Step:
     ce_loss: float  # CE students' cross-entropy, mean over seeds and over the steps since the last Step
     kd_loss: float  # KD students' full loss (α·soft + (1−α)·CE), same averaging
     elapsed_s: float  # training wall time so far (evaluation excluded)
+    losses: tuple[float, ...] = ()  # every role's, in Started.roles order
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Evaluated:
     progress: float = 0.0  # epochs done, fractional
     ce_accs: tuple[float, ...] = ()  # per seed
     kd_accs: tuple[float, ...] = ()
+    accs: tuple[tuple[float, ...], ...] = ()  # [role][seed], every role in Started.roles order
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,13 +115,32 @@ class RunResult:
     def accuracies(self, role: str, split: str = "test") -> list[float]:
         """Per-seed accuracy of the "ce" or "kd" students on "test" or "val"."""
         table = self.stack.test_acc if split == "test" else self.stack.val_acc
-        return [row[0 if role == "ce" else 1] for row in table]
+        return [row[self.column(role)] for row in table]
 
     def hidden_accuracies(self, role: str) -> list[float] | None:
         hidden = self.config.hide_class
         if hidden is None:
             return None
-        return [row[0 if role == "ce" else 1][hidden] for row in self.stack.class_acc]
+        return [row[self.column(role)][hidden] for row in self.stack.class_acc]
+
+    def column(self, role: str) -> int:
+        """The stack's role index of "ce", "kd" (the pair's KD student) or a method name."""
+        if role == "ce":
+            return 0
+        if role == "kd":
+            return kd_index(self.config)
+        return 1 + self.config.methods.index(role)
+
+    def methods(self) -> list[dict]:
+        """Every distilling method's test accuracy over the seeds and its paired difference with CE."""
+        rows = []
+        for method in self.config.methods:
+            acc, val = self.accuracies(method), self.accuracies(method, "val")
+            difference = paired_difference(acc, self.accuracies("ce"))
+            rows.append({"method": method, "acc": mean_std(acc)[0], "acc_std": mean_std(acc)[1],
+                         "val_acc": mean_std(val)[0], "per_seed": acc, "minus_ce": difference.summary(),
+                         "wins": difference.wins, "verdict": verdict(difference, method.upper())})
+        return rows
 
     @property
     def difference(self) -> Difference:
@@ -148,13 +169,14 @@ class RunResult:
         if hidden is None:
             return None
         labels = load_dataset(self.config.dataset).test_labels
-        logits = self.stack.test_logits.view(len(self.seeds), 2, *self.stack.test_logits.shape[1:])
-        ce, kd = (bias.bias_curve(logits[:, role], labels, hidden) for role in (0, 1))
+        roles, kd = len(self.stack.roles), self.column("kd")
+        logits = self.stack.test_logits.view(len(self.seeds), roles, *self.stack.test_logits.shape[1:])
+        ce, kd_curve = (bias.bias_curve(logits[:, role], labels, hidden) for role in (0, kd))
         curve = [{"bias": c["bias"], "kd_hidden_acc": k["hidden_acc"], "kd_acc": k["acc"],
-                  "ce_hidden_acc": c["hidden_acc"], "ce_acc": c["acc"]} for c, k in zip(ce, kd, strict=True)]
-        val = self.stack.val_logits.view(len(self.seeds), 2, *self.stack.val_logits.shape[1:])
-        autos = [bias.auto_bias(val[g, 1], self.stack.teacher_val_logits, hidden) for g in range(len(self.seeds))]
-        at_auto = [bias.bias_curve(logits[g, 1], labels, hidden, [b])[0] for g, b in enumerate(autos)]
+                  "ce_hidden_acc": c["hidden_acc"], "ce_acc": c["acc"]} for c, k in zip(ce, kd_curve, strict=True)]
+        val = self.stack.val_logits.view(len(self.seeds), roles, *self.stack.val_logits.shape[1:])
+        autos = [bias.auto_bias(val[g, kd], self.stack.teacher_val_logits, hidden) for g in range(len(self.seeds))]
+        at_auto = [bias.bias_curve(logits[g, kd], labels, hidden, [b])[0] for g, b in enumerate(autos)]
         return {"bias_curve": curve, "auto_bias": mean_std(autos)[0], "auto_bias_per_seed": autos,
                 "kd_hidden_acc_at_auto_bias": mean_std([r["hidden_acc"] for r in at_auto])[0],
                 "kd_acc_at_auto_bias": mean_std([r["acc"] for r in at_auto])[0]}
@@ -180,7 +202,7 @@ class RunResult:
             "ce_acc_std": mean_std(self.accuracies("ce"))[1], "kd_acc_std": mean_std(self.accuracies("kd"))[1],
             "repeats": len(self.seeds), "per_seed": self.per_seed(),
             "kd_minus_ce": difference.summary(), "kd_wins": difference.wins, "verdict": self.verdict,
-            "unlabeled": self.config.unlabeled,
+            "unlabeled": self.config.unlabeled, "methods": self.methods(),
             **(self.bias_report() or {}),
         }
 
@@ -196,48 +218,55 @@ Event = Started | Step | Evaluated | Finished
 # ------------------------------------------------------------------------------------------- the view
 
 def roles(cfg: RunConfig) -> list[Role]:
-    """The pair: CE, and Hinton KD at cfg's (T, α)."""
-    return [CE_ROLE, Role("KD student", "kd", cfg.temperature, cfg.alpha)]
+    """CE, then one student per method of cfg.methods (by default only Hinton KD at cfg's (T, α))."""
+    return [CE_ROLE, *(method_role(m, cfg.temperature, cfg.alpha, cfg.dkd_beta) for m in cfg.methods)]
+
+
+def kd_index(cfg: RunConfig) -> int:
+    """The role behind the pair's "kd" fields: Hinton KD when it runs, else the first method."""
+    return 1 + (cfg.methods.index("kd") if "kd" in cfg.methods else 0)
 
 
 def distill(cfg: RunConfig, dataset: Dataset | None = None):
     """Train cfg's CE and KD students for each of cfg.repeats seeds; yields Started, Step, Evaluated, Finished."""
+    kd = kd_index(cfg)
     for event in train_stack(cfg, roles(cfg), dataset):
-        yield pair_event(event)
+        yield pair_event(event, kd)
 
 
-def pair_event(event) -> Event:
-    """One engine event as the pair's event: means over seeds of role 0 (CE) and role 1 (KD)."""
+def pair_event(event, kd: int = 1) -> Event:
+    """One engine event as the pair's event: means over seeds of role 0 (CE) and role `kd` (KD), and every
+    role's per-seed values beside them."""
     if isinstance(event, StackStarted):
         return Started(event.config, event.device, event.teacher_acc, event.train_samples, event.steps_per_epoch,
                        event.total_steps, event.logits_seconds, event.logits_source, event.notes, event.seeds,
-                       event.teacher_val_acc, event.transfer_samples)
+                       event.teacher_val_acc, event.transfer_samples, tuple(r.name for r in event.roles))
     if isinstance(event, StackStep):
-        ce, kd = (mean_std([row[i] for row in event.losses])[0] for i in (0, 1))
-        return Step(event.epoch, event.step, event.total_steps, ce, kd, event.elapsed_s)
+        means = [mean_std([row[i] for row in event.losses])[0] for i in range(len(event.losses[0]))]
+        return Step(event.epoch, event.step, event.total_steps, means[0], means[kd], event.elapsed_s, tuple(means))
     if isinstance(event, StackEvaluated):
-        ce, kd = (tuple(row[i] for row in event.accuracy) for i in (0, 1))
+        accs = tuple(tuple(row[i] for row in event.accuracy) for i in range(len(event.accuracy[0])))
         hidden = (None, None) if event.hidden_accuracy is None else (
-            mean_std([row[i] for row in event.hidden_accuracy])[0] for i in (0, 1))
-        return Evaluated(event.epoch, event.step, mean_std(ce)[0], mean_std(kd)[0], *hidden, event.elapsed_s,
-                         event.progress, ce, kd)
-    return Finished(pair_result(event.result))
+            mean_std([row[i] for row in event.hidden_accuracy])[0] for i in (0, kd))
+        return Evaluated(event.epoch, event.step, mean_std(accs[0])[0], mean_std(accs[kd])[0], *hidden,
+                         event.elapsed_s, event.progress, accs[0], accs[kd], accs)
+    return Finished(pair_result(event.result, kd))
 
 
-def pair_result(stack: StackResult) -> RunResult:
+def pair_result(stack: StackResult, kd: int = 1) -> RunResult:
     def mean_over_seeds(role: int, table: list) -> list[float] | float:
         values = torch.tensor([row[role] for row in table])
         return values.mean(0).tolist()
 
     return RunResult(
         config=stack.config, device=stack.device, teacher_acc=stack.teacher_acc,
-        ce_acc=mean_over_seeds(0, stack.test_acc), kd_acc=mean_over_seeds(1, stack.test_acc),
-        ce_class_acc=mean_over_seeds(0, stack.class_acc), kd_class_acc=mean_over_seeds(1, stack.class_acc),
+        ce_acc=mean_over_seeds(0, stack.test_acc), kd_acc=mean_over_seeds(kd, stack.test_acc),
+        ce_class_acc=mean_over_seeds(0, stack.class_acc), kd_class_acc=mean_over_seeds(kd, stack.class_acc),
         teacher_class_acc=stack.teacher_class_acc,
-        ce_agreement=mean_over_seeds(0, stack.agreement), kd_agreement=mean_over_seeds(1, stack.agreement),
+        ce_agreement=mean_over_seeds(0, stack.agreement), kd_agreement=mean_over_seeds(kd, stack.agreement),
         epochs=stack.epochs, seconds=stack.seconds, samples_per_s=stack.samples_per_s,
         logits_seconds=stack.logits_seconds, stopped=stack.stopped,
-        ce_student=stack.module(0, 0), kd_student=stack.module(0, 1), stack=stack)
+        ce_student=stack.module(0, 0), kd_student=stack.module(0, kd), stack=stack)
 
 
 def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
@@ -285,7 +314,7 @@ def save_student(result: RunResult, role: str, path, recipe: str = ""):
 
 
 def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max_tflop: float = CPU_MAX_TFLOP,
-                     students_per_seed: int = 2) -> None:
+                     students_per_seed: int | None = None) -> None:
     """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
 
     Counts every student's training (≈ 3 × forward) over every sample and epoch (transfer images too), their
@@ -302,7 +331,7 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
         samples = steps * (min(cfg.batch_size, labelled) + min(cfg.batch_size, cfg.unlabeled))
     else:
         samples = labelled * cfg.epochs
-    students = students_per_seed * cfg.repeats
+    students = (students_per_seed or 1 + len(cfg.methods)) * cfg.repeats
     student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
     forward = models.flops_per_sample(student, dataset.image_shape)
     validation = len(dataset.validation_index)

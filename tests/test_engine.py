@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import engine, models
+from kd_core import engine, models, roles
 from kd_core.config import RunConfig
-from kd_core.engine import CE_ROLE, Role, StackFinished, StackStep, role_losses, train_stack
+from kd_core.engine import StackFinished, StackStep, train_stack
 from kd_core.losses import kd_loss
+from kd_core.roles import CE_ROLE, Role, role_losses
 from kd_core.stack import ACTIVATION_BYTES, StudentStack
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
@@ -243,6 +244,52 @@ def test_a_diverging_role_stops_the_run_with_a_message(fashion, monkeypatch):
     def poisoned(logits, teacher, labels, T, alpha):
         return role_losses(logits, teacher, labels, T, alpha) * torch.tensor([1.0, math.nan])
 
-    monkeypatch.setattr(engine, "role_losses", poisoned)
+    monkeypatch.setattr(roles, "role_losses", poisoned)
     with pytest.raises(engine.TrainingDiverged, match="lower the learning rate"):
         list(train_stack(SMALL, PAIR))
+
+
+# -------------------------------------------------------------------------------------- methods
+
+def test_stack_losses_give_each_method_its_own_formula():
+    """CE, KD, KD-std, DKD and DIST roles in one stack: each column equals its 2-D formula per seed."""
+    from kd_core.losses import dist_loss, dkd_loss, kd_loss_stacked
+    from kd_core.roles import hinton_columns, method_role, stack_losses
+
+    g = torch.Generator().manual_seed(2)
+    stack = [CE_ROLE, *(method_role(m, 4.0, 0.9, 8.0) for m in ("kd", "kd-std", "dkd", "dist"))]
+    logits = torch.randn(2, 5, 10, 12, generator=g) * 2  # [G, M, K, B] class-major
+    teacher = torch.randn(2, 10, 12, generator=g) * 3
+    labels = torch.randint(0, 10, (2, 8), generator=g)  # 8 labelled, then 4 transfer images
+    losses = stack_losses(stack, hinton_columns(stack, "cpu"), logits, teacher, labels)
+    for s in range(2):
+        student, t, y = logits[s].transpose(1, 2), teacher[s].T, labels[s]  # [M, B, K], [B, K], [L]
+        pseudo = t[8:].argmax(1)
+        ce = [F.cross_entropy(student[m, :8], y) for m in range(5)]
+        soft = lambda m, T: F.kl_div(F.log_softmax(student[m, 8:] / T, 1), F.log_softmax(t[8:] / T, 1),  # noqa: E731
+                                     reduction="batchmean", log_target=True) * T * T
+        expected = [
+            ce[0],
+            kd_loss(student[1, :8], t[:8], y, T=4.0, alpha=0.9) + 0.9 * soft(1, 4.0),
+            kd_loss_stacked(student[2, :8], t[:8], y, 4.0, 0.9, standardize=True)
+            + 0.9 * kd_loss_stacked(student[2, 8:], t[8:], pseudo, 4.0, 1.0, standardize=True),
+            ce[3] + dkd_loss(student[3], t, torch.cat([y, pseudo]), alpha=1.0, beta=8.0, T=4.0),
+            ce[4] + dist_loss(student[4], t, beta=1.0, gamma=1.0, T=1.0),
+        ]
+        assert losses[s].tolist() == pytest.approx([e.item() for e in expected], rel=1e-5)
+
+
+def test_methods_train_side_by_side_and_report_against_ce(fashion):
+    from kd_core.train import run
+
+    result = run(SMALL.replace(methods=("dkd", "kd", "dist"), repeats=2, epochs=2))
+    summary = result.summary()
+    assert [m["method"] for m in summary["methods"]] == ["dkd", "kd", "dist"]
+    assert result.stack.roles[2].name == "KD student" and summary["kd_acc"] == pytest.approx(
+        summary["methods"][1]["acc"])  # the pair's kd fields are Hinton KD's, wherever it stands
+    for i, method in enumerate(summary["methods"]):
+        per_seed = [row[1 + i] for row in result.stack.test_acc]
+        assert method["per_seed"] == per_seed and method["acc"] == pytest.approx(sum(per_seed) / 2)
+        assert method["acc"] > 0.6 and method["verdict"]
+    with pytest.raises(ValueError, match="methods must be one or more of kd, kd-std, dkd, dkd-std, dist"):
+        next(train_stack(SMALL.replace(methods=("fitnets",)), PAIR))

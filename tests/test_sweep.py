@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from kd_core import engine
+from kd_core import roles
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.engine import role_losses
+from kd_core.roles import role_losses
 from kd_core.sweep import MAX_GRID, SweepEvaluated, SweepStarted, SweepStep, run_sweep, sweep
 from kd_core.train import TrainingDiverged, class_accuracy, predictions, run
 
@@ -132,7 +132,7 @@ def test_divergence_is_reported(fashion, monkeypatch):
         losses = role_losses(logits, teacher, labels, T, alpha)
         return losses * torch.tensor([1.0, 1.0, math.nan])  # the last grid student diverges
 
-    monkeypatch.setattr(engine, "role_losses", poisoned)
+    monkeypatch.setattr(roles, "role_losses", poisoned)
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         run_sweep(SMALL, [1.0], [0.5, 0.9])
 

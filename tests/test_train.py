@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kd_core import engine, train
+from kd_core import roles, train
 from kd_core.config import RunConfig
 from kd_core.train import Evaluated, Finished, Started, Step, distill, run
 
@@ -101,7 +101,7 @@ def test_a_diverging_loss_stops_with_a_message(fashion, monkeypatch):
     def poisoned(logits, teacher, labels, T, alpha):
         return logits.sum((2, 3)) * math.nan
 
-    monkeypatch.setattr(engine, "role_losses", poisoned)
+    monkeypatch.setattr(roles, "role_losses", poisoned)
     with pytest.raises(train.TrainingDiverged, match="lower the learning rate"):
         list(distill(SMALL))
 

@@ -1,0 +1,147 @@
+"""Roles: what each student of a stack learns from, and the losses of a whole stack in one call.
+
+A run is CE plus one or more distilling roles, each trained for every seed. The methods:
+
+    ce       CE(s, y)
+    kd       α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y)             Hinton et al. 2015
+    kd-std   the same on z-scored logits Z(s), Z(t) inside the KL (T: base temperature)  Sun et al. 2024
+    dkd      CE(s, y) + T² · (TCKD + β · NCKD)                                          Zhao et al. 2022
+    dkd-std  the same on z-scored logits                                                 Sun et al. 2024
+    dist     CE(s, y) + T² · (β · (1 − ρ_inter) + γ · (1 − ρ_intra)), T = 1              Huang et al. 2022
+
+(the formulas, references and defaults are in `kd_core.losses`). CE and Hinton KD roles are computed
+together, vectorised over students (`role_losses`); each other role with its loss function on its slice of
+the stack's logits. Transfer images (the engine's unlabelled ones, after the L labelled images of a batch)
+carry no label: Hinton and standardised KD use their soft term alone, DIST its relations (label-free), DKD
+the teacher's top-1 class as the target that splits TCKD from NCKD; CE never sees them. DKD runs without
+mdistiller's 20-epoch warm-up of the DKD term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .losses import check_dist_params, check_dkd_params, check_kd_params, dist_loss, dkd_loss, kd_loss_stacked
+
+# method -> its loss in one line (the app shows these beside the method picker)
+METHODS = {
+    "kd": "Hinton KD: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE",
+    "kd-std": "KD on z-scored logits (logit standardisation): α·T²·KL(softmax(Z(t)/T) ‖ softmax(Z(s)/T)) "
+              "+ (1 − α)·CE",
+    "dkd": "decoupled KD: CE + T²·(TCKD + β·NCKD), target vs non-target classes",
+    "dkd-std": "decoupled KD on z-scored logits: CE + T²·(TCKD(Z) + β·NCKD(Z))",
+    "dist": "DIST: CE + (1 − ρ_inter) + (1 − ρ_intra), Pearson relations of softmax(s), softmax(t)",
+}
+NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
+         "dkd-std": "DKD-std student", "dist": "DIST student"}
+DIST_TEMPERATURE = 1.0  # DIST's default (Huang et al.): relations of the plain softmax
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one student of every seed learns from."""
+
+    name: str  # shown in tables and legends: "CE student", "KD student", "T=4, α=0.9"
+    method: str = "kd"  # "ce" or a key of METHODS
+    temperature: float = 1.0
+    alpha: float = 0.0  # kd, kd-std: weight on the teacher's soft targets (α = 0: plain cross-entropy)
+    nckd: float = 8.0  # dkd: weight β on NCKD (TCKD's weight is 1, mdistiller's CIFAR-100 default)
+    inter: float = 1.0  # dist: weight β of the inter-class relation
+    intra: float = 1.0  # dist: weight γ of the intra-class relation
+
+    @property
+    def hinton(self) -> bool:
+        """CE or plain Hinton KD: computed together, vectorised (`role_losses`)."""
+        return self.method in ("ce", "kd")
+
+    def check(self) -> Role:
+        if self.method != "ce" and self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method.startswith("dkd"):
+            check_dkd_params(1.0, self.nckd, self.temperature)
+        elif self.method == "dist":
+            check_dist_params(self.inter, self.intra, self.temperature)
+        else:
+            check_kd_params(self.temperature, self.alpha)
+        return self
+
+
+CE_ROLE = Role(NAMES["ce"], "ce", 1.0, 0.0)
+
+
+def method_role(method: str, temperature: float, alpha: float, dkd_beta: float) -> Role:
+    """The role of `method` with a run's hyperparameters (DIST keeps its own T = 1)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "dist":
+        return Role(NAMES[method], method, DIST_TEMPERATURE)
+    return Role(NAMES[method], method, temperature, alpha, nckd=dkd_beta)
+
+
+def hinton_columns(roles: Sequence[Role], device) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """The indices of the CE and Hinton-KD roles, and their T and α as tensors."""
+    index = [i for i, role in enumerate(roles) if role.hinton]
+    return (index, torch.tensor([roles[i].temperature for i in index], device=device),
+            torch.tensor([roles[i].alpha for i in index], device=device))
+
+
+def role_losses(logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, T: torch.Tensor,
+                alpha: torch.Tensor) -> torch.Tensor:
+    """Per seed g and role m: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE(s, y) on the labelled
+    images, plus α·T²·KL on the transfer images (their labels are never read) -> [G, M].
+
+    logits [G, M, K, B] (class-major); teacher [G, K, B]; labels [G, L] for the first L ≤ B images (the
+    rest are transfer images); T, alpha [M]. KL and CE are means over their images ('batchmean'), so
+    with no transfer images this is `losses.kd_loss` per student, and α = 0 is exactly cross-entropy.
+    """
+    G, M, _, B = logits.shape
+    L = labels.shape[1]
+    scale = T.view(1, M, 1, 1)
+    log_student = F.log_softmax(logits / scale, dim=2)
+    log_teacher = F.log_softmax(teacher.unsqueeze(1) / scale, dim=2)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(2)  # [G, M, B], per image
+    soft = (alpha * T * T).view(1, M, 1) * kl
+    target = labels.view(G, 1, 1, L).expand(G, M, 1, L)
+    ce = -F.log_softmax(logits[..., :L], dim=2).gather(2, target).squeeze(2).mean(2)  # [G, M]
+    loss = soft[..., :L].mean(2) + (1 - alpha).view(1, M) * ce
+    return loss if B == L else loss + soft[..., L:].mean(2)
+
+def stack_losses(roles: Sequence[Role], hinton: tuple[list[int], torch.Tensor, torch.Tensor], logits: torch.Tensor,
+                 teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Every student's loss -> [G, M]: logits [G, M, K, B] (class-major), teacher [G, K, B], labels [G, L]
+    for the first L images of the batch (the rest are transfer images); `hinton` from `hinton_columns`."""
+    index, T, alpha = hinton
+    columns: list[torch.Tensor | None] = [None] * len(roles)
+    if index:
+        together = role_losses(logits[:, index] if len(index) < len(roles) else logits, teacher, labels, T, alpha)
+        for column, i in enumerate(index):
+            columns[i] = together[:, column]
+    for i, role in enumerate(roles):
+        if not role.hinton:
+            columns[i] = method_loss(role, logits[:, i], teacher, labels)
+    return torch.stack(columns, dim=1)
+
+
+def method_loss(role: Role, logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One non-Hinton role's loss per seed -> [G]: logits and teacher [G, K, B], labels [G, L]."""
+    L = labels.shape[1]
+    student, target = logits.mT, teacher.mT  # [G, B, K] views of the class-major tensors
+    if role.method == "kd-std":
+        loss = kd_loss_stacked(student[:, :L], target[:, :L], labels, role.temperature, role.alpha,
+                               standardize=True)
+        if student.shape[1] > L:  # transfer images: the soft term alone (α=1 is pure KD; labels unused)
+            unlabelled = teacher[..., L:].argmax(1)
+            loss = loss + role.alpha * kd_loss_stacked(student[:, L:], target[:, L:], unlabelled,
+                                                       role.temperature, 1.0, standardize=True)
+        return loss
+    ce = F.cross_entropy(logits[..., :L], labels, reduction="none").mean(1)
+    if role.method == "dist":
+        return ce + dist_loss(student, target, beta=role.inter, gamma=role.intra, T=role.temperature)
+    # dkd, dkd-std: transfer images take the teacher's top-1 class as the target class
+    targets = torch.cat([labels, teacher[..., L:].argmax(1)], dim=1)
+    return ce + dkd_loss(student, target, targets, alpha=1.0, beta=role.nckd, T=role.temperature,
+                         standardize=role.method == "dkd-std")
