@@ -21,6 +21,7 @@ from kd_core import plots, predict, served, session, settings, shared_runs
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
+from kd_core.roles import METHODS
 from kd_core.sweep import MAX_GRID
 from kd_core.train import TrainingDiverged
 
@@ -49,11 +50,12 @@ SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gra
 # the server stops (0.4 MB per run)
 CACHE_CLEANUP = (600, 3600)
 USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
-COLORS = {"CE student": "#e4572e", "KD student": "#2e86ab", "teacher": "#7f7f7f",
+COLORS = {**plots.COLOURS,
           "CE hidden": "#f4a259", "KD hidden": "#76c7e8"}
 CSS = """
 .kd-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .kd-status progress { width: 40%; vertical-align: middle; }
+.kd-small { font-size: 0.8em; }
 """
 
 INTRO = """# KD Playground
@@ -86,14 +88,15 @@ def train_on_device(cfg: RunConfig):
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
-            hide_class: str, seed: int, dataset: str, repeats: int, unlabeled: int,
-            students: session.SessionStudents | None):
+            hide_class: str, seed: int, dataset: str, repeats: int, unlabeled: int, methods: list[str],
+            dkd_beta: float, students: session.SessionStudents | None):
     """Train CE and KD students side by side, one pair per seed; stream the curves, end with the results
     table and the verdict."""
     try:
         cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
-                                   dataset=dataset, repeats=repeats, unlabeled=unlabeled)
+                                   dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
+                                   dkd_beta=dkd_beta)
         for view in shared_runs.live_run(RUNS, cfg, train_on_device):
             done = view.table is not None
             yield (view.status_html(),
@@ -151,7 +154,8 @@ def dataset_widgets(dataset: str, student: str, train_size: int, hide_class: str
 def apply_preset(name: str):
     """A preset's settings, its dataset (presets are tuned on Fashion-MNIST) and that dataset's pickers."""
     cfg = settings.preset(name)
-    return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.repeats, cfg.unlabeled, cfg.dataset,
+    return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.repeats, cfg.unlabeled, list(cfg.methods),
+            cfg.dkd_beta, cfg.dataset,
             *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, settings.hidden_class_name(cfg)))
 
 
@@ -250,6 +254,12 @@ def train_tab(students: gr.State) -> None:
             unlabeled = gr.Dropdown(settings.unlabeled_choices(), value=DEFAULTS.unlabeled,
                                     label="Unlabelled images, labelled by the teacher (transfer set)",
                                     info="only the KD student learns from them, through the soft targets")
+            methods = gr.CheckboxGroup(list(METHODS), value=list(DEFAULTS.methods), label="Distillation methods",
+                                       info="one student each, beside the CE student, same init and batches")
+            gr.Markdown("\n".join(f"- **{name}**: {formula}" for name, formula in METHODS.items()),
+                        elem_classes="kd-small")
+            dkd_beta = gr.Slider(0, settings.MAX_DKD_BETA, DEFAULTS.dkd_beta, step=0.5,
+                                 label="DKD β: weight on the non-target classes (dkd, dkd-std)")
             with gr.Row():
                 seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="First seed")
                 repeats = gr.Slider(1, MAX_REPEATS, DEFAULTS.repeats, step=1, label="Seeds",
@@ -284,11 +294,12 @@ def train_tab(students: gr.State) -> None:
             with gr.Row():
                 log_file = gr.DownloadButton("Run log (CSV)", visible=False)
                 kd_file = gr.DownloadButton("KD student (safetensors)", visible=False)
-    controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset, repeats, unlabeled]
+    controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset, repeats, unlabeled,
+                methods, dkd_beta]
     for button in preset_buttons:
-        button.click(apply_preset, gr.State(button.value), [temperature, alpha, epochs, lr, seed, repeats,
-                                                            unlabeled, dataset, student, train_size, hide_class,
-                                                            teacher],
+        button.click(apply_preset, gr.State(button.value),
+                     [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, dataset, student,
+                      train_size, hide_class, teacher],
                      api_visibility="private")
     # .input, not .change: a preset sets the dataset and these pickers itself
     dataset.input(dataset_widgets, [dataset, student, train_size, hide_class],

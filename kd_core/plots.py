@@ -19,12 +19,17 @@ from .predict import softened
 from .train import Evaluated, Step
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
+# a colour per student name (kd_core.roles.NAMES), the same in every chart
+COLOURS = {CE: "#e4572e", KD: "#2e86ab", "KD-std student": "#59a14f", "DKD student": "#9c6ade",
+           "DKD-std student": "#edc948", "DIST student": "#b07aa1", TEACHER: "#7f7f7f"}
 CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
 
 
-def loss_frame(steps: Sequence[Step]) -> pd.DataFrame:
-    """Columns step, loss, student: each Step event gives one CE point and one KD point."""
-    rows = [(s.step, loss, student) for s in steps for loss, student in ((s.ce_loss, CE), (s.kd_loss, KD))]
+def loss_frame(steps: Sequence[Step], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
+    """Columns step, loss, student: each Step event gives a point per student (CE and KD; with more methods,
+    one per name of `names`, from Step.losses)."""
+    rows = [(s.step, loss, student) for s in steps
+            for loss, student in zip(s.losses if len(names) > 2 else (s.ce_loss, s.kd_loss), names, strict=True)]
     return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
 
 
@@ -45,7 +50,7 @@ def accuracy_frame(evaluations: Sequence[Evaluated], teacher_acc: float | None =
 
 
 def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None, total_epochs: int,
-                    hidden: bool = False):
+                    hidden: bool = False, names: Sequence[str] = (CE, KD)):
     """A matplotlib Figure: each student's mean validation accuracy over its seeds as a line, with a band of
     ± one standard deviation across seeds, against epochs (fractional); the teacher as a dashed line."""
     import matplotlib
@@ -58,9 +63,9 @@ def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None,
     figure = Figure(figsize=(6.4, 3.4), layout="constrained")
     axes = figure.subplots()
     x = [e.progress for e in evaluations]
-    series = [(CE, "ce_accs", "#e4572e"), (KD, "kd_accs", "#2e86ab")]
-    for name, field, colour in series:
-        stats = [mean_std(getattr(e, field)) if getattr(e, field) else (math.nan, 0.0) for e in evaluations]
+    for role, name in enumerate(names):
+        colour = COLOURS.get(name, None)
+        stats = [mean_std(e.accs[role]) if e.accs else (math.nan, 0.0) for e in evaluations]
         mean = [100 * m for m, _ in stats]
         low, high = [100 * (m - s) for m, s in stats], [100 * (m + s) for m, s in stats]
         axes.plot(x, mean, color=colour, label=name, linewidth=2)

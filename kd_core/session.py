@@ -120,9 +120,10 @@ class LossCurves:
     DataFrame, so the views a shared or replayed run records cost a pointer per step, not a frame each."""
 
     steps: tuple[Step, ...]
+    names: tuple[str, ...] = (plots.CE, plots.KD)  # the students, CE first
 
     def frame(self) -> pd.DataFrame:
-        return plots.with_every_series(plots.loss_frame(self.steps), "student", [plots.CE, plots.KD], x="step")
+        return plots.with_every_series(plots.loss_frame(self.steps, self.names), "student", self.names, x="step")
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,10 @@ class AccuracyCurves:
     teacher_acc: float | None
     epochs: int
     hidden: bool
+    names: tuple[str, ...] = (plots.CE, plots.KD)
 
     def figure(self):
-        return plots.accuracy_figure(self.evaluations, self.teacher_acc, self.epochs, self.hidden)
+        return plots.accuracy_figure(self.evaluations, self.teacher_acc, self.epochs, self.hidden, self.names)
 
 
 class RunLog:
@@ -167,12 +169,16 @@ class RunLog:
                               **{f"ce_acc_seed_{seed}": a for seed, a in zip(seeds, event.ce_accs, strict=True)},
                               **{f"kd_acc_seed_{seed}": a for seed, a in zip(seeds, event.kd_accs, strict=True)}})
 
+    def names(self) -> tuple[str, ...]:
+        return self.started.roles if self.started else (plots.CE, plots.KD)
+
     def losses(self) -> LossCurves:
-        return LossCurves(tuple(self.steps))
+        return LossCurves(tuple(self.steps), self.names())
 
     def accuracies(self) -> AccuracyCurves:
         teacher = self.started.teacher_val_acc if self.started else None
-        return AccuracyCurves(tuple(self.evaluations), teacher, self.cfg.epochs, self.cfg.hide_class is not None)
+        return AccuracyCurves(tuple(self.evaluations), teacher, self.cfg.epochs, self.cfg.hide_class is not None,
+                              self.names())
 
     def table(self) -> pd.DataFrame:
         """Step rows carry the losses, evaluation rows the validation-subset accuracies (fractions), the mean
@@ -264,37 +270,39 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
 
 
 def results_table(result: RunResult) -> pd.DataFrame:
-    """Teacher / CE students / KD students: test accuracy (mean ± std over seeds, and every seed's), validation
-    accuracy, hidden-class accuracy, size, CPU latency, agreement with the teacher."""
+    """Teacher, CE students, then each method's students: test accuracy (mean ± std over seeds, and every seed's),
+    validation accuracy, hidden-class accuracy, size, CPU latency, agreement with the teacher."""
     cfg = result.config
     teacher = predict.load_classifier(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), "teacher")
     hidden = cfg.hide_class
-    rows = []
-    for name, role, model in (("teacher", None, teacher.model), ("CE student", "ce", result.ce_student),
-                              ("KD student", "kd", result.kd_student)):
-        size = models.describe(model)
-        if role is None:
-            test, val, per_seed = [result.teacher_acc], [result.stack.teacher_val_acc], ""
-            hidden_acc, agreement = [result.teacher_class_acc[hidden]] if hidden is not None else None, [1.0]
-        else:
-            test, val = result.accuracies(role), result.accuracies(role, "val")
-            per_seed = ", ".join(f"{100 * a:.1f}" for a in test)
-            hidden_acc = result.hidden_accuracies(role)
-            agreement = [result.kd_agreement if role == "kd" else result.ce_agreement]
-        mean, std = mean_std(test)
-        rows.append({
-            "model": name,
+    student_ms = round(predict.cpu_latency_ms(result.ce_student, teacher.in_shape), 3)  # one architecture
+    rows = [table_row("teacher", teacher.model, [result.teacher_acc], [result.stack.teacher_val_acc], "",
+                      None if hidden is None else [result.teacher_class_acc[hidden]], 1.0,
+                      round(predict.cpu_latency_ms(teacher.model, teacher.in_shape), 3))]
+    for role in ("ce", *cfg.methods):
+        column = result.column(role)
+        test = result.accuracies(role)
+        agreement = mean_std([row[column] for row in result.stack.agreement])[0]
+        rows.append(table_row(result.stack.roles[column].name, result.ce_student, test,
+                              result.accuracies(role, "val"), ", ".join(f"{100 * a:.1f}" for a in test),
+                              result.hidden_accuracies(role), agreement, student_ms))
+    table = pd.DataFrame(rows)
+    return table if hidden is not None else table.drop(columns="hidden class (%)")
+
+
+def table_row(name: str, model, test: list[float], val: list[float], per_seed: str, hidden: list[float] | None,
+              agreement: float, latency_ms: float) -> dict:
+    size = models.describe(model)
+    mean, std = mean_std(test)
+    return {"model": name,
             "test acc. (%)": f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(test) > 1 else ""),
             "per seed (%)": per_seed,
             "validation acc. (%)": round(100 * mean_std(val)[0], 2),
-            "hidden class (%)": None if hidden_acc is None else round(100 * mean_std(hidden_acc)[0], 2),
+            "hidden class (%)": None if hidden is None else round(100 * mean_std(hidden)[0], 2),
             "params": size["params"],
             "size (MB)": round(size["bytes"] / 1e6, 3),
-            "CPU ms/img": round(predict.cpu_latency_ms(model, teacher.in_shape), 3),
-            "agrees w/ teacher (%)": round(100 * agreement[0], 2),
-        })
-    table = pd.DataFrame(rows)
-    return table if hidden is not None else table.drop(columns="hidden class (%)")
+            "CPU ms/img": latency_ms,
+            "agrees w/ teacher (%)": round(100 * agreement, 2)}
 
 
 # ------------------------------------------------------------------------------------ predictions

@@ -18,6 +18,7 @@ from typing import Any
 from . import checkpoints, data, models, predict
 from .config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
 from .data import CLASSES, TRAIN_SET_SIZES
+from .roles import METHODS
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
 APP_TEMPERATURES = (0.5, 20.0)  # the Train tab's range of T (RunConfig allows (0, 100])
@@ -41,6 +42,8 @@ PRESETS: dict[str, dict] = {
     # 5 seeds: CE 0 % of test dresses, KD 28.7 %; +2.5 on the Dress logit (automatic): KD 76.8 %, CE 0 %
     "Hidden class: no dresses for the students": {"hide_class": 3, "train_size": 10_000, "epochs": 10,
                                                    "lr": 1e-3},
+    # 5 seeds on the defaults: KD +1.2, DIST +0.9, KD-std +0.6, DKD-std +0.6, DKD −0.8 points against CE
+    "Methods side by side: KD, KD-std, DKD, DIST": {"methods": ("kd", "kd-std", "dkd", "dist")},
     "Seed script: T=3.5, α=0.6": {"temperature": 3.5, "alpha": 0.6},
     "Pure CE (α=0): twin students": {"alpha": 0.0},
 }
@@ -127,6 +130,7 @@ def teacher_summary(dataset: str) -> str:
 
 
 UNLABELED_SIZES = (0, 5_000, 20_000, 50_000)  # transfer-set sizes offered (0 = off)
+MAX_DKD_BETA = 20.0  # the DKD β slider's top (mdistiller uses 1-8)
 
 
 def unlabeled_choices() -> list[tuple[str, int]]:
@@ -135,8 +139,8 @@ def unlabeled_choices() -> list[tuple[str, int]]:
 
 def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, student: str,
                 train_size: int, hide_class: str, seed: int, dataset: str | None = None,
-                repeats: int = RunConfig.repeats, unlabeled: int = 0,
-                base: RunConfig | None = None) -> RunConfig:
+                repeats: int = RunConfig.repeats, unlabeled: int = 0, methods: Sequence[str] = RunConfig.methods,
+                dkd_beta: float = RunConfig.dkd_beta, base: RunConfig | None = None) -> RunConfig:
     """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
     dataset = base.dataset if dataset is None else dataset
@@ -159,10 +163,13 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     repeats = check_number("repeats", repeats, 1, MAX_REPEATS, whole=True,
                            note=" (seeds trained together)")
     unlabeled = check_choice("unlabeled", unlabeled, UNLABELED_SIZES, note=" (0: no transfer set)")
+    methods = check_methods(methods)
+    check_number("dkd_beta", dkd_beta, 0.0, MAX_DKD_BETA)
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
     cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                        student=student, train_size=train_size, hide_class=hidden, seed=seed, repeats=repeats,
-                       unlabeled=unlabeled, max_seconds=max_run_seconds(), cpu_threads=training_threads())
+                       unlabeled=unlabeled, methods=methods, dkd_beta=dkd_beta, max_seconds=max_run_seconds(),
+                       cpu_threads=training_threads())
     return cfg.validate(len(classes))
 
 
@@ -210,6 +217,15 @@ def check_choice(name: str, value: Any, choices: Sequence, note: str = "") -> An
                 return choice
     listed = ", ".join(f"{choice:g}" if isinstance(choice, float) else str(choice) for choice in choices)
     raise ValueError(f"{name} must be one of {listed}{note}; got {shown(value)}")
+
+
+def check_methods(value: Any) -> tuple[str, ...]:
+    """A non-empty list of distinct method names (kd_core.roles.METHODS), or ValueError listing them."""
+    if (not isinstance(value, list | tuple) or not value or len(set(map(str, value))) != len(value)
+            or any(not isinstance(m, str) or m not in METHODS for m in value)):
+        raise ValueError(f"methods must be a list of one or more of {', '.join(METHODS)}, each once; "
+                         f"got {shown(value)}")
+    return tuple(value)
 
 
 def check_text(name: str, value: Any, example: str) -> str:
@@ -264,7 +280,7 @@ def api_checks(uploads: Path) -> dict[str, tuple[tuple[str, ...], Callable[..., 
     of its tuple (tests/test_api_values.py checks the tuples against the running app's API)."""
     return {
         "distill": (("temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset", "repeats", "unlabeled"), _check_distill),
+                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta"), _check_distill),
         "predict": (("image",), lambda image: check_picture("image", image, uploads)),
         "predict_sketch": (("sketch",), lambda sketch: check_sketch("sketch", sketch, uploads)),
         "soften": (("image", "temperature"), lambda image, temperature: (

@@ -43,6 +43,8 @@ RANGES = {
         "dataset": r"dataset must be one of fashion-mnist here",
         "repeats": r"repeats must be a whole number in \[1, 8\] \(seeds trained together\)",
         "unlabeled": r"unlabeled must be one of 0, 5000, 20000, 50000 \(0: no transfer set\)",
+        "methods": r"methods must be a list of one or more of kd, kd-std, dkd, dkd-std, dist, each once",
+        "dkd_beta": r"dkd_beta must be a number in \[0, 20\]",
     },
     "predict": {"image": PICTURE},
     "predict_sketch": {"sketch": r"(sketch must be an image editor value \{'background': picture or None, "
@@ -90,7 +92,7 @@ def valid(server) -> dict[str, dict]:
     picture = {"path": path, "meta": {"_type": "gradio.FileData"}}
     return {"distill": {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "lr": 1e-3, "student": "mlp-tiny",
                         "train_size": 500, "hide_class": "none", "seed": 0, "dataset": "fashion-mnist",
-                        "repeats": 1, "unlabeled": 0},
+                        "repeats": 1, "unlabeled": 0, "methods": ["kd"], "dkd_beta": 8.0},
             "predict": {"image": picture},
             "predict_sketch": {"sketch": {"background": None, "layers": [], "composite": picture}},
             "soften": {"image": picture, "temperature": 4.0},
