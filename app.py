@@ -135,6 +135,19 @@ def auto_bias(students: session.SessionStudents | None) -> float:
     return round(students.bias_report["auto_bias"] * 4) / 4  # the slider's step
 
 
+def show_downloads(students: session.SessionStudents | None):
+    files = session.downloads(students)
+    return gr.Row(visible=bool(files)), [str(p) for p in files]
+
+
+def export_onnx(students: session.SessionStudents | None):
+    """The KD student as ONNX with its model card, beside the card already offered (a few seconds)."""
+    try:
+        return [str(p) for p in session.export_onnx(students)]
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
 def stopped() -> str:
     return '<div class="kd-status">Stopped. Change the settings and press Start again.</div>'
 
@@ -294,6 +307,10 @@ def train_tab(students: gr.State) -> None:
             with gr.Row():
                 log_file = gr.DownloadButton("Run log (CSV)", visible=False)
                 kd_file = gr.DownloadButton("KD student (safetensors)", visible=False)
+            with gr.Row(visible=False) as export_row:
+                cards = gr.File(label="KD student: model card (and ONNX once exported)", file_count="multiple",
+                                interactive=False)
+                export = gr.Button("Export the KD student to ONNX", size="sm")
     controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset, repeats, unlabeled,
                 methods, dkd_beta]
     for button in preset_buttons:
@@ -310,6 +327,9 @@ def train_tab(students: gr.State) -> None:
                       show_progress="full", show_progress_on=[status])  # queue position while waiting
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
     run.success(show_bias, students, [bias_box, bias, bias_plot, bias_caption], api_visibility="private")
+    run.success(show_downloads, students, [export_row, cards], api_visibility="private")
+    export.click(export_onnx, students, cards, api_visibility="private", concurrency_id="export",
+                 concurrency_limit=1)
     bias.release(set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
     auto.click(auto_bias, students, bias, api_visibility="private").then(
         set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")

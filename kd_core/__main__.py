@@ -245,14 +245,14 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
     """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
-    from .model_card import model_card, teacher_facts, write_card
-    from .train import save_student
+    from .model_card import model_card, write_card
+    from .train import card_summary, save_student
 
     for role in ("ce", "kd"):
         path = save_student(result, role, directory / f"{role}-student.safetensors",
                             recipe="python -m kd_core " + shlex.join(argv))
         meta = checkpoints.load_tensors(path)[1]
-        write_card(path, model_card(meta, {**teacher_facts(meta), **result.summary()}))
+        write_card(path, model_card(meta, card_summary(result, meta)))
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:

@@ -33,8 +33,9 @@ ROLE_NAMES = {"ce": "CE student", "kd": "KD student", "teacher": "teacher"}
 DISTILL_FLAGS = {"dataset": "--dataset", "teacher": "--teacher", "student": "--student",
                  "temperature": "--T", "alpha": "--alpha", "epochs": "--epochs", "lr": "--lr",
                  "batch_size": "--batch-size", "train_size": "--train-size", "hide_class": "--hide-class",
-                 "seed": "--seed"}
-SWITCHES = {"augment": "--augment", "pretrained": "--pretrained"}
+                 "seed": "--seed", "repeats": "--repeats", "unlabeled": "--unlabeled", "methods": "--methods",
+                 "dkd_beta": "--dkd-beta"}
+SWITCHES = {"augment": "--augment", "pretrained": "--pretrained", "unlabeled_hidden": "--unlabeled-hidden"}
 
 
 def card_path(model_path: str | Path) -> Path:
@@ -80,8 +81,9 @@ def reproduce_command(meta: Mapping) -> str:
     config = meta.get("config", {})
     args = ["distill"]
     for field, flag in DISTILL_FLAGS.items():
-        if config.get(field) is not None:
-            args += [flag, str(config[field])]
+        value = config.get(field)
+        if value is not None:
+            args += [flag, ",".join(value) if isinstance(value, list | tuple) else str(value)]
     args += [flag for field, flag in SWITCHES.items() if config.get(field)]
     return "python -m kd_core " + shlex.join([*args, "--save-students", "students"])
 

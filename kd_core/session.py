@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import bias, checkpoints, models, plots, predict
+from . import bias, checkpoints, model_card, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
@@ -37,11 +37,11 @@ from .train import (
     RunResult,
     Started,
     Step,
+    card_summary,
     check_cpu_budget,
     distill,
     resolve_device,
     save_student,
-    student_metadata,
 )
 
 CSV_COLUMNS = ["event", "epoch", "step", "progress", "train_seconds", "ce_loss", "kd_loss", "ce_acc", "kd_acc",
@@ -61,6 +61,30 @@ class SessionStudents:
     hidden: int | None = None  # the class hidden from the students, if any
     bias_report: dict | None = None  # RunResult.bias_report(): the bias curve and the automatic bias
     hidden_bias: float = 0.0  # added to the hidden class's logit of both students in the Predict tab
+    summary: dict | None = None  # RunResult.summary() of the run: what the model cards say
+
+
+def downloads(students: SessionStudents | None) -> list[Path]:
+    """The run's files beside the CSV: the KD student's model card, and its ONNX export once made."""
+    if students is None or not students.run_dir.is_dir():
+        return []
+    return sorted(p for p in students.run_dir.iterdir() if p.suffix in (".md", ".onnx"))
+
+
+def export_onnx(students: SessionStudents | None) -> list[Path]:
+    """The first seed's KD student as ONNX (normalisation built in), checked against PyTorch on the test set,
+    timed, with its card; ValueError saying what is missing (a run, or the optional ONNX packages)."""
+    from .deploy import export_with_card
+    from .export import ExportUnavailable
+
+    if students is None or students.summary is None:
+        raise ValueError("train a pair first: the export takes this session's KD student")
+    try:
+        export_with_card(students.kd.model, students.kd.meta, students.run_dir / "kd-student.onnx",
+                         summary=students.summary)
+    except ExportUnavailable as error:
+        raise ValueError(str(error)) from None
+    return downloads(students)
 
 
 def with_hidden_bias(students: SessionStudents, value: float) -> SessionStudents:
@@ -251,12 +275,14 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     log_csv = run_dir / "kd-run-log.csv"
     log.table().to_csv(log_csv, index=False)
     kd_checkpoint = save_student(result, "kd", run_dir / "kd-student.safetensors")
-    meta = student_metadata(result, "kd")
+    meta = checkpoints.load_tensors(kd_checkpoint)[1]  # as saved: with its size
+    summary = card_summary(result, meta)
+    model_card.write_card(kd_checkpoint, model_card.model_card(meta, summary))
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
                    f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}, the students of seed {cfg.seed}")
     students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
                                predict.classifier_from("KD student", result.kd_student, meta),
-                               description, run_dir, cfg.hide_class, result.bias_report())
+                               description, run_dir, cfg.hide_class, result.bias_report(), summary=summary)
     # the files go with the students however they are dropped: replaced, the session closed (`discard`),
     # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)

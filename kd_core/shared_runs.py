@@ -317,7 +317,9 @@ def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunVi
     if view.students is None:
         return view  # frames and tables are only read, never changed: shared as they are
     run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))
-    log_csv, kd_checkpoint = (None if path is None else Path(shutil.copy2(path, run_dir / path.name))
+    for path in view.students.run_dir.iterdir():  # the CSV, the checkpoint, its model card
+        shutil.copy2(path, run_dir / path.name)
+    log_csv, kd_checkpoint = (None if path is None else run_dir / path.name
                               for path in (view.log_csv, view.kd_checkpoint))
     students = dataclasses.replace(view.students, ce=copy.deepcopy(view.students.ce),
                                    kd=copy.deepcopy(view.students.kd), run_dir=run_dir)

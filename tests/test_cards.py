@@ -1,0 +1,30 @@
+"""A downloaded model card states the command that reproduces its run: running it gives the card's figures."""
+
+import json
+import re
+import shlex
+
+import pytest
+
+from kd_core import session
+from kd_core.__main__ import main
+from kd_core.config import RunConfig
+
+
+def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
+    views = list(session.live_run(RunConfig(repeats=2, epochs=2, train_size=500, temperature=3.0)))
+    students = views[-1].students
+    card = (students.run_dir / "kd-student.md").read_text()
+    command = re.search(r"```bash\n(python -m kd_core distill .*)\n```", card).group(1)
+    stated = re.search(r"\*\*KD student \(this model\)\*\* \| ([\d.]+) ± ([\d.]+) %", card).groups()
+    argv = shlex.split(command)[3:]  # after "python -m kd_core"
+    argv[argv.index("--save-students") + 1] = str(tmp_path / "students")
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert f"{100 * result['kd_acc']:.2f}" == stated[0] and f"{100 * result['kd_acc_std']:.2f}" == stated[1]
+    assert result["repeats"] == 2 and result["config"]["temperature"] == 3.0
+    session.discard(students)
+    pytest.importorskip("onnxruntime")  # the ONNX export of the same student, with its card
+    files = session.export_onnx(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
+    assert [p.name for p in files] == ["kd-student.md", "kd-student.onnx"]
