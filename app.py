@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
@@ -102,7 +103,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
                    gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
-                   gr.skip() if view.accuracies is None else view.accuracies.figure(),
+                   gr.skip() if view.accuracies is None else PlotData(type="matplotlib", plot=view.accuracies.image()),
                    gr.Dataframe(view.table, visible=done),
                    gr.DownloadButton(value=view.log_csv, visible=done),
                    gr.DownloadButton(value=view.kd_checkpoint, visible=done),

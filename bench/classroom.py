@@ -125,7 +125,8 @@ def summarise(visits: list[dict]) -> dict:
 
 
 def run_candidate(runs: int, threads: int, args: argparse.Namespace, logs: Path) -> dict:
-    base = {"epochs": args.epochs, "train_size": args.train_size}
+    base = {key: value for key, value in (("epochs", args.epochs), ("train_size", args.train_size))
+            if value is not None}  # the rest: the app's defaults
     process, url = start_app(runs, threads, logs / f"app-{runs}x{threads}.log")
     try:
         cold = rush(url, [{**base, "seed": 10_000}])  # the app's first run loads the data and the teacher
@@ -146,10 +147,14 @@ def solo_accuracies(args: argparse.Namespace) -> tuple[float, float]:
     """The identical settings trained once in this process, as the app's table rounds them."""
     sys.path.insert(0, str(ROOT))
     from kd_core import settings
+    from kd_core.config import RunConfig
     from kd_core.train import run
 
-    cfg = settings.make_config(temperature=2.0, alpha=0.5, epochs=args.epochs, lr=1e-3, student="mlp-small",
-                               train_size=args.train_size, hide_class="none", seed=args.seed)
+    defaults = RunConfig()
+    cfg = settings.make_config(temperature=defaults.temperature, alpha=defaults.alpha,
+                               epochs=defaults.epochs if args.epochs is None else args.epochs, lr=defaults.lr,
+                               student=defaults.student, hide_class="none", seed=args.seed,
+                               train_size=defaults.train_size if args.train_size is None else args.train_size)
     result = run(cfg)
     return round(100 * result.ce_acc, 2), round(100 * result.kd_acc, 2)
 
@@ -193,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", default=["1x1", "2x1", "1x2"],
                         help="RUNSxTHREADS: $KD_CONCURRENT_RUNS x $KD_TRAINING_THREADS; the first is the "
                              "baseline of the ratios")
-    parser.add_argument("--epochs", type=int, default=3)  # the app's defaults unless told otherwise
-    parser.add_argument("--train-size", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="default: the app's")
+    parser.add_argument("--train-size", type=int, help="default: the app's")
     parser.add_argument("--seed", type=int, default=0, help="the identical visitors' seed")
     parser.add_argument("--json", type=Path, help="also write every visit's figures here")
     args = parser.parse_args(argv)
@@ -203,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = [run_candidate(runs, threads, args, logs) for runs, threads in candidates]
     solo = solo_accuracies(args)
-    print(f"{args.visitors} visitors, epochs {args.epochs}, train_size {args.train_size or 'all'}, "
+    print(f"{args.visitors} visitors, epochs {args.epochs or 'default'}, train_size "
+          f"{'default' if args.train_size is None else args.train_size or 'all'}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
           f"{time.perf_counter() - started:.0f} s in all; app logs in {logs}\n")
     print(report(results, solo))

@@ -7,8 +7,8 @@ The same students (the CE baseline + one KD student per (T, α)) from the same i
 same batches in the same order, trained four ways:
 
 * **batched** — `kd_core.sweep.run_sweep`: all students in one `StudentStack`, one step for all;
-* **sequential** — the very same code one student at a time (`StudentStack(copies=1)`, `grid_loss`,
-  fused Adam, `StudentStack.predict`), so the ratio is what batching itself buys;
+* **sequential** — the very same code one student at a time (a `StudentStack` of one, `role_losses`,
+  fused Adam, `StudentStack.logits`), so the ratio is what batching itself buys;
 * **plain** — one student at a time as `distill` trains each of its students (`nn.Module`, `kd_loss`,
   default Adam): the natural loop;
 * **distill** — `kd_core.train.run` once per grid cell: what one would do without the sweep (each run
@@ -39,7 +39,9 @@ from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import flops_per_sample  # noqa: E402
-from kd_core.sweep import StudentStack, grid_loss, run_sweep  # noqa: E402
+from kd_core.roles import role_losses  # noqa: E402
+from kd_core.stack import StudentStack  # noqa: E402
+from kd_core.sweep import run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402
 from kd_core.train import new_student, predictions, run  # noqa: E402
 
@@ -69,7 +71,8 @@ def one_by_one(cfg: RunConfig, dataset: Dataset, cells: list[tuple[float, float]
     training seconds, wall seconds and test accuracies."""
     torch.set_num_threads(cfg.cpu_threads)
     logits = teacher_logits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), dataset)
-    index = student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed)
+    index = student_indices(dataset.train_labels, train_size=cfg.train_size, seed=cfg.seed,
+                            exclude=dataset.validation_index)
     data = (dataset.normalize(dataset.train_images[index]), logits.train[index], dataset.train_labels[index])
     wall, train_s, accs = time.perf_counter(), 0.0, []
     for T, alpha in cells:
@@ -87,7 +90,7 @@ def train_alone(cfg: RunConfig, dataset: Dataset, data: tuple, T: float, alpha: 
         module = new_student(cfg.student, dataset, cfg.seed)
         optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     else:
-        stack = StudentStack(new_student(cfg.student, dataset, cfg.seed), 1, dataset.image_shape)
+        stack = StudentStack([new_student(cfg.student, dataset, cfg.seed)], 1, dataset.image_shape)
         optimizer = torch.optim.Adam(stack.parameters(), lr=cfg.lr, fused=True)
         T_vector, alpha_vector = torch.tensor([T]), torch.tensor([alpha])
     order_rng = torch.Generator().manual_seed(cfg.seed)
@@ -102,8 +105,9 @@ def train_alone(cfg: RunConfig, dataset: Dataset, data: tuple, T: float, alpha: 
             if plain:
                 loss = kd_loss(module(inputs[batch]), soft_targets[batch], labels[batch], T=T, alpha=alpha)
             else:
-                loss = grid_loss(stack(inputs[batch], train=True), soft_targets[batch], labels[batch],
-                                 T_vector, alpha_vector).sum()
+                out = stack(inputs[batch].unsqueeze(0), train=True)  # [1, K, B]: one seed, one role
+                loss = role_losses(out.unsqueeze(0), soft_targets[batch].T.unsqueeze(0), labels[batch].unsqueeze(0),
+                                   T_vector, alpha_vector).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -111,7 +115,7 @@ def train_alone(cfg: RunConfig, dataset: Dataset, data: tuple, T: float, alpha: 
         if plain:  # one evaluation per epoch, as distill and the sweep do
             predicted = predictions(module, dataset, dataset.test_images)
         else:
-            predicted = stack.predict(dataset.normalize(dataset.test_images), cfg.batch_size)[0]
+            predicted = stack.logits(dataset.normalize(dataset.test_images)).argmax(2)[0]
     return seconds, (predicted == dataset.test_labels).float().mean().item()
 
 
@@ -126,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict:
     dataset = load_dataset("fashion-mnist")
     cfg = RunConfig(student=args.student, epochs=args.epochs, batch_size=args.batch_size,
                     train_size=0 if args.samples >= len(dataset.train_labels) else args.samples,
-                    cpu_threads=args.threads, device="cpu", event_interval_s=3600.0).validate()
+                    cpu_threads=args.threads, device="cpu", event_interval_s=3600.0, repeats=1).validate()
     grid = [(T, alpha) for T in args.T for alpha in args.alpha]
     teacher_logits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), dataset)  # into memory once
     warm = cfg.replace(train_size=512)  # first calls pay one-off allocations and library start-up

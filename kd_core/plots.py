@@ -112,6 +112,16 @@ def bias_figure(curve: Sequence[dict], value: float, auto: float, class_name: st
     return figure
 
 
+def figure_data_url(figure, fmt: str = "webp") -> str:
+    """A matplotlib Figure rendered once as a data URL, the form gr.Plot sends to the browser."""
+    import base64
+    import io
+
+    with io.BytesIO() as buffer:
+        figure.savefig(buffer, format=fmt)
+        return f"data:image/{fmt};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
 def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
     """`frame` after one row per name in `series` at x = 0 with every other number missing.
 

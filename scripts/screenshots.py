@@ -40,6 +40,7 @@ def capture(url: str, out_dir: str | Path, *, preset: str = TRAIN_PRESET,
             page.goto(url)
             expect(page.get_by_text("KD Playground").first).to_be_visible()
             paths = [shoot_train(page, out_dir / "train.png", preset),
+                     shoot_methods(page, out_dir / "methods.png"),
                      shoot_hidden_class(page, out_dir / "hidden-class-bias.png"),
                      shoot_predict(page, out_dir / "predict.png"),
                      shoot_sketch(page, out_dir / "predict-sketch.png"),
@@ -68,6 +69,18 @@ def shoot_train(page: Page, path: Path, preset: str) -> Path:
     expect(page.locator(".kd-status")).to_contain_text("done:")
     expect(page.get_by_text("Results on the 10,000 test images")).to_be_visible()
     page.wait_for_timeout(1000)  # let the charts finish their transition
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_methods(page: Page, path: Path) -> Path:
+    """The methods preset: KD, KD-std, DKD and DIST beside CE, their curves and results rows."""
+    open_tab(page, "Train")
+    page.get_by_role("button", name="Methods side by side: KD, KD-std, DKD, DIST").click()
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator(".kd-status")).to_contain_text("done:")
+    expect(page.get_by_role("cell", name="DIST student")).to_be_visible()
+    page.wait_for_timeout(1000)
     page.screenshot(path=path, full_page=True)
     return path
 
