@@ -328,12 +328,13 @@ def test_identical_sweeps_share_one_run(server):
     assert len({str(final[4]["value"]["data"]) for final in finals}) == 1  # the same grid for all three
 
 
-def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(server):
+def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(server, monkeypatch):
     long = {"epochs": 20, "train_size": 0, "student": "mlp-medium"}  # minutes each
-    clients = [Client(server, verbose=False) for _ in range(app.CONCURRENT_RUNS + 1)]
+    monkeypatch.setattr(app.RUNS, "max_running", 1)  # one slot, so that a second run must wait for it
+    clients = [Client(server, verbose=False) for _ in range(2)]
     jobs = [client.submit(**long, seed=300 + i, api_name="/distill") for i, client in enumerate(clients)]
     try:
-        assert wait_until(lambda: app.RUNS.running() == app.CONCURRENT_RUNS and
+        assert wait_until(lambda: app.RUNS.running() == 1 and
                           any("waiting for a free training slot" in (job.outputs() or [[""]])[-1][0]
                               for job in jobs))
         visitor = Client(server, verbose=False)
