@@ -57,15 +57,10 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata) from a safetensors file, or CheckpointError saying what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    metadata = read_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
         tensors = load_file(str(path))
-        metadata = json.loads(header[META_KEY])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable KD Playground checkpoint ({error})") from error
     return tensors, metadata
 

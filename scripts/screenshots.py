@@ -79,7 +79,7 @@ def shoot_methods(page: Page, path: Path) -> Path:
     page.get_by_role("button", name="Methods side by side: KD, KD-std, DKD, DIST").click()
     page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator(".kd-status")).to_contain_text("done:")
-    expect(page.get_by_role("cell", name="DIST student")).to_be_visible()
+    expect(page.get_by_role("gridcell", name="DIST student")).to_be_visible()
     page.wait_for_timeout(1000)
     page.screenshot(path=path, full_page=True)
     return path

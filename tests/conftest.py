@@ -4,6 +4,7 @@ caches from the user's home directory."""
 from __future__ import annotations
 
 import pytest
+from support import free_port
 
 from kd_core import checkpoints
 from kd_core.data import load_dataset
@@ -13,6 +14,16 @@ from kd_core.data import load_dataset
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Logit caches written by tests go to a temporary directory, never ~/.cache."""
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kd-cache"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app served on a free loopback port for one test module; its URL."""
+    import app
+
+    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
+    yield app.demo.local_url
+    app.demo.close()
 
 
 @pytest.fixture(scope="session")

@@ -78,10 +78,9 @@ OUT_OF_RANGE = [
 
 
 @pytest.fixture(scope="module")
-def server():
-    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
-    yield app.demo.local_url.rstrip("/")
-    app.demo.close()
+def server(server):
+    """conftest's app, its URL without the trailing slash (the tests build raw API URLs on it)."""
+    return server.rstrip("/")
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +97,6 @@ def valid(server) -> dict[str, dict]:
             "soften": {"image": picture, "temperature": 4.0},
             "sweep": {"temperatures": "2", "alphas": "0.5", "epochs": 1, "train_size": 500, "repeats": 1}}
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(server: str, endpoint: str, values: list) -> tuple[str, object]:

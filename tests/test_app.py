@@ -17,6 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
+from support import free_port
 
 import app
 from kd_core import checkpoints, predict, session, settings
@@ -27,14 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
 TINY = {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "train_size": 2000, "repeats": 2}
 SERVER_HAS_JOB = {Status.IN_QUEUE, Status.PROCESSING, Status.ITERATING, Status.PROGRESS}
-
-
-@pytest.fixture(scope="module")
-def server():
-    # an explicit free port: Gradio's own search leaks a socket for each busy port it tries
-    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
-    yield app.demo.local_url
-    app.demo.close()
 
 
 @pytest.fixture
@@ -381,12 +374,6 @@ def test_import_app_starts_no_server_and_loads_no_data():
     assert out.stdout.strip() == "ok"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cached_files(folder: Path) -> set[Path]:

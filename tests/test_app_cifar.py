@@ -12,7 +12,7 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from test_app import free_port
+from support import free_port
 
 import app
 from kd_core import checkpoints, data, session, settings

@@ -1,19 +1,13 @@
 """The one private Gradio API the app relies on, `Blocks.state_holder.delete_state`, wrapped in
 `app.delete_session_state`: these tests fail loudly when a Gradio upgrade renames or changes it."""
 
-import socket
 
 import gradio as gr
 import pytest
 from gradio_client import Client
+from support import free_port
 
 import app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
@@ -26,21 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
 CLIENTS = 8  # concurrent identical requests per round
 ROUNDS = 12  # per endpoint; before the fix, 12 rounds of /predict failed at least once in 5 of 5 runs
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
-    yield app.demo.local_url
-    app.demo.close()
 
 
 def fetch_whole_picture(server: str, file: dict) -> tuple[int, int]:

@@ -210,21 +210,6 @@ def test_the_wait_estimate_counts_the_runs_ahead_and_the_slots():
 
 # ------------------------------------------------------------------------------------ the live app
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
-    yield app.demo.local_url
-    app.demo.close()
-
-
 def students_of(client: Client) -> session.SessionStudents:
     """The students the server holds in this client's session."""
     [state] = [block for block in app.demo.blocks.values()

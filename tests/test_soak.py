@@ -25,10 +25,11 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
+from support import free_port
 
 import app
 from kd_core import session
-from tests.test_served_images import fetch_whole_picture, free_port
+from tests.test_served_images import fetch_whole_picture
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
