@@ -149,8 +149,10 @@ class LossCurves:
 
     def frame(self) -> pd.DataFrame:
         """Built once however many visitors share the view (the frame is only read)."""
+        # every student name a run can have, in every frame: the browser fixes a chart's colour legend on its first
+        # frame of the page, so a later run with other methods would otherwise draw its new lines without colour
         return rendered(self, lambda: plots.with_every_series(plots.loss_frame(self.steps, self.names), "student",
-                                                              self.names, x="step"))
+                                                              plots.STUDENT_NAMES, x="step"))
 
 
 @dataclass(frozen=True)

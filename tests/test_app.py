@@ -86,7 +86,8 @@ def test_distill_streams_updates_then_results_and_files(client, fashion):
     assert "done: " in statuses[-1] and "seeds" in statuses[-1] and '<progress max="100" value="100">' in statuses[-1]
     losses = updates[-1][1]
     assert losses["x_lim"] == [0, 8]  # 2000 images / batch 256 = 8 steps: the x range is fixed up front
-    assert {row[2] for row in losses["value"]["data"]} == {"CE student", "KD student"}
+    drawn = {row[2] for row in losses["value"]["data"] if isinstance(row[1], float) and row[1] == row[1]}
+    assert drawn == {"CE student", "KD student"}  # (every other student name is a placeholder row, see plots)
     assert updates[-1][2]["type"] == "matplotlib"  # the accuracy curves with their seed bands
     assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
 
