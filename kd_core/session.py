@@ -71,11 +71,21 @@ def downloads(students: SessionStudents | None) -> list[Path]:
     return sorted(p for p in students.run_dir.iterdir() if p.suffix in (".md", ".onnx"))
 
 
-def export_onnx(students: SessionStudents | None) -> list[Path]:
+@dataclass(frozen=True, eq=False)
+class ExportView:
+    """After an ONNX export: the files, the latency of teacher and KD student, and the comparison in words."""
+
+    files: list[Path]
+    latency: pd.DataFrame  # kd_core.latency.latency_table: PyTorch and ONNX Runtime, batch 1 and 256
+    words: str
+
+
+def export_onnx(students: SessionStudents | None) -> ExportView:
     """The first seed's KD student as ONNX (normalisation built in), checked against PyTorch on the test set,
-    timed, with its card; ValueError saying what is missing (a run, or the optional ONNX packages)."""
+    timed beside the teacher, with its card; ValueError saying what is missing (a run, or the ONNX packages)."""
     from .deploy import export_with_card
     from .export import ExportUnavailable
+    from .latency import latency_rows, latency_table, speedup_words
 
     if students is None or students.summary is None:
         raise ValueError("train a pair first: the export takes this session's KD student")
@@ -84,7 +94,10 @@ def export_onnx(students: SessionStudents | None) -> list[Path]:
                          summary=students.summary)
     except ExportUnavailable as error:
         raise ValueError(str(error)) from None
-    return downloads(students)
+    teacher = predict.default_teacher(students.kd.meta["dataset"])
+    rows = latency_rows({"teacher": (teacher.model, teacher.meta), "KD student": (students.kd.model,
+                                                                               students.kd.meta)})
+    return ExportView(downloads(students), latency_table(rows), speedup_words(rows))
 
 
 def with_hidden_bias(students: SessionStudents, value: float) -> SessionStudents:

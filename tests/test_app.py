@@ -556,3 +556,15 @@ def test_memory_stays_bounded_over_50_runs(server, monkeypatch):
     # the least of five readings: a single one can land on a run's temporary buffers
     growth = min(sizes[-5:]) - min(sizes[5:10])
     assert growth < 150, [round(size) for size in sizes]  # measured: 14 to 58 MB; before the fix, 297
+
+
+def test_a_transfer_set_and_a_hidden_class_through_the_api(client):
+    """Issue 12 through gradio_client: the status says which images the students saw; the table has the hidden
+    class's column; the session's students carry the bias curve the app's bias panel shows."""
+    updates = list(client.submit(epochs=1, train_size=500, repeats=2, unlabeled=5000, hide_class="Dress",
+                                 api_name="/distill"))
+    assert any("500 training images + 5,000 unlabelled" in u[0] for u in updates)  # hidden class left out
+    table = updates[-1][3]["value"]
+    assert "hidden class (%)" in table["headers"]
+    ce_hidden = table["data"][1][table["headers"].index("hidden class (%)")]
+    assert ce_hidden < 2.0  # no labelled dress, and none among the unlabelled images either

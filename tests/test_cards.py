@@ -26,5 +26,6 @@ def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
     assert result["repeats"] == 2 and result["config"]["temperature"] == 3.0
     session.discard(students)
     pytest.importorskip("onnxruntime")  # the ONNX export of the same student, with its card
-    files = session.export_onnx(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
-    assert [p.name for p in files] == ["kd-student.md", "kd-student.onnx"]
+    view = session.export_onnx(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
+    assert [p.name for p in view.files] == ["kd-student.md", "kd-student.onnx"]
+    assert list(view.latency["model"]) == ["teacher", "KD student"] and "faster" in view.words
