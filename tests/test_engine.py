@@ -293,3 +293,25 @@ def test_methods_train_side_by_side_and_report_against_ce(fashion):
         assert method["acc"] > 0.6 and method["verdict"]
     with pytest.raises(ValueError, match="methods must be one or more of kd, kd-std, dkd, dkd-std, dist"):
         next(train_stack(SMALL.replace(methods=("fitnets",)), PAIR))
+
+
+def test_runs_beside_each_other_equal_the_same_runs_alone(fashion):
+    """The app trains several runs at once; each must equal itself alone. (Before the students' initialisation
+    took a lock, two runs starting together drew from each other's seeded global generator.)"""
+    import threading
+
+    from kd_core.train import run
+
+    cfgs = [SMALL.replace(temperature=T, alpha=0.5, repeats=2) for T in (1.0, 8.0)]
+    alone = [run(cfg).kd_acc for cfg in cfgs]
+    beside = [None, None]
+
+    def train(i):
+        beside[i] = run(cfgs[i]).kd_acc
+
+    threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert beside == alone
