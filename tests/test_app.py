@@ -17,7 +17,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from support import free_port
+from support import free_port, wait_for
 
 import app
 from kd_core import checkpoints, predict, session, settings
@@ -35,13 +35,6 @@ def client(server):
     return Client(server, verbose=False)
 
 
-def wait_for(condition, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def label_probabilities(label: dict) -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from gradio_client import Client, handle_file
+from support import wait_for
 
 import app
 from kd_core import session, settings
@@ -56,13 +57,6 @@ def take(sub, count: int) -> list:
     return [next(sub) for _ in range(count)]
 
 
-def wait_until(condition, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 # ------------------------------------------------------------------------------------ the registry
@@ -128,7 +122,7 @@ def test_the_last_subscriber_leaving_closes_the_generator_and_the_next_request_s
     b.close()
     assert source.ended == [] and runs.running() == 1  # the generator is busy making item 2
     source.allow(1)
-    assert wait_until(lambda: source.ended == ["closed"] and runs.running() == 0)
+    assert wait_for(lambda: source.ended == ["closed"] and runs.running() == 0)
     again = runs.subscribe("k", source)
     assert again.how == OWN  # a stopped run is neither joined nor replayed
     source.allow(5)
@@ -142,7 +136,7 @@ def test_a_subscriber_that_neither_reads_nor_closes_stops_keeping_the_run_going(
     assert next(forgotten) == 0
     time.sleep(0.3)
     source.allow(1)
-    assert wait_until(lambda: source.ended == ["closed"] and runs.running() == 0)
+    assert wait_for(lambda: source.ended == ["closed"] and runs.running() == 0)
 
 
 def test_a_finished_run_is_replayed_exactly_without_running_again():
@@ -188,7 +182,7 @@ def test_runs_beyond_max_running_wait_in_order_and_are_told_so():
     assert second.made == 0
     first.allow(2)
     assert list(a) == [1, 2]  # a ends: its slot goes to b, the earlier of the two
-    assert wait_until(lambda: second.made == 1) and third.made == 0
+    assert wait_for(lambda: second.made == 1) and third.made == 0
     waiting = next(c)
     assert waiting.runs_ahead == 0 and waiting.recent_runs == 1 and waiting.estimate_s is not None
     second.allow(2)
@@ -292,9 +286,9 @@ def test_a_visitor_who_cancels_does_not_stop_the_shared_run(server):
             break
     started = app.RUNS.runs_started
     stay_job = staying.submit(**settings_, api_name="/distill")
-    assert wait_until(lambda: len(stay_job.outputs()) > 0)  # the server has the second visitor's request
+    assert wait_for(lambda: len(stay_job.outputs()) > 0)  # the server has the second visitor's request
     job.cancel()
-    assert wait_until(stay_job.done)
+    assert wait_for(stay_job.done)
     updates = stay_job.outputs()
     assert "done: " in updates[-1][0] and "sharing its results" in updates[-1][0]
     assert app.RUNS.runs_started == started  # the run it joined went on: none was started again
@@ -319,7 +313,7 @@ def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(ser
     clients = [Client(server, verbose=False) for _ in range(2)]
     jobs = [client.submit(**long, seed=300 + i, api_name="/distill") for i, client in enumerate(clients)]
     try:
-        assert wait_until(lambda: app.RUNS.running() == 1 and
+        assert wait_for(lambda: app.RUNS.running() == 1 and
                           any("waiting for a free training slot" in (job.outputs() or [[""]])[-1][0]
                               for job in jobs))
         visitor = Client(server, verbose=False)
@@ -329,4 +323,4 @@ def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(ser
     finally:
         for job in jobs:
             job.cancel()
-    assert wait_until(lambda: app.RUNS.running() == 0 and session.active_runs() == 0, seconds=30)
+    assert wait_for(lambda: app.RUNS.running() == 0 and session.active_runs() == 0, seconds=30)

@@ -25,7 +25,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
-from support import free_port
+from support import free_port, wait_for
 
 import app
 from kd_core import session
@@ -180,13 +180,6 @@ def visitor(soak: Soak, index: int) -> None:
 
 # ------------------------------------------------------------------------------------ the soak
 
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 @pytest.fixture
