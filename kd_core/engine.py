@@ -246,6 +246,8 @@ class Trainer:
         self.cfg, self.roles, self.dataset = cfg, roles, dataset
         self.device = device = resolve_device(cfg.device)
         self.logits = teacher_logits(teacher_path, dataset, device)
+        val = dataset.validation_index
+        self.teacher_val_acc = (self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
         self.seeds = tuple(cfg.seed + i for i in range(cfg.repeats))
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
@@ -286,11 +288,11 @@ class Trainer:
             torch.set_num_threads(self.cfg.cpu_threads)
 
     def started(self) -> StackStarted:
-        data, val = self.data, self.dataset.validation_index
-        teacher_val = (self.logits.train[val].argmax(1) == self.dataset.train_labels[val]).float().mean().item()
-        return StackStarted(self.cfg, str(self.device), self.roles, self.seeds, self.logits.test_acc, teacher_val,
-                            data.labelled.shape[1], data.transfer.shape[1], self.steps_per_epoch,
-                            self.total_steps, self.logits.seconds, self.logits.source, self.notes)
+        data = self.data
+        return StackStarted(self.cfg, str(self.device), self.roles, self.seeds, self.logits.test_acc,
+                            self.teacher_val_acc, data.labelled.shape[1], data.transfer.shape[1],
+                            self.steps_per_epoch, self.total_steps, self.logits.seconds, self.logits.source,
+                            self.notes)
 
     def run(self) -> Iterator[StackEvent]:
         """Started, the first evaluation, then per step: train, maybe report losses, maybe evaluate."""
@@ -418,7 +420,7 @@ class Trainer:
         return StackResult(
             config=self.cfg, device=str(self.device), roles=self.roles, seeds=self.seeds,
             teacher_acc=self.logits.test_acc,
-            teacher_val_acc=(self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item(),
+            teacher_val_acc=self.teacher_val_acc,
             teacher_class_acc=class_accuracy(teacher_test, test_labels, k).tolist(),
             test_acc=per_student((test_pred == test_labels).float().mean(1)),
             val_acc=per_student((val_logits.argmax(2) == dataset.train_labels[val]).float().mean(1)),
