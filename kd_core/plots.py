@@ -1,10 +1,11 @@
 """Plot frames: the tidy pandas DataFrames the app's charts draw, built from training events.
 
 Each frame is "long" (one row per point, a column naming the series) so a chart colours by that
-column: loss curves per student, test-accuracy curves per model, and one image's class probabilities
-at a temperature (the app draws T = 1 beside the chosen T), and a T × α sweep's accuracies. The app
-(gr.LinePlot, gr.BarPlot) or a notebook (`frame.pivot(...).plot()`) draws the frames; the sweep heatmap,
-which Gradio has no native chart for, is a matplotlib figure (imported only when one is drawn).
+column: loss curves per student, one image's class probabilities at a temperature (the app draws T = 1
+beside the chosen T), and a T × α sweep's accuracies. The app (gr.LinePlot, gr.BarPlot) or a notebook
+(`frame.pivot(...).plot()`) draws the frames. Charts Gradio has no native form for are matplotlib figures
+(imported only when one is drawn): the validation-accuracy curves with their band over seeds, the sweep
+heatmap, and the hidden-class bias curve.
 """
 
 from __future__ import annotations
@@ -32,22 +33,6 @@ def loss_frame(steps: Sequence[Step], names: Sequence[str] = (CE, KD)) -> pd.Dat
     rows = [(s.step, loss, student) for s in steps
             for loss, student in zip(s.losses if len(names) > 2 else (s.ce_loss, s.kd_loss), names, strict=True)]
     return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
-
-
-def accuracy_frame(evaluations: Sequence[Evaluated], teacher_acc: float | None = None) -> pd.DataFrame:
-    """Columns epoch, accuracy (% of the test set), model; the hidden class's curves when there is one.
-
-    The teacher does not train, so it is a flat line across the epochs evaluated so far.
-    """
-    rows = []
-    for e in evaluations:
-        rows += [(e.epoch, 100 * e.ce_acc, CE), (e.epoch, 100 * e.kd_acc, KD)]
-        if e.ce_hidden_acc is not None:
-            rows += [(e.epoch, 100 * e.ce_hidden_acc, CE_HIDDEN), (e.epoch, 100 * e.kd_hidden_acc, KD_HIDDEN)]
-        if teacher_acc is not None:
-            rows.append((e.epoch, 100 * teacher_acc, TEACHER))
-    frame = pd.DataFrame(rows, columns=["epoch", "accuracy", "model"])
-    return typed(frame, epoch="int64", accuracy="float64")
 
 
 def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None, total_epochs: int,

@@ -20,25 +20,21 @@ def test_loss_frame_of_no_steps_is_empty_with_columns():
     assert list(frame.columns) == ["step", "loss", "student"] and len(frame) == 0
 
 
-def test_accuracy_frame_in_percent_with_teacher_line():
-    evaluations = [Evaluated(0, 0, 0.1, 0.125, None, None, 0.0), Evaluated(1, 8, 0.5, 0.75, None, None, 1.0)]
-    frame = plots.accuracy_frame(evaluations, teacher_acc=0.9)
-    assert frame.to_dict("records") == [
-        {"epoch": 0, "accuracy": 10.0, "model": "CE student"},
-        {"epoch": 0, "accuracy": 12.5, "model": "KD student"},
-        {"epoch": 0, "accuracy": 90.0, "model": "teacher"},
-        {"epoch": 1, "accuracy": 50.0, "model": "CE student"},
-        {"epoch": 1, "accuracy": 75.0, "model": "KD student"},
-        {"epoch": 1, "accuracy": 90.0, "model": "teacher"}]
-
-
-def test_accuracy_frame_adds_hidden_class_curves():
-    frame = plots.accuracy_frame([Evaluated(1, 8, 0.5, 0.75, 0.0, 0.25, 1.0)])
-    assert frame.to_dict("records") == [
-        {"epoch": 1, "accuracy": 50.0, "model": "CE student"},
-        {"epoch": 1, "accuracy": 75.0, "model": "KD student"},
-        {"epoch": 1, "accuracy": 0.0, "model": "CE hidden"},
-        {"epoch": 1, "accuracy": 25.0, "model": "KD hidden"}]
+def test_accuracy_figure_draws_the_seed_mean_and_a_one_std_band():
+    # two evaluations of 2 seeds: CE at 10/20 % then 50/70 %, KD at 20/20 % then 80/60 %
+    evaluations = [Evaluated(0, 0, 0.15, 0.2, None, None, 0.0, 0.0, (0.1, 0.2), (0.2, 0.2),
+                             ((0.1, 0.2), (0.2, 0.2))),
+                   Evaluated(1, 8, 0.6, 0.7, None, None, 1.0, 1.0, (0.5, 0.7), (0.8, 0.6),
+                             ((0.5, 0.7), (0.8, 0.6)))]
+    figure = plots.accuracy_figure(evaluations, teacher_acc=0.9, total_epochs=1)
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.lines}
+    assert list(lines["CE student"].get_ydata()) == pytest.approx([15.0, 60.0])
+    assert list(lines["KD student"].get_ydata()) == pytest.approx([20.0, 70.0])
+    assert list(lines["teacher"].get_ydata()) == pytest.approx([90.0, 90.0])
+    band = axes.collections[0].get_paths()[0].vertices[:, 1]  # the CE band: mean ± sample std
+    std = math.sqrt(0.02) * 100  # of 50 and 70 %
+    assert min(band) == pytest.approx(15.0 - math.sqrt(50)) and max(band) == pytest.approx(60.0 + std)
 
 
 def test_probability_frame_is_the_softmax_at_t():
