@@ -95,14 +95,14 @@ def train_on_device(cfg: RunConfig):
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
             hide_class: str, seed: int, dataset: str, repeats: int, unlabeled: int, methods: list[str],
-            dkd_beta: float, students: session.SessionStudents | None):
+            dkd_beta: float, feature_weight: float, students: session.SessionStudents | None):
     """Train CE and KD students side by side, one pair per seed; stream the curves, end with the results
     table and the verdict."""
     try:
         cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
-                                   dkd_beta=dkd_beta)
+                                   dkd_beta=dkd_beta, feature_weight=feature_weight)
         for view in shared_runs.live_run(RUNS, cfg, train_on_device):
             done = view.table is not None
             yield (view.status_html(),
@@ -176,7 +176,7 @@ def apply_preset(name: str):
     """A preset's settings, its dataset (presets are tuned on Fashion-MNIST) and that dataset's pickers."""
     cfg = settings.preset(name)
     return (cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.repeats, cfg.unlabeled, list(cfg.methods),
-            cfg.dkd_beta, cfg.dataset,
+            cfg.dkd_beta, cfg.feature_weight, cfg.dataset,
             *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, settings.hidden_class_name(cfg)))
 
 
@@ -281,6 +281,8 @@ def train_tab(students: gr.State) -> None:
                         elem_classes="kd-small")
             dkd_beta = gr.Slider(0, settings.MAX_DKD_BETA, DEFAULTS.dkd_beta, step=0.5,
                                  label="DKD β: weight on the non-target classes (dkd, dkd-std)")
+            feature_weight = gr.Slider(0, 1, DEFAULTS.feature_weight, step=0.05,
+                                       label="Feature weight w: on the feature loss, 1 − w on CE (hint, cosine)")
             with gr.Row():
                 seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="First seed")
                 repeats = gr.Slider(1, MAX_REPEATS, DEFAULTS.repeats, step=1, label="Seeds",
@@ -323,10 +325,11 @@ def train_tab(students: gr.State) -> None:
                                    interactive=False)
             speedup = gr.Markdown()
     controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset, repeats, unlabeled,
-                methods, dkd_beta]
+                methods, dkd_beta, feature_weight]
     for button in preset_buttons:
         button.click(apply_preset, gr.State(button.value),
-                     [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, dataset, student,
+                     [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, feature_weight,
+                      dataset, student,
                       train_size, hide_class, teacher],
                      api_visibility="private")
     # .input, not .change: a preset sets the dataset and these pickers itself

@@ -26,6 +26,7 @@ from .data import DatasetUnavailable
 from .export import ExportUnavailable
 from .models import STUDENTS, TEACHERS
 from .roles import METHODS
+from .sweep import SWEEP_METHODS
 from .teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from .train import TrainingDiverged, resolve_device
 
@@ -134,6 +135,8 @@ def build_parser() -> Parser:
                               f"{', '.join(METHODS)} (formulas: kd_core/roles.py)")
     distill.add_argument("--dkd-beta", type=float, default=DEFAULTS.dkd_beta,
                          help="DKD's weight on the non-target-class term (dkd, dkd-std)")
+    distill.add_argument("--feature-weight", type=float, default=DEFAULTS.feature_weight,
+                         help="weight w on the feature loss, 1 - w on CE (hint, cosine), in [0, 1]")
     distill.add_argument("--augment", action="store_true",
                          help="random crop + flip per batch; the teacher runs on every augmented batch")
     distill.add_argument("--pretrained", action="store_true",
@@ -147,6 +150,8 @@ def build_parser() -> Parser:
                        help="comma-separated temperatures, e.g. 1,2,4,8")
     sweep.add_argument("--alpha", type=float_list, default=[0.1, 0.5, 0.9],
                        help="comma-separated alphas in [0, 1], e.g. 0.1,0.5,0.9")
+    sweep.add_argument("--method", choices=SWEEP_METHODS, default="kd",
+                       help="the grid students' method: Hinton KD, or KD on standardised logits")
 
     bench = commands.add_parser("bench", help="measure training speed against the seed-style loop")
     from .bench import add_arguments as add_bench_arguments
@@ -215,7 +220,8 @@ def cmd_distill(args: argparse.Namespace) -> dict:
     from .train import Evaluated, Finished, Started, distill
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
-                     pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta)
+                     pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
+                     feature_weight=args.feature_weight)
     check_before_work(cfg)
     result = None
     for event in distill(cfg):
@@ -260,7 +266,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
     cfg = run_config(args)
     check_before_work(cfg)
-    return run_sweep(cfg, temperatures=args.T, alphas=args.alpha).summary()
+    return run_sweep(cfg, temperatures=args.T, alphas=args.alpha, method=args.method).summary()
 
 
 def cmd_export(args: argparse.Namespace) -> dict:

@@ -49,6 +49,7 @@ class RunConfig:
     #                                omitted-class experiment: no)
     methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (kd_core.roles.METHODS): one each
     dkd_beta: float = 8.0  # DKD's weight on the non-target-class term (mdistiller's CIFAR-100 default)
+    feature_weight: float = 0.25  # hint, cosine: weight w on the feature loss, (1 − w) on CE (PyTorch KD tutorial)
     evaluations: int = 12  # live validation-subset evaluations per run, evenly spaced in steps (the curves' points)
     device: str = "auto"  # "auto" picks cuda when available, else cpu
     cpu_threads: int = 1  # torch threads while training on CPU: a 2nd core speeds small students <10%,
@@ -89,6 +90,7 @@ class RunConfig:
                 or any(m not in METHODS for m in self.methods)):
             raise ValueError(f"methods must be one or more of {', '.join(METHODS)}, each once; got {self.methods!r}")
         _check_number("dkd_beta", self.dkd_beta, low=0.0, high=100.0)
+        _check_number("feature_weight", self.feature_weight, low=0.0, high=1.0)
         if not isinstance(self.unlabeled_hidden, bool):
             raise ValueError(f"unlabeled_hidden must be true or false; got {self.unlabeled_hidden!r}")
         if not isinstance(self.pretrained, bool):

@@ -33,9 +33,9 @@ import torch
 from . import checkpoints, models
 from .config import RunConfig
 from .data import Dataset, augment, load_dataset, stratified_subset, student_indices
-from .roles import Role, hinton_columns, stack_losses
+from .roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
 from .stack import ModuleStack, make_stack
-from .teacher import teacher_logits
+from .teacher import teacher_features, teacher_logits
 
 LIVE_VALIDATION = 500  # validation images behind the live curves (class-stratified, fixed): 12 evaluations of
 # 500 images slowed the default run by about 10 % (measured, README); 2,000 images cost 50-80 %
@@ -198,6 +198,7 @@ class RunData:
         self.images = images if cfg.augment else dataset.normalize(images)
         self.labels = dataset.train_labels[self.used].to(device)
         self.teacher = train_logits[self.used].to(device)  # [N, K], ignored when augmenting
+        self.teacher_features: torch.Tensor | None = None  # [N, F_t] when a role learns from features
         live = stratified_subset(dataset.train_labels, validation, LIVE_VALIDATION, seed=0)
         self.live_inputs = dataset.normalize(dataset.train_images[live].to(device))
         self.live_labels = dataset.train_labels[live].to(device)
@@ -260,7 +261,9 @@ class Trainer:
             self.students.to(device)
         # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
         # is per element, so one Adam over the stacked tensors is one Adam per student
-        self.optimizer = torch.optim.Adam(self.students.parameters(), lr=cfg.lr, fused=True)
+        self.regressors = self.feature_setup(teacher_path, initial[0])  # hint roles' (W, b); {} without any
+        trained = [*self.students.parameters(), *(t for pair in self.regressors.values() for t in pair)]
+        self.optimizer = torch.optim.Adam(trained, lr=cfg.lr, fused=True)
         self.hinton = hinton_columns(roles, device)  # CE and Hinton-KD roles: one vectorised loss
         self.labelled = Batches(self.data.labelled.shape[1], self.seeds)
         self.transfer = Batches(self.data.transfer.shape[1], self.seeds, salt=2**33)
@@ -275,6 +278,26 @@ class Trainer:
             if self.mixed:
                 self.teacher_model = self.teacher_model.to(memory_format=torch.channels_last)
             self.augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def feature_setup(self, teacher_path, student: torch.nn.Module) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """With feature roles: the teacher's features of the run's images (from its cache; an augmenting
+        run computes them per batch instead) and a regressor per seed for each hint role."""
+        self.feature_roles = [i for i, role in enumerate(self.roles) if role.features]
+        if not self.feature_roles:
+            return {}
+        if self.cfg.augment:
+            teacher, _ = checkpoints.load_model(teacher_path, "cpu")
+            teacher_width = models.classifier(teacher).in_features
+        else:
+            features = teacher_features(teacher_path, self.dataset, self.data.used, self.device)
+            self.data.teacher_features = features.rows.to(self.device)
+            teacher_width = features.rows.shape[1]
+            if features.computed:
+                self.notes += (f"computed the teacher's features of {features.computed:,} training images in "
+                               f"{features.seconds:.1f} s (cached for later runs)",)
+        student_width = models.classifier(student).in_features
+        return {i: new_regressor(student_width, teacher_width, self.seeds, self.device)
+                for i in self.feature_roles if self.roles[i].method == "hint"}
 
     def release(self) -> None:
         self.data = self.teacher_model = None  # drop device copies now
@@ -345,7 +368,8 @@ class Trainer:
             yield self.labelled.take(min(batch, n)), self.transfer.take(min(batch, u))
 
     def batch(self, labelled: torch.Tensor, transfer: torch.Tensor):
-        """Student input [G, B, C, H, W], teacher logits [G, K, B] and labels [G, L] for a step."""
+        """Student input [G, B, C, H, W], teacher logits [G, K, B], labels [G, L] and the teacher's features
+        [G, B, F_t] (None without feature roles) for a step."""
         data = self.data
         rows = torch.gather(data.labelled, 1, labelled.to(data.labelled.device))
         if transfer.shape[1]:
@@ -353,20 +377,23 @@ class Trainer:
         rows = rows.to(self.device)
         labels = data.labels[rows[:, :labelled.shape[1]]]
         if not self.cfg.augment:
-            return data.images[rows], data.teacher[rows].transpose(1, 2), labels
+            features = None if data.teacher_features is None else data.teacher_features[rows]
+            return data.images[rows], data.teacher[rows].transpose(1, 2), labels, features
         flat = augment(data.images[rows.flatten()], self.augment_rng, pad=self.dataset.image_shape[-1] // 8,
                        flip=self.dataset.name != "mnist")  # a mirrored digit is another symbol
         x = self.dataset.normalize(flat)
         if self.mixed:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=self.mixed):
-            teacher = self.teacher_model(x).float()
+            features, teacher = models.with_features(self.teacher_model, x)
         G, B = rows.shape
-        return x.reshape(G, B, *x.shape[1:]).clone(), teacher.view(G, B, -1).transpose(1, 2).clone(), labels
+        features = features.float().view(G, B, -1).clone() if self.feature_roles else None
+        return (x.reshape(G, B, *x.shape[1:]).clone(), teacher.float().view(G, B, -1).transpose(1, 2).clone(),
+                labels, features)
 
     def train_step(self, labelled: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
         """One optimiser step of every student; returns their losses [G, M] (detached)."""
-        x, teacher, labels = self.batch(labelled, transfer)
+        x, teacher, labels, teacher_features = self.batch(labelled, transfer)
         G, M = len(self.seeds), len(self.roles)
         self.optimizer.zero_grad(set_to_none=True)
         losses = []
@@ -374,9 +401,14 @@ class Trainer:
             students = range(G * M)[part]
             groups = slice(students.start // M, (students.stop - 1) // M + 1)
             with torch.autocast("cuda", torch.bfloat16, enabled=self.mixed):
-                out = self.students(x, train=True, part=part)
+                out = self.students(x, train=True, part=part, features=bool(self.feature_roles))
+            features = None
+            if self.feature_roles:
+                hidden, out = out
+                features = FeatureBatch(hidden.float().view(-1, M, *hidden.shape[1:]), teacher_features[groups],
+                                        {i: (w[groups], b[groups]) for i, (w, b) in self.regressors.items()})
             out = out.float().view(-1, M, *out.shape[1:])
-            loss = stack_losses(self.roles, self.hinton, out, teacher[groups], labels[groups])
+            loss = stack_losses(self.roles, self.hinton, out, teacher[groups], labels[groups], features)
             loss.sum().backward()  # disjoint graphs: each student gets exactly its own gradient
             losses.append(loss.detach())
         self.optimizer.step()

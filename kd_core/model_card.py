@@ -34,7 +34,7 @@ DISTILL_FLAGS = {"dataset": "--dataset", "teacher": "--teacher", "student": "--s
                  "temperature": "--T", "alpha": "--alpha", "epochs": "--epochs", "lr": "--lr",
                  "batch_size": "--batch-size", "train_size": "--train-size", "hide_class": "--hide-class",
                  "seed": "--seed", "repeats": "--repeats", "unlabeled": "--unlabeled", "methods": "--methods",
-                 "dkd_beta": "--dkd-beta"}
+                 "dkd_beta": "--dkd-beta", "feature_weight": "--feature-weight"}
 SWITCHES = {"augment": "--augment", "pretrained": "--pretrained", "unlabeled_hidden": "--unlabeled-hidden"}
 
 

@@ -127,6 +127,28 @@ def build(name: str, in_shape: Shape = (1, 28, 28), num_classes: int = 10) -> nn
     return builder(tuple(in_shape), num_classes)
 
 
+def classifier(model: nn.Module) -> nn.Linear:
+    """The model's final Linear layer. Its input is what the feature methods (hint, cosine) call the model's
+    *penultimate features*: the last hidden layer of an MLP (mlp-tiny 32, mlp-small 128, mlp-medium 128
+    wide, the teacher MLP 512), the global average pool of a CNN (cnn-tiny 32, cnn-teacher 256) or of a
+    ResNet (512 or 2048)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no Linear layer, so no penultimate features")
+    return layers[-1]
+
+
+def with_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass -> (penultimate features [B, F], logits [B, K]): the input of `classifier(model)`."""
+    captured: list[torch.Tensor] = []
+    hook = classifier(model).register_forward_pre_hook(lambda layer, args: captured.append(args[0]))
+    try:
+        logits = model(x)
+    finally:
+        hook.remove()
+    return captured[-1].flatten(1), logits
+
+
 def describe(model: nn.Module) -> dict[str, int]:
     """{'params': trainable parameter count, 'bytes': parameters and buffers as stored}."""
     params = sum(p.numel() for p in model.parameters())

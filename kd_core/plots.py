@@ -22,7 +22,8 @@ from .train import Evaluated, Step
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
 # a colour per student name (kd_core.roles.NAMES), the same in every chart
 COLOURS = {CE: "#e4572e", KD: "#2e86ab", "KD-std student": "#59a14f", "DKD student": "#9c6ade",
-           "DKD-std student": "#edc948", "DIST student": "#b07aa1", TEACHER: "#7f7f7f"}
+           "DKD-std student": "#edc948", "DIST student": "#b07aa1", "Hint student": "#ff9da7",
+           "Cosine student": "#76b7b2", TEACHER: "#7f7f7f"}
 STUDENT_NAMES = tuple(name for name in COLOURS if name != TEACHER)
 CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
 

@@ -29,6 +29,7 @@ from . import bias, checkpoints, model_card, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
+from .roles import FEATURE_METHODS
 from .settings import DATASET_LABELS, training_threads
 from .stats import mean_std
 from .train import (
@@ -269,7 +270,8 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
     with _active_lock:
         _active_runs += 1
     try:
-        yield RunView("loading the data and the teacher's logits…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
+        loading = "logits and features" if any(m in FEATURE_METHODS for m in cfg.methods) else "logits"
+        yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
         dataset = load_dataset(cfg.dataset)
         check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
         events = distill(cfg, dataset)
@@ -297,7 +299,8 @@ def describe_event(event, cfg: RunConfig) -> str:
     if isinstance(event, Started):
         transfer = f" + {event.transfer_samples:,} unlabelled" if event.transfer_samples else ""
         return (f"teacher {100 * event.teacher_acc:.1f}% · {event.train_samples:,} training images{transfer} · "
-                f"{len(event.seeds)} seed(s) · {event.total_steps:,} steps on {event.device}")
+                f"{len(event.seeds)} seed(s) · {event.total_steps:,} steps on {event.device}"
+                + "".join(f" · {note}" for note in event.notes))
     if isinstance(event, Step):
         return f"epoch {event.epoch}/{cfg.epochs} · step {event.step:,}/{event.total_steps:,}"
     hidden = (f" · hidden class: CE {100 * event.ce_hidden_acc:.1f}%, KD {100 * event.kd_hidden_acc:.1f}%"

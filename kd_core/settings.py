@@ -42,8 +42,8 @@ PRESETS: dict[str, dict] = {
     # 5 seeds: CE 0 % of test dresses, KD 28.7 %; +2.5 on the Dress logit (automatic): KD 76.8 %, CE 0 %
     "Hidden class: no dresses for the students": {"hide_class": 3, "train_size": 10_000, "epochs": 10,
                                                    "lr": 1e-3},
-    # 5 seeds on the defaults: KD +1.2, DIST +0.9, KD-std +0.6, DKD-std +0.6, DKD −0.8 points against CE
-    "Methods side by side: KD, KD-std, DKD, DIST": {"methods": ("kd", "kd-std", "dkd", "dist")},
+    # 5 seeds on the defaults: KD +1.2, DIST +0.9, hint +0.5, cosine −0.1 (noise), DKD −0.8 points against CE
+    "Methods side by side: KD, DKD, DIST, hint, cosine": {"methods": ("kd", "dkd", "dist", "hint", "cosine")},
     "Seed script: T=3.5, α=0.6": {"temperature": 3.5, "alpha": 0.6},
     "Pure CE (α=0): twin students": {"alpha": 0.0},
 }
@@ -140,7 +140,8 @@ def unlabeled_choices() -> list[tuple[str, int]]:
 def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, student: str,
                 train_size: int, hide_class: str, seed: int, dataset: str | None = None,
                 repeats: int = RunConfig.repeats, unlabeled: int = 0, methods: Sequence[str] = RunConfig.methods,
-                dkd_beta: float = RunConfig.dkd_beta, base: RunConfig | None = None) -> RunConfig:
+                dkd_beta: float = RunConfig.dkd_beta, feature_weight: float = RunConfig.feature_weight,
+                base: RunConfig | None = None) -> RunConfig:
     """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
     dataset = base.dataset if dataset is None else dataset
@@ -165,10 +166,12 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
     unlabeled = check_choice("unlabeled", unlabeled, UNLABELED_SIZES, note=" (0: no transfer set)")
     methods = check_methods(methods)
     check_number("dkd_beta", dkd_beta, 0.0, MAX_DKD_BETA)
+    check_number("feature_weight", feature_weight, 0.0, 1.0)
     hidden = None if hide_class == NO_HIDDEN_CLASS else classes.index(hide_class)
     cfg = base.replace(dataset=dataset, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                        student=student, train_size=train_size, hide_class=hidden, seed=seed, repeats=repeats,
-                       unlabeled=unlabeled, methods=methods, dkd_beta=dkd_beta, max_seconds=max_run_seconds(),
+                       unlabeled=unlabeled, methods=methods, dkd_beta=dkd_beta, feature_weight=feature_weight,
+                       max_seconds=max_run_seconds(),
                        cpu_threads=training_threads())
     return cfg.validate(len(classes))
 
@@ -280,7 +283,7 @@ def api_checks(uploads: Path) -> dict[str, tuple[tuple[str, ...], Callable[..., 
     of its tuple (tests/test_api_values.py checks the tuples against the running app's API)."""
     return {
         "distill": (("temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta"), _check_distill),
+                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight"), _check_distill),
         "predict": (("image",), lambda image: check_picture("image", image, uploads)),
         "predict_sketch": (("sketch",), lambda sketch: check_sketch("sketch", sketch, uploads)),
         "soften": (("image", "temperature"), lambda image, temperature: (

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import models
+
 STACKABLE = (nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 # bytes of one layer's activations for the students run together (see StudentStack.parts): 17 cnn-tiny
 # students at once ([256, 17·8, 28, 28] fp32, 109 MB a layer) ran 1.9× slower per student here than 2–4
@@ -118,11 +120,12 @@ class StudentStack:
         model.load_state_dict(self.state_dict(index))
         return model.eval()
 
-    def __call__(self, x: torch.Tensor, *, train: bool, part: slice = slice(None),
-                 shared: bool = False) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, *, train: bool, part: slice = slice(None), shared: bool = False,
+                 features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x [G, B, C, H, W] (one batch per group; only the groups of `part`, or with `shared` [1, B, …]
-        read by all) -> logits [S, K, B] of the students in `part`. `train` picks BatchNorm's batch
-        statistics (and updates the running ones) over the running statistics."""
+        read by all) -> logits [S, K, B] of the students in `part`; with `features`, (penultimate features
+        [S, F, B], the input of the last Linear, logits). `train` picks BatchNorm's batch statistics (and
+        updates the running ones) over the running statistics."""
         students = range(self.copies)[part]
         whole = students == range(self.copies)  # slicing costs a full-size gradient copy
 
@@ -133,8 +136,10 @@ class StudentStack:
         if not shared and not whole:  # the batches of the groups in `part`
             x = x[students.start // self.group_size:(students.stop - 1) // self.group_size + 1]
         G = x.shape[0]
-        h, layout = x, "input"
-        for name, layer in self.layers:
+        h, layout, penultimate = x, "input", None
+        for index, (name, layer) in enumerate(self.layers):
+            if features and index == len(self.layers) - 1:
+                penultimate = h
             w, b = take(self.params.get(f"{name}.weight")), take(self.params.get(f"{name}.bias"))
             if isinstance(layer, nn.Flatten):
                 if layout == "input":
@@ -175,7 +180,7 @@ class StudentStack:
                 h = F.adaptive_avg_pool2d(h, layer.output_size)
         if layout != "features":
             raise ValueError("a stacked student must end with a Linear layer")
-        return h
+        return (penultimate, h) if features else h
 
 
 class ModuleStack:
@@ -213,10 +218,16 @@ class ModuleStack:
     def module(self, index: int) -> nn.Module:
         return copy.deepcopy(self.models[index]).cpu().eval()
 
-    def __call__(self, x: torch.Tensor, *, train: bool, part: slice = slice(None),
-                 shared: bool = False) -> torch.Tensor:
-        outputs = []
+    def __call__(self, x: torch.Tensor, *, train: bool, part: slice = slice(None), shared: bool = False,
+                 features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outputs, hidden = [], []
         for s in range(self.copies)[part]:
             model = self.models[s].train(train)
-            outputs.append(model(x[0] if shared else x[s // self.group_size]).transpose(0, 1))
-        return torch.stack(outputs)
+            inputs = x[0] if shared else x[s // self.group_size]
+            if features:
+                penultimate, logits = models.with_features(model, inputs)
+                hidden.append(penultimate.transpose(0, 1))
+            else:
+                logits = model(inputs)
+            outputs.append(logits.transpose(0, 1))
+        return (torch.stack(hidden), torch.stack(outputs)) if features else torch.stack(outputs)

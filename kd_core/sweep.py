@@ -7,6 +7,9 @@ its (T, α) (tests/test_sweep.py checks the weights). Each cell's accuracy is th
 over CE is paired by seed, with a 95 % interval (`stats`), so a gain inside the seed noise reads as none.
 The best cell is chosen on the validation split, never the test set.
 
+The grid's students learn by Hinton KD, or by KD on standardised logits (`method="kd-std"`): the methods
+set by T and α alone (kd_core.roles).
+
 `sweep(cfg, temperatures, alphas)` yields `SweepStarted`, `SweepStep`* (at most one per
 `cfg.event_interval_s`), `SweepEvaluated` (`cfg.evaluations` times, on the live validation subset) and
 `SweepFinished(result)`; `run_sweep` returns the `SweepResult`, whose `.summary()` is the CLI's JSON and
@@ -26,6 +29,7 @@ from .roles import CE_ROLE, Role
 from .stats import mean_std, paired_difference
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU
+SWEEP_METHODS = ("kd", "kd-std")  # the methods whose loss T and α set (DKD, DIST and the feature methods have no α)
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -82,6 +86,11 @@ class SweepResult:
     stack: StackResult = field(repr=False)  # every seed's students (role 0 the CE baseline, then the grid)
 
     @property
+    def method(self) -> str:
+        """The grid students' method: "kd" or "kd-std"."""
+        return self.stack.roles[1].method
+
+    @property
     def cells(self) -> list[tuple[float, float]]:
         return [(t, a) for t in self.temperatures for a in self.alphas]
 
@@ -114,7 +123,7 @@ class SweepResult:
         return {"ce_acc": self.ce_acc, "grid": self.grid, "seconds": self.seconds,
                 "teacher_acc": self.teacher_acc, "ce_hidden_acc": self.ce_hidden_acc,
                 "ce_acc_std": mean_std(self.accuracies(0))[1], "ce_val_acc": mean_std(self.accuracies(0, "val"))[0],
-                "best": {"T": T, "alpha": alpha, "chosen_on": "validation"},
+                "best": {"T": T, "alpha": alpha, "chosen_on": "validation"}, "method": self.method,
                 "repeats": len(self.stack.seeds), "seeds": list(self.stack.seeds),
                 "epochs": self.epochs, "samples_per_s": self.samples_per_s, "students": self.stack.students.copies,
                 "stopped": self.stopped, "device": self.device, "config": self.config.__dict__.copy()}
@@ -167,15 +176,19 @@ def check_grid(temperatures: list[float], alphas: list[float]) -> None:
 
 # ------------------------------------------------------------------------------------------- the view
 
-def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], dataset: Dataset | None = None):
-    """Train the CE baseline and one KD student per (T, α) of `cfg`'s run together; yields events.
+def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], dataset: Dataset | None = None,
+          method: str = "kd"):
+    """Train the CE baseline and one `method` student per (T, α) of `cfg`'s run together; yields events.
 
-    `cfg.temperature` and `cfg.alpha` are ignored (the grid replaces them); every other field means
-    what it means for `distill`. Closing the generator stops training at the next event.
+    `cfg.temperature`, `cfg.alpha` and `cfg.methods` are ignored (the grid replaces them); every other field
+    means what it means for `distill`. Closing the generator stops training at the next event.
     """
     check_grid(temperatures, alphas)
+    if method not in SWEEP_METHODS:
+        raise ValueError(f"a sweep's grid is T × α, so its method must be one of {', '.join(SWEEP_METHODS)} "
+                         f"(the others have no α); got {method!r}")
     grid = [(float(t), float(a)) for t in temperatures for a in alphas]
-    roles = [CE_ROLE, *(Role(f"T={t:g}, α={a:g}", "kd", t, a) for t, a in grid)]
+    roles = [CE_ROLE, *(Role(f"T={t:g}, α={a:g}", method, t, a) for t, a in grid)]
     for event in train_stack(cfg, roles, dataset):
         yield sweep_event(event, grid, temperatures, alphas)
 
@@ -210,9 +223,9 @@ def sweep_event(event, grid: list[tuple[float, float]], temperatures: list[float
 
 
 def run_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float],
-              dataset: Dataset | None = None) -> SweepResult:
+              dataset: Dataset | None = None, method: str = "kd") -> SweepResult:
     """Run `sweep` to the end and return its result (for the CLI, scripts and tests)."""
-    for event in sweep(cfg, temperatures, alphas, dataset):
+    for event in sweep(cfg, temperatures, alphas, dataset, method):
         if isinstance(event, SweepFinished):
             return event.result
     raise RuntimeError("sweep ended without a SweepFinished event")

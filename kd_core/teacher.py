@@ -6,6 +6,8 @@ and on disk as safetensors. One key names them, `logits_cache_key`: a hash of ev
 depend on (the checkpoint file, the training and test images and labels, the normalisation, and
 CACHE_FORMAT). Disk copies are looked for beside the checkpoint (`<name>.logits.safetensors`, shipped
 with the repo so a fresh Space starts at once) and in `$KD_CACHE_DIR` (default `~/.cache/kd_playground`).
+The teacher's penultimate features (for the hint and cosine methods) are cached the same way and under
+the same key, in `$KD_CACHE_DIR` only, row by row as runs need them (`teacher_features`).
 A cache file whose key, shapes or values do not check out is ignored and rebuilt, never trusted.
 The contracts (cache, checkpoints, CLI) are written down in docs/contracts.md.
 """
@@ -160,6 +162,97 @@ def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor,
 def clear_memory_cache() -> None:
     with _memory_lock:
         _memory.clear()
+    with _features_lock:
+        _features.clear()
+
+
+# ------------------------------------------------------------------------------ penultimate features
+
+@dataclass(frozen=True, eq=False)
+class TeacherFeatures:
+    rows: torch.Tensor  # float32 [len(index), F] on CPU: the asked training images' features, in that order
+    seconds: float  # time spent getting them
+    source: str  # "memory", "disk" or "computed" (some rows had to be computed now)
+    computed: int  # rows computed now
+
+
+_features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # key -> (float16 [N, F], rows known: bool [N])
+_features_lock = threading.Lock()
+
+
+def features_path(key: str) -> Path:
+    return cache_dir() / f"teacher-{key}.features.safetensors"
+
+
+def teacher_features(checkpoint: str | Path, dataset: Dataset, index: torch.Tensor,
+                     device: torch.device | str = "cpu", *, batch_size: int = 1024) -> TeacherFeatures:
+    """The teacher's penultimate features (the input of `models.classifier`) on the training images `index`.
+
+    Cached like the logits and under the same key (`logits_cache_key`): in memory, and in the cache dir as
+    `teacher-<key>.features.safetensors` holding the rows known so far (their indices, and float16 [n, F]).
+    Rows are computed when a run first needs them, so a run on 1,000 images does not pay for 60,000; the
+    file grows to 60,000 × 256 × 2 bytes = 30.7 MB for the shipped teacher, too big to ship in the repo (the
+    logits, 1.2 MB, are shipped). Features of a trained net are O(1), well inside float16's range.
+    """
+    checkpoint = Path(checkpoint)
+    key = logits_cache_key(checkpoint, dataset)
+    start = time.perf_counter()
+    with _features_lock:  # concurrent runs: one computes a row, the others then read it
+        stored, source = _features.get(key), "memory"
+        if stored is None:
+            stored, source = _read_features(features_path(key), key, dataset), "disk"
+        wanted = index.unique()
+        missing = wanted if stored is None else wanted[~stored[1][wanted]]
+        if len(missing):
+            teacher, _ = checkpoints.load_model(checkpoint, device)
+            new = penultimate_features(teacher, dataset, dataset.train_images[missing], device, batch_size=batch_size)
+            if stored is None:
+                stored = (torch.zeros(len(dataset.train_labels), new.shape[1], dtype=torch.float16),
+                          torch.zeros(len(dataset.train_labels), dtype=torch.bool))
+            stored[0][missing], stored[1][missing] = new.half(), True
+            _write_features(features_path(key), key, *stored)
+            source = "computed"
+        _features[key] = stored
+        rows = stored[0][index].float()
+    return TeacherFeatures(rows, time.perf_counter() - start, source, len(missing))
+
+
+def penultimate_features(model: nn.Module, dataset: Dataset, images: torch.Tensor, device: torch.device | str, *,
+                         batch_size: int = 1024) -> torch.Tensor:
+    """float32 [N, F] penultimate features on CPU for uint8 `images`, in eval mode, in large batches."""
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        return torch.cat([models.with_features(model, dataset.normalize(images[i:i + batch_size].to(device)))[0]
+                          .float().cpu() for i in range(0, len(images), batch_size)])
+
+
+def _write_features(path: Path, key: str, features: torch.Tensor, known: torch.Tensor) -> None:
+    index = known.nonzero().flatten()
+    try:
+        checkpoints.save_tensors(path, {"index": index, "train": features[index]},
+                                 {"key": key, "format": CACHE_FORMAT, "rows": len(known)})
+    except OSError:
+        pass  # a read-only cache directory only costs the next process a recompute
+
+
+def _read_features(path: Path, key: str, dataset: Dataset):
+    """(float16 [N, F] with zeros where unknown, bool [N] known) from a features file that checks out, else None."""
+    if not path.is_file():
+        return None
+    try:
+        tensors, meta = checkpoints.load_tensors(path)
+    except checkpoints.CheckpointError:
+        return None
+    rows, index, n = tensors.get("train"), tensors.get("index"), len(dataset.train_labels)
+    if meta.get("key") != key or meta.get("rows") != n or rows is None or index is None or rows.dim() != 2:
+        return None
+    if rows.dtype != torch.float16 or index.dtype != torch.int64 or tuple(index.shape) != (len(rows),):
+        return None
+    if len(index) and (index.min() < 0 or index.max() >= n) or not torch.isfinite(rows).all():
+        return None
+    features, known = torch.zeros(n, rows.shape[1], dtype=torch.float16), torch.zeros(n, dtype=torch.bool)
+    features[index], known[index] = rows, True
+    return features, known
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .engine import (
     resolve_device,
     train_stack,
 )
-from .roles import CE_ROLE, Role, method_role
+from .roles import CE_ROLE, FEATURE_METHODS, Role, method_role
 from .stats import Difference, mean_std, paired_difference, verdict
 from .teacher import logits_cached
 
@@ -219,7 +219,8 @@ Event = Started | Step | Evaluated | Finished
 
 def roles(cfg: RunConfig) -> list[Role]:
     """CE, then one student per method of cfg.methods (by default only Hinton KD at cfg's (T, α))."""
-    return [CE_ROLE, *(method_role(m, cfg.temperature, cfg.alpha, cfg.dkd_beta) for m in cfg.methods)]
+    return [CE_ROLE, *(method_role(m, cfg.temperature, cfg.alpha, cfg.dkd_beta, cfg.feature_weight)
+                       for m in cfg.methods)]
 
 
 def kd_index(cfg: RunConfig) -> int:
@@ -327,8 +328,9 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
 
     Counts every student's training (≈ 3 × forward) over every sample and epoch (transfer images too), their
     evaluations (the live validation subset `cfg.evaluations` + 1 times, the validation split and the test set
-    at the end), a teacher forward per sample when augmenting, and the teacher's pass over the training and
-    test sets when its logits are not cached yet. GPUs are not capped.
+    at the end), a teacher forward per sample when augmenting, the teacher's pass over the training and
+    test sets when its logits are not cached yet, and, for the feature methods, its pass over every seed's
+    images (an upper bound: features already cached count too). GPUs are not capped.
     """
     if device.type != "cpu":
         return
@@ -349,6 +351,8 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
     teacher_samples = samples * cfg.repeats if cfg.augment else 0
     if not logits_cached(teacher_path, dataset):
         teacher_samples += len(dataset.train_labels) + len(dataset.test_labels)
+    if not cfg.augment and any(method in FEATURE_METHODS for method in cfg.methods):
+        teacher_samples += min(len(dataset.train_labels), (labelled + cfg.unlabeled) * cfg.repeats)
     teacher_flops = 0
     if teacher_samples:
         teacher, _ = checkpoints.load_model(teacher_path)

@@ -43,8 +43,10 @@ RANGES = {
         "dataset": r"dataset must be one of fashion-mnist here",
         "repeats": r"repeats must be a whole number in \[1, 8\] \(seeds trained together\)",
         "unlabeled": r"unlabeled must be one of 0, 5000, 20000, 50000 \(0: no transfer set\)",
-        "methods": r"methods must be a list of one or more of kd, kd-std, dkd, dkd-std, dist, each once",
+        "methods": r"methods must be a list of one or more of kd, kd-std, dkd, dkd-std, dist, hint, cosine, "
+                   r"each once",
         "dkd_beta": r"dkd_beta must be a number in \[0, 20\]",
+        "feature_weight": r"feature_weight must be a number in \[0, 1\]",
     },
     "predict": {"image": PICTURE},
     "predict_sketch": {"sketch": r"(sketch must be an image editor value \{'background': picture or None, "
@@ -71,7 +73,7 @@ OUT_OF_RANGE = [
     ("distill", "epochs", 21, "got 21"), ("distill", "lr", 0.005, "got 0.005"),
     ("distill", "train_size", 300, "got 300"), ("distill", "seed", -1, "got -1"),
     ("distill", "seed", 2**64, f"got {2**64}"), ("distill", "dataset", "imagenet", "got 'imagenet'"),
-    ("distill", "hide_class", "Banana", "got 'Banana'"),
+    ("distill", "hide_class", "Banana", "got 'Banana'"), ("distill", "feature_weight", 1.5, "got 1.5"),
     ("soften", "temperature", 0, "got 0"), ("soften", "temperature", 101, "got 101"),
     ("sweep", "epochs", 0, "got 0"),
 ]
@@ -91,7 +93,8 @@ def valid(server) -> dict[str, dict]:
     picture = {"path": path, "meta": {"_type": "gradio.FileData"}}
     return {"distill": {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "lr": 1e-3, "student": "mlp-tiny",
                         "train_size": 500, "hide_class": "none", "seed": 0, "dataset": "fashion-mnist",
-                        "repeats": 1, "unlabeled": 0, "methods": ["kd"], "dkd_beta": 8.0},
+                        "repeats": 1, "unlabeled": 0, "methods": ["kd"], "dkd_beta": 8.0,
+                        "feature_weight": 0.25},
             "predict": {"image": picture},
             "predict_sketch": {"sketch": {"background": None, "layers": [], "composite": picture}},
             "soften": {"image": picture, "temperature": 4.0},

@@ -61,7 +61,7 @@ def test_api_names_and_distill_parameters(client):
     assert {"/distill", "/predict", "/predict_sketch", "/soften"} <= set(api)
     names = [p["parameter_name"] for p in api["/distill"]["parameters"]]
     assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta"]
+                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/distill"]["parameters"]}
     cfg = RunConfig()
     assert (defaults["temperature"], defaults["alpha"], defaults["epochs"], defaults["repeats"]) == (
@@ -330,7 +330,7 @@ def test_presets_are_valid_configs_the_widgets_can_show(name):
     cfg = settings.preset(name).validate()
     *values, student, train_size, hide_class, teacher = app.apply_preset(name)
     assert values == [cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.repeats, cfg.unlabeled,
-                      list(cfg.methods), cfg.dkd_beta, "fashion-mnist"]
+                      list(cfg.methods), cfg.dkd_beta, cfg.feature_weight, "fashion-mnist"]
     assert cfg.unlabeled in settings.UNLABELED_SIZES
     assert (student.value, train_size.value, hide_class.value) == (cfg.student, cfg.train_size,
                                                                    settings.hidden_class_name(cfg))

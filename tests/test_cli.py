@@ -40,6 +40,15 @@ def test_distill_json_is_the_last_line(tmp_path):
     assert acc == pytest.approx(first_seed["kd_acc"], abs=1e-6)
 
 
+def test_distill_feature_methods_take_their_weight(capsys):
+    assert main(["distill", "--methods", "hint,cosine", "--feature-weight", "0.5", "--epochs", "2", "--train-size",
+                 "1000", "--repeats", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["config"]["feature_weight"] == 0.5
+    assert [m["method"] for m in result["methods"]] == ["hint", "cosine"]
+    assert all(m["acc"] > 0.55 and len(m["per_seed"]) == 2 for m in result["methods"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["distill", "--T", "0"], "temperature"),
     (["distill", "--alpha", "2"], "alpha"),
@@ -50,7 +59,10 @@ def test_distill_json_is_the_last_line(tmp_path):
     (["distill", "--teacher", "/nonexistent.safetensors"], "not found"),
     (["distill", "--device", "cuda"] if not torch.cuda.is_available() else ["distill", "--lr", "-1"],
      "cuda|lr"),
+    (["distill", "--methods", "kd,hint", "--feature-weight", "1.5"], r"feature_weight must be a number in \[0, 1\]"),
+    (["distill", "--methods", "kd,fitnets"], "hint, cosine"),
     (["sweep", "--T", "1,x"], "comma-separated"),
+    (["sweep", "--method", "hint"], "invalid choice: 'hint'"),
     (["train-teacher", "--out", "x.pt"], ".safetensors"),
     (["train-teacher", "--batch-size", "0", "--out", "x.safetensors"], "batch_size"),
     (["train-teacher", "--label-smoothing", "5", "--out", "x.safetensors"], "label_smoothing"),

@@ -186,9 +186,12 @@ def test_the_hidden_class_may_be_allowed_among_the_unlabelled(fashion, monkeypat
     assert not (fashion.train_labels[labelled] == 3).any() and (fashion.train_labels[transfer] == 3).any()
 
 
-def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(fashion, monkeypatch):
-    cfg = SMALL.replace(train_size=500, unlabeled=1500, epochs=2, batch_size=250)
-    pair = [CE_ROLE, Role("KD student", "kd", 4.0, 0.9)]
+@pytest.mark.parametrize("methods", [("kd",), ("hint", "cosine")])
+def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(methods, fashion, monkeypatch):
+    """The distilling students (Hinton KD; the feature methods) learn from the transfer images, never from
+    their labels; the CE student never sees them."""
+    cfg = SMALL.replace(train_size=500, unlabeled=1500, epochs=2, batch_size=250, methods=methods)
+    pair = [CE_ROLE, *(roles.method_role(m, 4.0, 0.9, 8.0) for m in methods)]
     base = finished(cfg, pair)
     original = engine.RunData.__init__
 
@@ -210,11 +213,12 @@ def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(fashio
     monkeypatch.setattr(engine.RunData, "__init__", noisy)
     other_images = finished(cfg, pair)
     for name, value in base.students.state_dict(0).items():
-        assert torch.equal(relabelled.students.state_dict(0)[name], value), name
-        assert torch.equal(relabelled.students.state_dict(1)[name], base.students.state_dict(1)[name]), name
         assert torch.equal(other_images.students.state_dict(0)[name], value), name  # CE: bit-identical
-    assert any(not torch.equal(other_images.students.state_dict(1)[n], v)
-               for n, v in base.students.state_dict(1).items())  # while the KD student learned from them
+        for role in range(len(pair)):
+            assert torch.equal(relabelled.students.state_dict(role)[name], base.students.state_dict(role)[name])
+    for role in range(1, len(pair)):  # while the distilling students learned from them
+        assert any(not torch.equal(other_images.students.state_dict(role)[n], v)
+                   for n, v in base.students.state_dict(role).items()), role
 
 
 @pytest.mark.parametrize("change, message", [
@@ -315,3 +319,95 @@ def test_runs_beside_each_other_equal_the_same_runs_alone(fashion):
     for thread in threads:
         thread.join()
     assert beside == alone
+
+
+# --------------------------------------------------------------------------------- feature methods
+
+@pytest.mark.parametrize("student, width", [("mlp-tiny", 32), ("mlp-medium", 128), ("cnn-tiny", 32)])
+def test_stack_features_are_each_students_penultimate_layer(student, width):
+    """With `features`, the stack also returns every student's input of its last Linear, as a hook sees it."""
+    torch.manual_seed(0)
+    stack = StudentStack([models.build(student), models.build(student)], 2, (1, 28, 28))
+    with torch.no_grad():
+        for tensor in stack.parameters():
+            tensor.add_(torch.randn_like(tensor) * 0.05)
+    x = torch.randn(2, 6, 1, 28, 28)
+    features, logits = stack(x, train=False, features=True)
+    assert features.shape == (4, width, 6) and torch.equal(logits, stack(x, train=False))
+    for s in range(4):
+        layers = list(stack.module(s).children())
+        before_last = torch.nn.Sequential(*layers[:-1])  # every layer but the final Linear
+        assert torch.allclose(features[s].T, before_last(x[s // 2]), atol=1e-5), s
+
+
+def test_stack_losses_give_the_feature_methods_their_formulas():
+    """hint: (1 − w)·CE + w·MSE(regressor(f_s), f_t); cosine: (1 − w)·CE + w·CosineEmbeddingLoss(f_s,
+    avg_pool1d(f_t)), both over every image of the batch (transfer images too), CE over the labelled ones."""
+    from kd_core.roles import FeatureBatch, hinton_columns, method_role, stack_losses
+
+    g = torch.Generator().manual_seed(4)
+    stack = [CE_ROLE, method_role("hint", 4.0, 0.9, 8.0, 0.3), method_role("cosine", 4.0, 0.9, 8.0, 0.6)]
+    logits = torch.randn(2, 3, 10, 12, generator=g)  # [G, M, K, B]
+    student = torch.randn(2, 3, 32, 12, generator=g)  # [G, M, F_s, B]
+    teacher_features = torch.randn(2, 12, 256, generator=g).relu()  # [G, B, F_t]
+    regressor = (torch.randn(2, 256, 32, generator=g), torch.randn(2, 256, generator=g))
+    labels = torch.randint(0, 10, (2, 8), generator=g)  # 8 labelled, 4 transfer images
+    losses = stack_losses(stack, hinton_columns(stack, "cpu"), logits, torch.randn(2, 10, 12, generator=g), labels,
+                          FeatureBatch(student, teacher_features, {1: regressor}))
+    for s in range(2):
+        linear = torch.nn.Linear(32, 256)
+        with torch.no_grad():
+            linear.weight.copy_(regressor[0][s])
+            linear.bias.copy_(regressor[1][s])
+        ce = [F.cross_entropy(logits[s, m, :, :8].T, labels[s]) for m in range(3)]
+        hint = torch.nn.MSELoss()(linear(student[s, 1].T), teacher_features[s])
+        pooled = F.avg_pool1d(teacher_features[s], kernel_size=8)  # the tutorial's: 256 -> 32
+        cosine = torch.nn.CosineEmbeddingLoss()(student[s, 2].T, pooled, torch.ones(12))
+        expected = [ce[0], 0.7 * ce[1] + 0.3 * hint, 0.4 * ce[2] + 0.6 * cosine]
+        assert losses[s].tolist() == pytest.approx([e.item() for e in expected], rel=1e-5)
+
+
+def test_feature_students_equal_an_independent_reference_loop(fashion, monkeypatch):
+    """One seed of CE, hint and cosine students equals plain modules trained by a hand-written loop on the
+    engine's batches: the teacher's features from its own forward pass (up to its global pool), a regressor
+    nn.Linear for the hint, nn.MSELoss and nn.CosineEmbeddingLoss, one Adam per student."""
+    from kd_core import checkpoints
+
+    seen = record_batches(monkeypatch)
+    cfg = SMALL.replace(methods=("hint", "cosine"), feature_weight=0.4, lr=2e-3, seed=5, evaluations=1)
+    result = finished(cfg, [CE_ROLE, roles.method_role("hint", 1.0, 0.0, 0.0, 0.4),
+                            roles.method_role("cosine", 1.0, 0.0, 0.0, 0.4)])
+    teacher, _ = checkpoints.load_model(checkpoints.default_teacher_path("fashion-mnist"))
+    teacher.eval()
+    torch.manual_seed(5)
+    students = [models.build("mlp-small") for _ in range(3)]
+    for student in students[1:]:
+        student.load_state_dict(students[0].state_dict())
+    regressor = torch.nn.Linear(128, 256)
+    weight, bias = roles.new_regressor(128, 256, [5], "cpu")  # the engine's initial regressor of seed 5
+    with torch.no_grad():
+        regressor.weight.copy_(weight[0])
+        regressor.bias.copy_(bias[0])
+    optimizers = [torch.optim.Adam(students[0].parameters(), lr=2e-3),
+                  torch.optim.Adam([*students[1].parameters(), *regressor.parameters()], lr=2e-3),
+                  torch.optim.Adam(students[2].parameters(), lr=2e-3)]
+    for rows, _ in seen:
+        rows = rows[0]
+        x, y = fashion.normalize(fashion.train_images[rows]), fashion.train_labels[rows]
+        with torch.no_grad():
+            target = teacher[:16](x).half().float()  # conv blocks, global pool, flatten; cached as fp16
+        hidden = [student[:3](x) for student in students]  # Flatten, Linear, ReLU: the 128 features
+        logits = [student[3](h) for student, h in zip(students, hidden, strict=True)]
+        cosine = torch.nn.CosineEmbeddingLoss()(hidden[2], F.avg_pool1d(target, 2), torch.ones(len(rows)))
+        losses = [F.cross_entropy(logits[0], y),
+                  0.6 * F.cross_entropy(logits[1], y) + 0.4 * F.mse_loss(regressor(hidden[1]), target),
+                  0.6 * F.cross_entropy(logits[2], y) + 0.4 * cosine]
+        for optimizer, loss in zip(optimizers, losses, strict=True):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for role, mine in enumerate(students):
+        for name, value in mine.state_dict().items():
+            diff = (result.students.state_dict(role)[name] - value).abs()
+            assert (diff < 2e-5).float().mean() > 0.98 and diff.max() < 1e-3, (role, name, diff.max())
+

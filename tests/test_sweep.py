@@ -45,6 +45,20 @@ def test_batched_sweep_equals_separate_distill_runs(fashion):
     assert acc == pytest.approx(result.kd_acc[3], abs=1e-4)
 
 
+def test_a_kd_std_sweep_cell_equals_distills_kd_std_student(fashion):
+    """`method="kd-std"`: every cell is KD on standardised logits, the student `distill --methods kd-std`
+    trains for that (T, α); a method without α is refused."""
+    result = run_sweep(SMALL, [2.0], [0.5, 0.9], method="kd-std")
+    assert result.summary()["method"] == "kd-std"
+    separate = run(SMALL.replace(temperature=2.0, alpha=0.9, methods=("kd-std",)))
+    assert_same_weights(result.stack.students.state_dict(2), separate.stack.module(0, 1), atol=2e-5)
+    plain = run(SMALL.replace(temperature=2.0, alpha=0.9))
+    assert any(not torch.allclose(result.stack.students.state_dict(2)[name], value, atol=1e-3)
+               for name, value in plain.kd_student.state_dict().items())  # not Hinton KD's student
+    with pytest.raises(ValueError, match="method must be one of kd, kd-std .*got 'dkd'"):
+        run_sweep(SMALL, [2.0], [0.5], method="dkd")
+
+
 @pytest.mark.slow
 def test_batchnorm_students_equal_separate_distill_runs(fashion):
     cfg = SMALL.replace(student="cnn-tiny", train_size=1000)

@@ -201,3 +201,67 @@ def test_one_teacher_recipe_documented_where_it_is_used():
             assert epochs is None or int(epochs[1]) == recipe.epochs, (document, command)
     card = (ROOT / "checkpoints/README.md").read_text()
     assert f"{recipe.epochs} epochs" in card
+
+
+# ------------------------------------------------------------------------------ penultimate features
+
+def direct_features(checkpoint: Path, dataset, rows: torch.Tensor) -> torch.Tensor:
+    """The input of the teacher's last Linear, by running every layer before it (mlp-tiny: 32 wide)."""
+    model, _ = checkpoints.load_model(checkpoint)
+    with torch.inference_mode():
+        return model[:-1].eval()(dataset.normalize(dataset.train_images[rows]))
+
+
+def feature_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.features.safetensors")) if directory.is_dir() else []
+
+
+def test_features_are_computed_for_the_rows_a_run_needs_then_served_from_memory_and_disk(tiny_teacher, fashion,
+                                                                                       cache):
+    first_rows, more_rows = torch.arange(0, 3000, 3), torch.arange(1500, 4500, 3)  # 500 rows in common
+    first = teacher.teacher_features(tiny_teacher, fashion, first_rows)
+    assert first.source == "computed" and first.computed == 1000 and first.rows.shape == (1000, 32)
+    direct = direct_features(tiny_teacher, fashion, first_rows)
+    assert torch.allclose(first.rows, direct, rtol=2e-3, atol=1e-3)  # stored as fp16
+    [written] = feature_files(cache)
+    # the file holds the rows known (indices + float16), not the whole training set: 1,000 × 32 × 2 bytes
+    assert 1000 * 32 * 2 < written.stat().st_size < 1000 * 32 * 2 + 1000 * 8 + 1024
+    again = teacher.teacher_features(tiny_teacher, fashion, first_rows.flip(0))
+    assert again.source == "memory" and again.computed == 0 and torch.equal(again.rows, first.rows.flip(0))
+    clear_memory_cache()
+    more = teacher.teacher_features(tiny_teacher, fashion, more_rows)
+    assert more.source == "computed" and more.computed == 500  # only the rows the first run did not need
+    assert torch.allclose(more.rows, direct_features(tiny_teacher, fashion, more_rows), rtol=2e-3, atol=1e-3)
+    clear_memory_cache()
+    both = teacher.teacher_features(tiny_teacher, fashion, torch.cat([first_rows, more_rows]))
+    assert both.source == "disk" and both.computed == 0
+    assert torch.equal(both.rows, torch.cat([first.rows, more.rows]))
+    assert feature_files(cache) == [written]
+
+
+@pytest.mark.parametrize("what", ["normalisation", "train images", "checkpoint", "cache format"])
+def test_features_share_the_logits_key(what, tiny_teacher, fashion, cache, tmp_path, monkeypatch):
+    """Change anything the logits' key covers and the cached features are recomputed, not served."""
+    checkpoint = Path(shutil.copy(tiny_teacher, tmp_path / "teacher.safetensors"))
+    rows = torch.arange(100, 164)
+    teacher.teacher_features(checkpoint, fashion, rows)
+    clear_memory_cache()
+    dataset, checkpoint = changed(what, fashion, checkpoint, tmp_path, monkeypatch)
+    fresh = teacher.teacher_features(checkpoint, dataset, rows)
+    assert fresh.source == "computed" and fresh.computed == 64
+    assert torch.allclose(fresh.rows, direct_features(checkpoint, dataset, rows), rtol=2e-3, atol=1e-3)
+    assert len(feature_files(cache)) == 2
+
+
+def test_a_features_file_that_does_not_check_out_is_rebuilt(tiny_teacher, fashion, cache):
+    rows = torch.arange(64)
+    teacher.teacher_features(tiny_teacher, fashion, rows)
+    [written] = feature_files(cache)
+    tensors, meta = checkpoints.load_tensors(written)
+    checkpoints.save_tensors(written, {"index": tensors["index"], "train": tensors["train"] * float("nan")}, meta)
+    clear_memory_cache()
+    rebuilt = teacher.teacher_features(tiny_teacher, fashion, rows)
+    assert rebuilt.source == "computed" and torch.isfinite(rebuilt.rows).all()
+    checkpoints.save_tensors(written, {"index": tensors["index"] + 60000, "train": tensors["train"]}, meta)
+    clear_memory_cache()
+    assert teacher.teacher_features(tiny_teacher, fashion, rows).source == "computed"
