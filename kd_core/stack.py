@@ -2,7 +2,8 @@
 
 The engine (`kd_core.engine`) trains every student of a run — CE and KD, every (T, α) of a sweep, every
 seed of a repeat — in one loop on the same steps. `make_stack(students, group_size, in_shape)` puts the S
-students behind one interface: `stack(x, train=…, part=…)` maps a batch to logits [S, K, B], and
+students behind one interface: `stack(x, train=…, part=…)` maps a batch to logits [S, K, B] (with
+`features=True`, also every student's penultimate features [S, F, B], the input of its last Linear), and
 `parameters()`, `module(i)`, `state_dict(i)`, `logits(inputs)` and `to(device)` do what their names say.
 
 Students come in G consecutive groups of `group_size`: one group per seed, whose students share their

@@ -24,7 +24,6 @@ from . import bias, checkpoints, models
 from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from .data import Dataset, load_dataset, student_indices
 from .engine import (
-    LIVE_VALIDATION,
     StackEvaluated,
     StackResult,
     StackStarted,
@@ -36,6 +35,7 @@ from .engine import (
     train_stack,
 )
 from .roles import CE_ROLE, FEATURE_METHODS, Role, method_role
+from .run_data import LIVE_VALIDATION
 from .stats import Difference, mean_std, paired_difference, verdict
 from .teacher import logits_cached
 

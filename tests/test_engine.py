@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import engine, models, roles
+from kd_core import engine, models, roles, run_data
 from kd_core.config import RunConfig
 from kd_core.engine import StackFinished, StackStep, train_stack
 from kd_core.losses import kd_loss
@@ -193,16 +193,16 @@ def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(method
     cfg = SMALL.replace(train_size=500, unlabeled=1500, epochs=2, batch_size=250, methods=methods)
     pair = [CE_ROLE, *(roles.method_role(m, 4.0, 0.9, 8.0) for m in methods)]
     base = finished(cfg, pair)
-    original = engine.RunData.__init__
+    original = run_data.RunData.__init__
 
     def scrambled(self, *args, **kwargs):
         original(self, *args, **kwargs)
         transfer = self.transfer.flatten()
         self.labels[transfer] = (self.labels[transfer] + 3) % 10  # wrong labels for every transfer image
 
-    monkeypatch.setattr(engine.RunData, "__init__", scrambled)
+    monkeypatch.setattr(run_data.RunData, "__init__", scrambled)
     relabelled = finished(cfg, pair)
-    monkeypatch.setattr(engine.RunData, "__init__", original)
+    monkeypatch.setattr(run_data.RunData, "__init__", original)
 
     def noisy(self, *args, **kwargs):
         original(self, *args, **kwargs)
@@ -210,7 +210,7 @@ def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(method
         self.images[transfer] = torch.randn_like(self.images[transfer])
         self.teacher[transfer] = torch.randn_like(self.teacher[transfer])
 
-    monkeypatch.setattr(engine.RunData, "__init__", noisy)
+    monkeypatch.setattr(run_data.RunData, "__init__", noisy)
     other_images = finished(cfg, pair)
     for name, value in base.students.state_dict(0).items():
         assert torch.equal(other_images.students.state_dict(0)[name], value), name  # CE: bit-identical
