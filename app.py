@@ -22,7 +22,7 @@ from kd_core import plots, predict, served, session, settings, shared_runs
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
-from kd_core.roles import METHODS
+from kd_core.roles import METHODS, NAMES
 from kd_core.sweep import MAX_GRID
 from kd_core.train import TrainingDiverged
 
@@ -39,6 +39,11 @@ CLASS_NAMES = CLASSES[DEFAULTS.dataset]
 EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
 SUBJECTS = {"fashion-mnist": "a garment", "mnist": "a handwritten digit", "cifar10": "an animal or a vehicle"}
 TOP_K = 3  # classes shown per model in the Predict tab
+# the Predict tab's student of each method, in the order of /predict's outputs: Hinton KD's where the KD student has
+# always been (before the `students` sentence), every other method's after that sentence, so that the indices
+# gradio_client scripts read never move when a method is added
+PREDICT_METHODS = ("kd", *(method for method in METHODS if method != "kd"))
+LABEL_WIDTH = 220  # pixels: the least width of a model's Label in the Predict tab
 # training runs at once (one thread each); others queue. Measured (bench/classroom.py, 30 visitors with distinct
 # seeds, 2 cores, bench/RESULTS.md): p95 time to the first curve 77 s with 1, 51 s with 4, 44 s with 8, the last
 # result at the same time (the work is the same); but under the 3-minute mixed soak (tests/test_soak.py) 8 left
@@ -198,18 +203,21 @@ def served_picture(picture: Image.Image) -> str:
 
 
 def show_prediction(picture, students):
+    """/predict's outputs: preview, steps, teacher, CE student, KD student, the students' source, then every other
+    method's student (PREDICT_METHODS); a method the session's run did not train gets None (an empty Label)."""
     try:
         view = session.predict_picture(picture, students, TOP_K)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return (served_picture(view.preview), f"What the models see: {view.steps}.", *view.predictions.values(),
-            f"Students: {view.students}.")
+    kd, *others = (view.predictions.get(method) for method in PREDICT_METHODS)
+    return (served_picture(view.preview), f"What the models see: {view.steps}.", view.predictions["teacher"],
+            view.predictions["ce"], kd, f"Students: {view.students}.", *others)
 
 
 def predict_upload(image: dict | str | None, students: session.SessionStudents | None):
-    """An uploaded picture -> the 28×28 model input, then teacher / CE / KD top-k predictions."""
+    """An uploaded picture -> the 28×28 model input, then the teacher's and every student's top-k predictions."""
     if image is None:  # the upload was cleared
-        return None, "", None, None, None, gr.skip()
+        return None, "", None, None, None, gr.skip(), *[None] * (len(PREDICT_METHODS) - 1)
     try:
         picture = open_picture(image)
     except ValueError as error:
@@ -224,6 +232,12 @@ def predict_sketch(sketch: dict, students: session.SessionStudents | None):
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
     return show_prediction(picture, students)
+
+
+def show_students(students: session.SessionStudents | None) -> list[gr.Label]:
+    """The Predict tab's method Labels, each shown only when the session's students include that method's."""
+    shown = session.student_methods(students)
+    return [gr.Label(visible=method in shown) for method in PREDICT_METHODS]
 
 
 def soften(image: dict | str | None, temperature: float):
@@ -370,15 +384,22 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
             preview = gr.Image(label="What the models see", height=280, interactive=False,
                                elem_classes="kd-pixels")
             steps = gr.Markdown()
-    with gr.Row():
-        labels = [gr.Label(num_top_classes=TOP_K, label=name)
-                  for name in ("teacher", "CE student", "KD student")]
+    shown = session.student_methods(None)
+    with gr.Row():  # a Label is at least LABEL_WIDTH wide: more than fit on one line wrap to the next
+        teacher, ce = (gr.Label(num_top_classes=TOP_K, label=name, min_width=LABEL_WIDTH)
+                       for name in ("teacher", NAMES["ce"]))
+        methods = [gr.Label(num_top_classes=TOP_K, label=NAMES[method], min_width=LABEL_WIDTH,
+                            visible=method in shown) for method in PREDICT_METHODS]
     source = gr.Markdown()
-    outputs = [preview, steps, *labels, source]
+    outputs = [preview, steps, teacher, ce, methods[0], source, *methods[1:]]
     # students.change: a finished run's students (maybe of another dataset) answer for the shown picture
     gr.on([image.change, page.load, students.change], predict_upload, [image, students], outputs,
           api_name="predict", preprocess=False)
     classify.click(predict_sketch, [sketch, students], outputs, api_name="predict_sketch", preprocess=False)
+    # which students show follows the session's; on every prediction too, as Gradio may forget a session's students
+    # (beyond SESSIONS_KEPT) while its page still shows their Labels
+    gr.on([page.load, students.change, image.change, classify.click], show_students, students, methods,
+          api_visibility="private")
 
 
 def dark_knowledge_tab(page: gr.Blocks) -> None:

@@ -29,7 +29,7 @@ from . import bias, checkpoints, model_card, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
 from .predict import Classifier
-from .roles import FEATURE_METHODS
+from .roles import FEATURE_METHODS, NAMES
 from .settings import DATASET_LABELS, training_threads
 from .stats import mean_std
 from .train import (
@@ -41,6 +41,7 @@ from .train import (
     card_summary,
     check_cpu_budget,
     distill,
+    kd_index,
     resolve_device,
     save_student,
 )
@@ -53,16 +54,19 @@ CSV_COLUMNS = ["event", "epoch", "step", "progress", "train_seconds", "ce_loss",
 
 @dataclass(frozen=True, eq=False)
 class SessionStudents:
-    """The students of this session's latest run, as the Predict tab uses them."""
+    """The students of this session's latest run, as the Predict tab uses them (each the first seed's)."""
 
     ce: Classifier
-    kd: Classifier
+    kd: Classifier  # the pair's KD student (Hinton KD's, else the first method's): saved, exported, carded
     description: str  # e.g. "this session's run: T=4, α=0.9, 3 epochs"
     run_dir: Path  # holds the run's CSV and checkpoint; removed when the session ends
     hidden: int | None = None  # the class hidden from the students, if any
     bias_report: dict | None = None  # RunResult.bias_report(): the bias curve and the automatic bias
-    hidden_bias: float = 0.0  # added to the hidden class's logit of both students in the Predict tab
+    hidden_bias: float = 0.0  # added to the hidden class's logit of every student in the Predict tab
     summary: dict | None = None  # RunResult.summary() of the run: what the model cards say
+    # every method's student, keyed by method in the run's order, each named by its own method ("DKD student");
+    # `kd` is one of them, the same object
+    methods: dict[str, Classifier] = field(default_factory=dict)
 
 
 def downloads(students: SessionStudents | None) -> list[Path]:
@@ -102,14 +106,18 @@ def export_onnx(students: SessionStudents | None) -> ExportView:
 
 
 def with_hidden_bias(students: SessionStudents, value: float) -> SessionStudents:
-    """The same students predicting with `value` added to the hidden class's logit (ValueError if none)."""
+    """The same students, every one predicting with `value` added to the hidden class's logit (ValueError if
+    no class is hidden)."""
     if students is None or students.hidden is None:
         raise ValueError("the bias applies after a run with a hidden class: train one first")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= bias.BIASES[-1]:
         raise ValueError(f"bias must be a number in [0, {bias.BIASES[-1]:g}]; got {value!r}")
     logit_bias = (students.hidden, float(value)) if value else None
-    return dataclasses.replace(students, ce=dataclasses.replace(students.ce, logit_bias=logit_bias),
-                               kd=dataclasses.replace(students.kd, logit_bias=logit_bias), hidden_bias=float(value))
+    methods = {method: dataclasses.replace(c, logit_bias=logit_bias) for method, c in students.methods.items()}
+    kd = next((methods[method] for method, c in students.methods.items() if c is students.kd),
+              dataclasses.replace(students.kd, logit_bias=logit_bias))  # `kd` stays one of `methods`
+    return dataclasses.replace(students, ce=dataclasses.replace(students.ce, logit_bias=logit_bias), kd=kd,
+                               methods=methods, hidden_bias=float(value))
 
 
 def bias_view(students: SessionStudents):
@@ -320,9 +328,10 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     model_card.write_card(kd_checkpoint, model_card.model_card(meta, summary))
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
                    f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}, the students of seed {cfg.seed}")
-    students = SessionStudents(predict.classifier_from("CE student", result.ce_student, meta),
-                               predict.classifier_from("KD student", result.kd_student, meta),
-                               description, run_dir, cfg.hide_class, result.bias_report(), summary=summary)
+    methods = method_students(result, meta)
+    students = SessionStudents(predict.classifier_from(NAMES["ce"], result.ce_student, meta),
+                               methods[cfg.methods[kd_index(cfg) - 1]], description, run_dir, cfg.hide_class,
+                               result.bias_report(), summary=summary, methods=methods)
     # the files go with the students however they are dropped: replaced, the session closed (`discard`),
     # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)
@@ -333,6 +342,13 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
         status += f" · stopped early: {result.stopped}"
     return RunView(status, 1.0, elapsed_s, log.losses(), log.accuracies(), log.started.total_steps,
                    cfg.epochs, results_table(result), log_csv, kd_checkpoint, students, result.verdict)
+
+
+def method_students(result: RunResult, meta: dict) -> dict[str, Classifier]:
+    """The first seed's student of every method of the run, each under its own method's name; `meta`: the saved
+    KD student's (the dataset's classes, normalisation and input shape are the same for all)."""
+    return {method: predict.classifier_from(NAMES[method], result.stack.module(0, result.column(method)), meta)
+            for method in result.config.methods}
 
 
 def results_table(result: RunResult) -> pd.DataFrame:
@@ -379,12 +395,20 @@ class PredictView:
 
     preview: Image.Image  # the model input, enlarged with sharp pixels
     steps: str  # the preprocessing, e.g. "grayscale → inverted (light background) → …"
-    predictions: dict[str, dict[str, float]]  # model name -> top-k {class: probability}
+    # "teacher", "ce", then each method whose student predicts (kd_core.roles.METHODS keys) -> top-k
+    # {class: probability}
+    predictions: dict[str, dict[str, float]]
     students: str  # where the students come from
 
 
-def session_classifiers(students: SessionStudents | None) -> tuple[list[Classifier], str]:
-    """[teacher, CE student, KD student] for this session, and a sentence saying whose students they are.
+def student_methods(students: SessionStudents | None) -> tuple[str, ...]:
+    """The methods whose students predict for this session: its run's, else the shipped pair's Hinton KD."""
+    return ("kd",) if students is None else tuple(students.methods)
+
+
+def session_classifiers(students: SessionStudents | None) -> tuple[dict[str, Classifier], str]:
+    """{"teacher": …, "ce": CE student, then a student per method of the session's run, by method name}, and a
+    sentence saying whose students they are. Without a run: the shipped pair, CE and Hinton KD ("kd").
 
     The teacher is the default one of the students' dataset: Fashion-MNIST's for the shipped pair.
     """
@@ -393,22 +417,24 @@ def session_classifiers(students: SessionStudents | None) -> tuple[list[Classifi
         description = students.description
         if students.hidden_bias:
             name = teacher.classes[students.hidden]
-            description += f", both with +{students.hidden_bias:g} on the {name} logit (the hidden-class bias)"
-        return [teacher, students.ce, students.kd], description
+            description += f", the students with +{students.hidden_bias:g} on the {name} logit (the hidden-class bias)"
+        return {"teacher": teacher, "ce": students.ce, **students.methods}, description
     ce, kd = predict.default_students()
     cfg = kd.meta.get("config", {})
-    return [predict.default_teacher(kd.meta["dataset"]), ce, kd], (
+    return {"teacher": predict.default_teacher(kd.meta["dataset"]), "ce": ce, "kd": kd}, (
         f"the default pair shipped in checkpoints/ (T={cfg.get('temperature'):g}, α={cfg.get('alpha'):g}, "
         f"{cfg.get('epochs')} epochs, {kd.meta['arch']} on {DATASET_LABELS[kd.meta['dataset']]}); "
         f"train your own in the Train tab")
 
 
 def predict_picture(picture: Image.Image, students: SessionStudents | None, k: int = 3) -> PredictView:
-    """The three models' top-k on `picture` (ValueError if it is blank)."""
-    models_, source = session_classifiers(students)
-    prepared = predict.prepare_image(picture, models_[0].in_shape)
-    return PredictView(predict.enlarge(prepared.pixels), " → ".join(prepared.steps) or "used as is",
-                       predict.predict_all(models_, prepared.pixels, k), source)
+    """The teacher's and every student's top-k on `picture` (ValueError if it is blank)."""
+    classifiers, source = session_classifiers(students)
+    prepared = predict.prepare_image(picture, classifiers["teacher"].in_shape)
+    predictions = {role: predict.top_k(c.probabilities(prepared.pixels), c.classes, k)
+                   for role, c in classifiers.items()}
+    return PredictView(predict.enlarge(prepared.pixels), " → ".join(prepared.steps) or "used as is", predictions,
+                       source)
 
 
 @dataclass(frozen=True, eq=False)

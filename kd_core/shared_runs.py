@@ -321,8 +321,9 @@ def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunVi
         shutil.copy2(path, run_dir / path.name)
     log_csv, kd_checkpoint = (None if path is None else run_dir / path.name
                               for path in (view.log_csv, view.kd_checkpoint))
-    students = dataclasses.replace(view.students, ce=copy.deepcopy(view.students.ce),
-                                   kd=copy.deepcopy(view.students.kd), run_dir=run_dir)
+    # copied together, so that `kd` stays one of `methods` in the copy
+    ce, kd, methods = copy.deepcopy((view.students.ce, view.students.kd, view.students.methods))
+    students = dataclasses.replace(view.students, ce=ce, kd=kd, methods=methods, run_dir=run_dir)
     weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as session.finished_view
     return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
 

@@ -1,4 +1,5 @@
-"""What several test modules share: a free loopback port for a launched page."""
+"""What several test modules share: a free loopback port for a launched page, a run ended as the app ends one,
+a student's own top-k."""
 
 from __future__ import annotations
 
@@ -22,3 +23,29 @@ def wait_for(condition, seconds: float = 60.0, every: float = 0.02) -> bool:
             return True
         time.sleep(every)
     return condition()
+
+
+def finished_session(cfg):
+    """cfg's run ended as the app ends one (`session.finished_view`): (its RunResult, the session's students)."""
+    from kd_core import session
+    from kd_core.train import Finished, distill
+
+    log = session.RunLog(cfg)
+    for event in distill(cfg):
+        log.add(event)
+        if isinstance(event, Finished):
+            return event.result, session.finished_view(event.result, log, 0.0).students
+    raise RuntimeError("distill ended without a Finished event")
+
+
+def own_top_k(model, dataset, image, k: int = 3, logit_bias: tuple[int, float] | None = None) -> dict[str, float]:
+    """A student module's top-k {class: probability} on one uint8 [C, H, W] image of `dataset`, computed from the
+    module alone (the dataset's own normalisation; `logit_bias`: (class, b) added to that class's logit)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model.eval()(dataset.normalize(image[None]))[0]
+    if logit_bias is not None:
+        logits[logit_bias[0]] += logit_bias[1]
+    values, indices = torch.softmax(logits, 0).topk(k)
+    return {dataset.classes[i]: p for p, i in zip(values.tolist(), indices.tolist(), strict=True)}

@@ -17,12 +17,14 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from support import free_port, wait_for
+from support import finished_session, free_port, own_top_k, wait_for
 
 import app
 from kd_core import checkpoints, predict, session, settings
 from kd_core.config import RunConfig
+from kd_core.roles import METHODS, NAMES
 from kd_core.teacher import teacher_logits
+from kd_core.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
@@ -39,6 +41,12 @@ def client(server):
 
 def label_probabilities(label: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+def method_output(method: str) -> int:
+    """Where /predict puts a method's student: Hinton KD's at 4, as always; every other method's after the
+    students sentence (5), in kd_core.roles.METHODS order."""
+    return 4 if method == "kd" else 6 + [m for m in METHODS if m != "kd"].index(method)
 
 
 def live_students() -> set[session.SessionStudents]:
@@ -204,12 +212,58 @@ def test_an_upload_gradio_deleted_is_a_clear_error(tmp_path):
 
 
 def test_predict_shows_what_the_models_see(client, fashion):
-    preview, steps, teacher, ce, kd, source = client.predict(handle_file(DRESS), api_name="/predict")
+    preview, steps, teacher, ce, kd, source, *methods = client.predict(handle_file(DRESS), api_name="/predict")
     assert steps == "What the models see: already 28×28 on a dark background: used as is."
     assert [len(label["confidences"]) for label in (teacher, ce, kd)] == [app.TOP_K] * 3
     expected = predict.default_teacher().probabilities(fashion.test_images[13])
     assert label_probabilities(teacher)["Dress"] == pytest.approx(expected[3].item(), abs=1e-6)
     assert predict.open_image(preview).size == (224, 224)  # 28×28 enlarged 8× with sharp pixels
+
+
+def test_predict_names_its_outputs_after_their_models(client):
+    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/predict"]["returns"]
+    names = [output["label"] for output in returns]
+    assert names[2:5] == ["teacher", "CE student", "KD student"]  # (the Markdowns have no label)
+    assert [names[method_output(method)] for method in METHODS] == [NAMES[method] for method in METHODS]
+    assert len(names) == 5 + len(METHODS)
+
+
+@pytest.mark.parametrize("methods", [["kd", "dist"], ["dkd"]], ids="+".join)
+def test_predict_shows_the_student_of_each_method_the_run_trained(client, fashion, methods):
+    """Issue 14: each method's student (the first seed's) answers at its own method's output, named after it,
+    exactly as that student alone predicts; the outputs of methods the run did not train stay empty. Without
+    Hinton KD in the run, nothing answers as the KD student."""
+    tiny = {**TINY, "repeats": 1, "train_size": 1000}
+    list(client.submit(**tiny, methods=methods, api_name="/distill"))
+    outputs = client.predict(handle_file(DRESS), api_name="/predict")
+    assert len(outputs) == 5 + len(METHODS)
+    expected = run(RunConfig(**tiny, methods=tuple(methods)))  # the same run, outside the app
+    for method in METHODS:
+        shown = outputs[method_output(method)]
+        if method not in methods:
+            assert not shown, method
+            continue
+        own = own_top_k(expected.stack.module(0, expected.column(method)), fashion, fashion.test_images[13])
+        assert label_probabilities(shown) == pytest.approx(own, abs=1e-4), method
+    assert label_probabilities(outputs[3]) == pytest.approx(
+        own_top_k(expected.stack.module(0, 0), fashion, fashion.test_images[13]), abs=1e-4)
+
+
+def test_session_students_are_named_by_their_method(fashion):
+    """A run without Hinton KD: its pair's KD student (the first method's, saved and exported) is the DKD student
+    and is named so; the Predict tab shows the teacher, CE and DKD students, and only DKD's method Label."""
+    result, students = finished_session(RunConfig(train_size=1000, epochs=1, repeats=1, methods=("dkd",)))
+    assert list(students.methods) == ["dkd"] and students.kd is students.methods["dkd"]
+    assert [students.ce.name, students.kd.name] == ["CE student", "DKD student"]
+    dress = predict.open_image(DRESS)
+    view = session.predict_picture(dress, students)
+    assert list(view.predictions) == ["teacher", "ce", "dkd"]
+    assert view.predictions["dkd"] == pytest.approx(
+        own_top_k(result.stack.module(0, 1), fashion, fashion.test_images[13]), abs=1e-6)
+    assert {method: label.visible for method, label in zip(app.PREDICT_METHODS, app.show_students(students),
+                                                           strict=True)} == {m: m == "dkd" for m in METHODS}
+    assert [label.visible for label in app.show_students(None)] == [m == "kd" for m in app.PREDICT_METHODS]
+    assert list(session.predict_picture(dress, None).predictions) == ["teacher", "ce", "kd"]  # the shipped pair
 
 
 def test_predict_sketch_classifies_a_drawing(client, tmp_path):

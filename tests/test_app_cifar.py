@@ -123,7 +123,7 @@ def test_a_colour_run_then_colour_predictions_through_the_api(cifar_server, cifa
     picture[:] = TINTS[5].numpy()  # a "dog"-tinted photo, wider than tall
     path = tmp_path / "photo.png"
     Image.fromarray(picture).save(path)
-    preview, steps, teacher, ce, kd, source = client.predict(handle_file(str(path)), api_name="/predict")
+    preview, steps, teacher, ce, kd, source, *_ = client.predict(handle_file(str(path)), api_name="/predict")
     assert steps == "What the models see: centre-cropped and resized to 32×32."
     with Image.open(preview["path"] if isinstance(preview, dict) else preview) as shown:
         assert shown.mode == "RGB" and shown.size == (256, 256)

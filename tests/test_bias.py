@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from PIL import Image
+from support import finished_session, own_top_k
 
 from kd_core import bias, session
 from kd_core.config import RunConfig
@@ -66,3 +68,20 @@ def test_session_bias_moves_the_predict_tabs_students(hidden_run):
         session.with_hidden_bias(students, -1)
     with pytest.raises(ValueError, match="hidden class"):
         session.with_hidden_bias(None, 1.0)
+
+
+def test_the_bias_moves_every_students_predictions_in_the_predict_tab(fashion):
+    """Every student of a run, each method's as well as CE's, predicts with the bias on the hidden class's logit;
+    `kd` (here the first method's, DKD: no Hinton KD in the run) stays the same student as its method's."""
+    cfg = RunConfig(hide_class=3, train_size=1000, epochs=1, repeats=1, methods=("dkd", "dist"))
+    result, students = finished_session(cfg)
+    biased = session.with_hidden_bias(students, 8.0)
+    assert biased.kd is biased.methods["dkd"] and biased.hidden_bias == 8.0
+    image = fashion.test_images[13]  # a dress: no student saw one
+    view = session.predict_picture(Image.fromarray(image[0].numpy()), biased)
+    assert list(view.predictions) == ["teacher", "ce", "dkd", "dist"] and "+8 on the Dress logit" in view.students
+    for role in ("ce", "dkd", "dist"):
+        model = result.stack.module(0, result.column(role))
+        assert view.predictions[role] == pytest.approx(own_top_k(model, fashion, image, logit_bias=(3, 8.0)),
+                                                       abs=1e-5), role
+        assert view.predictions[role] != pytest.approx(own_top_k(model, fashion, image), abs=1e-3), role

@@ -241,6 +241,7 @@ def test_six_identical_requests_share_one_run_equal_to_a_solo_run(server):
     students = [students_of(client) for client in clients]
     assert len({id(s) for s in students}) == 6
     assert len({id(s.kd.model) for s in students} | {id(s.ce.model) for s in students}) == 12
+    assert all(s.kd is s.methods["kd"] for s in students)  # copied together: the KD student is its method's
     pointers = {p.data_ptr() for s in students for p in s.kd.model.parameters()}
     assert len(pointers) == 6 * len(list(students[0].kd.model.parameters()))  # no weights shared
     assert len({s.run_dir for s in students}) == 6

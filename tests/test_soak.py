@@ -104,14 +104,14 @@ def do_run(soak: Soak, client: Client) -> None:
 
 
 def do_predict(soak: Soak, client: Client) -> None:
-    preview, _, teacher, *_, source = client.predict(handle_file(DRESS), api_name="/predict")
+    preview, _, teacher, _, _, source, *_ = client.predict(handle_file(DRESS), api_name="/predict")
     assert teacher["label"] == "Dress" and "default pair" in source, source  # never another's students
     assert fetch_whole_picture(soak.server, preview) == (224, 224)
 
 
 def do_sketch(soak: Soak, client: Client) -> None:
     sketch = {"background": None, "layers": [], "composite": handle_file(soak.sketch)}
-    preview, *_, source = client.predict(sketch, api_name="/predict_sketch")
+    preview, _, _, _, _, source, *_ = client.predict(sketch, api_name="/predict_sketch")
     assert "default pair" in source, source
     assert fetch_whole_picture(soak.server, preview) == (224, 224)
 
