@@ -43,7 +43,6 @@ TOP_K = 3  # classes shown per model in the Predict tab
 # always been (before the `students` sentence), every other method's after that sentence, so that the indices
 # gradio_client scripts read never move when a method is added
 PREDICT_METHODS = ("kd", *(method for method in METHODS if method != "kd"))
-LABEL_WIDTH = 220  # pixels: the least width of a model's Label in the Predict tab
 # training runs at once (one thread each); others queue. Measured (bench/classroom.py, 30 visitors with distinct
 # seeds, 2 cores, bench/RESULTS.md): p95 time to the first curve 77 s with 1, 51 s with 4, 44 s with 8, the last
 # result at the same time (the work is the same); but under the 3-minute mixed soak (tests/test_soak.py) 8 left
@@ -67,6 +66,7 @@ CSS = """
 .kd-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .kd-status progress { width: 40%; vertical-align: middle; }
 .kd-small { font-size: 0.8em; }
+.kd-labels { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); }
 """
 
 INTRO = """# KD Playground
@@ -385,11 +385,10 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
                                elem_classes="kd-pixels")
             steps = gr.Markdown()
     shown = session.student_methods(None)
-    with gr.Row():  # a Label is at least LABEL_WIDTH wide: more than fit on one line wrap to the next
-        teacher, ce = (gr.Label(num_top_classes=TOP_K, label=name, min_width=LABEL_WIDTH)
-                       for name in ("teacher", NAMES["ce"]))
-        methods = [gr.Label(num_top_classes=TOP_K, label=NAMES[method], min_width=LABEL_WIDTH,
-                            visible=method in shown) for method in PREDICT_METHODS]
+    with gr.Row(elem_classes="kd-labels"):  # a grid of equal columns (CSS): six to a line at 1,400 px, more wrap
+        teacher, ce = (gr.Label(num_top_classes=TOP_K, label=name) for name in ("teacher", NAMES["ce"]))
+        methods = [gr.Label(num_top_classes=TOP_K, label=NAMES[method], visible=method in shown)
+                   for method in PREDICT_METHODS]
     source = gr.Markdown()
     outputs = [preview, steps, teacher, ce, methods[0], source, *methods[1:]]
     # students.change: a finished run's students (maybe of another dataset) answer for the shown picture

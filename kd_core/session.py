@@ -417,7 +417,7 @@ def session_classifiers(students: SessionStudents | None) -> tuple[dict[str, Cla
         description = students.description
         if students.hidden_bias:
             name = teacher.classes[students.hidden]
-            description += f", the students with +{students.hidden_bias:g} on the {name} logit (the hidden-class bias)"
+            description += f", each with +{students.hidden_bias:g} on the {name} logit (the hidden-class bias)"
         return {"teacher": teacher, "ce": students.ce, **students.methods}, description
     ce, kd = predict.default_students()
     cfg = kd.meta.get("config", {})

@@ -3,8 +3,9 @@
     .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/] [--readme]
 
 Without --url it serves app.py in-process on a free port. The Train tab is shot after a short run
-of the default preset, so its curves and results table are filled in, and again after the hidden-class
-preset with the automatic bias applied. `--readme` also writes small WebP copies of four of them to
+of the default preset, so its curves and results table are filled in, after the methods preset (and the
+Predict tab with that run's student of each method), and again after the hidden-class preset with the
+automatic bias applied. `--readme` also writes small WebP copies of four of them to
 docs/screenshots/, the pictures on README.md's first screen. Uses the Chromium at
 $KD_CHROMIUM (default /usr/bin/chromium, Debian's `chromium` package); never downloads a browser.
 """
@@ -41,6 +42,7 @@ def capture(url: str, out_dir: str | Path, *, preset: str = TRAIN_PRESET,
             expect(page.get_by_text("KD Playground").first).to_be_visible()
             paths = [shoot_train(page, out_dir / "train.png", preset),
                      shoot_methods(page, out_dir / "methods.png"),
+                     shoot_predict_methods(page, out_dir / "predict-methods.png"),
                      shoot_hidden_class(page, out_dir / "hidden-class-bias.png"),
                      shoot_predict(page, out_dir / "predict.png"),
                      shoot_sketch(page, out_dir / "predict-sketch.png"),
@@ -81,6 +83,20 @@ def shoot_methods(page: Page, path: Path) -> Path:
     expect(page.locator(".kd-status")).to_contain_text("done:")
     expect(page.get_by_role("gridcell", name="DIST student")).to_be_visible()
     page.wait_for_timeout(1000)
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+def shoot_predict_methods(page: Page, path: Path) -> Path:
+    """The Predict tab after the methods run: the teacher, the CE student and the student of each method."""
+    open_tab(page, "Predict")
+    page.locator(".gallery-item, button.gallery-item").nth(3).click()  # the Dress example
+    expect(page.get_by_text("What the models see:")).to_be_visible()
+    labels = page.locator(".output-class:visible")
+    expect(labels).to_have_count(6)  # teacher, CE, KD, KD-std, DKD, DIST
+    for name in ("KD student", "KD-std student", "DKD student", "DIST student"):
+        expect(page.get_by_test_id("block-label").get_by_text(name, exact=True)).to_be_visible()
+    page.wait_for_timeout(500)
     page.screenshot(path=path, full_page=True)
     return path
 
@@ -139,6 +155,7 @@ def shoot_predict(page: Page, path: Path) -> Path:
     page.locator(".gallery-item, button.gallery-item").nth(3).click()  # the Dress example
     expect(page.get_by_text("What the models see:")).to_be_visible()
     expect(page.locator(".output-class").first).to_contain_text("Dress")
+    expect(page.locator(".output-class:visible")).to_have_count(3)  # the hidden-class run: teacher, CE and KD
     page.wait_for_timeout(500)
     page.screenshot(path=path, full_page=True)
     return path

@@ -450,8 +450,8 @@ def screenshots():
 def test_screenshot_of_each_tab(server, screenshots):
     """Headless Chromium runs a short training, draws a sketch, and saves one PNG per tab."""
     paths = screenshots.capture(server, ROOT / "screenshots")
-    assert [p.name for p in paths] == ["train.png", "methods.png", "hidden-class-bias.png", "predict.png",
-                                       "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
+    assert [p.name for p in paths] == ["train.png", "methods.png", "predict-methods.png", "hidden-class-bias.png",
+                                       "predict.png", "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
     assert all(p.stat().st_size > 20_000 for p in paths)
 
 
