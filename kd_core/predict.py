@@ -203,10 +203,10 @@ def top_k(probabilities: torch.Tensor, classes: tuple[str, ...], k: int) -> dict
     return {classes[i]: float(p) for p, i in zip(values.tolist(), indices.tolist(), strict=True)}
 
 
-def predict_all(classifiers: list[Classifier], pixels: torch.Tensor,
+def predict_all(classifiers: dict[str, Classifier], pixels: torch.Tensor,
                 k: int = 3) -> dict[str, dict[str, float]]:
-    """{classifier name: its top-k {class: probability}} for one uint8 [C, H, W] image."""
-    return {c.name: top_k(c.probabilities(pixels), c.classes, k) for c in classifiers}
+    """{key: that classifier's top-k {class: probability}} for one uint8 [C, H, W] image."""
+    return {key: top_k(c.probabilities(pixels), c.classes, k) for key, c in classifiers.items()}
 
 
 def cpu_latency_ms(model: nn.Module, in_shape: tuple[int, int, int], *, repeats: int = 50) -> float:

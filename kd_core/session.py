@@ -431,10 +431,8 @@ def predict_picture(picture: Image.Image, students: SessionStudents | None, k: i
     """The teacher's and every student's top-k on `picture` (ValueError if it is blank)."""
     classifiers, source = session_classifiers(students)
     prepared = predict.prepare_image(picture, classifiers["teacher"].in_shape)
-    predictions = {role: predict.top_k(c.probabilities(prepared.pixels), c.classes, k)
-                   for role, c in classifiers.items()}
-    return PredictView(predict.enlarge(prepared.pixels), " → ".join(prepared.steps) or "used as is", predictions,
-                       source)
+    return PredictView(predict.enlarge(prepared.pixels), " → ".join(prepared.steps) or "used as is",
+                       predict.predict_all(classifiers, prepared.pixels, k), source)
 
 
 @dataclass(frozen=True, eq=False)

@@ -124,8 +124,8 @@ def test_default_students_are_shipped_and_classify(fashion):
 def test_predict_all_gives_each_model_top_k(fashion):
     teacher = predict.default_teacher()
     ce, kd = predict.default_students()
-    result = predict.predict_all([teacher, ce, kd], fashion.test_images[13], k=3)
-    assert list(result) == ["teacher", "CE student", "KD student"]
+    result = predict.predict_all({"teacher": teacher, "ce": ce, "kd": kd}, fashion.test_images[13], k=3)
+    assert list(result) == ["teacher", "ce", "kd"]
     for probabilities in result.values():
         assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities.values())
     assert result["teacher"] == pytest.approx(
