@@ -60,6 +60,14 @@ def test_the_contracts_list_every_public_endpoint_and_its_parameters():
             assert f"`{parameter['parameter_name']}`" in entry, (name, parameter["parameter_name"])
 
 
+def test_the_contracts_list_predicts_method_outputs_in_the_apps_order():
+    import app
+
+    entry = section("Gradio API").split("- `/predict`")[1].split("\n- ")[0]
+    listed = re.findall(r"`([\w-]+)`", " ".join(entry.split("in its order:")[1].split("(")[0].split()))
+    assert listed == list(app.PREDICT_METHODS[1:])  # the outputs after `students`
+
+
 def test_the_contracts_state_the_alpha_convention_as_the_loss_does():
     from kd_core import losses
 
