@@ -25,7 +25,6 @@ It never prints. Closing it (a consumer that stops, a Gradio cancel) stops train
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,18 +53,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-_init_lock = threading.Lock()  # layers initialise from torch's one global generator
-
-
 def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
-    """A student initialised from `seed`, leaving the global RNG as it was. Under a lock: two runs starting
-    at once (the app trains several) would otherwise draw from each other's seeded generator, and a run
-    would not equal itself alone (measured: KD 64.3 % beside another run where alone it is 65.9 %)."""
-    with _init_lock, torch.random.fork_rng(devices=[]):
+    """A student initialised from `seed`, leaving the global RNG as it was. Under `models.INIT_LOCK`: two runs
+    starting at once (the app trains several) would otherwise draw from each other's seeded generator, and a
+    run would not equal itself alone (measured: KD 64.3 % beside another run where alone it is 65.9 %)."""
+    with models.INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return models.build(name, dataset.image_shape, dataset.num_classes)
-
-
 
 
 # ------------------------------------------------------------------------------------------ events

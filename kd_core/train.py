@@ -34,7 +34,7 @@ from .engine import (
     resolve_device,
     train_stack,
 )
-from .roles import CE_ROLE, FEATURE_METHODS, Role, method_role
+from .roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
 from .run_data import LIVE_VALIDATION
 from .stats import Difference, mean_std, paired_difference, verdict
 from .teacher import logits_cached
@@ -137,9 +137,10 @@ class RunResult:
         for method in self.config.methods:
             acc, val = self.accuracies(method), self.accuracies(method, "val")
             difference = paired_difference(acc, self.accuracies("ce"))
+            name = NAMES[method].removesuffix(" student")  # "KD", "DIST", "Hint", …
             rows.append({"method": method, "acc": mean_std(acc)[0], "acc_std": mean_std(acc)[1],
                          "val_acc": mean_std(val)[0], "per_seed": acc, "minus_ce": difference.summary(),
-                         "wins": difference.wins, "verdict": verdict(difference, method.upper())})
+                         "wins": difference.wins, "verdict": verdict(difference, name)})
         return rows
 
     @property

@@ -76,7 +76,7 @@ def shoot_train(page: Page, path: Path, preset: str) -> Path:
 
 
 def shoot_methods(page: Page, path: Path) -> Path:
-    """The methods preset: KD, KD-std, DKD and DIST beside CE, their curves and results rows."""
+    """The methods preset: KD, DKD, DIST, hint and cosine beside CE, their curves and results rows."""
     open_tab(page, "Train")
     page.get_by_role("button", name="Methods side by side: KD, DKD, DIST, hint, cosine").click()
     page.get_by_role("button", name="Start", exact=True).click()

@@ -228,9 +228,9 @@ def test_augmented_batches_reach_the_teacher_and_both_students_identically(cifar
     real_batch = engine.Trainer.batch
 
     def batch(self, labelled, transfer):  # what the stack of students is given: one batch per seed
-        x, teacher_out, labels = real_batch(self, labelled, transfer)
+        x, teacher_out, labels, features = real_batch(self, labelled, transfer)
         seen["students"].append(x.flatten(0, 1).clone())
-        return x, teacher_out, labels
+        return x, teacher_out, labels, features
 
     monkeypatch.setattr(checkpoints, "load_model", load_teacher)
     monkeypatch.setattr(engine.Trainer, "batch", batch)

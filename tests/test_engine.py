@@ -411,3 +411,27 @@ def test_feature_students_equal_an_independent_reference_loop(fashion, monkeypat
             diff = (result.students.state_dict(role)[name] - value).abs()
             assert (diff < 2e-5).float().mean() > 0.98 and diff.max() < 1e-3, (role, name, diff.max())
 
+
+
+def test_a_seeded_student_is_the_same_while_another_thread_builds_models(fashion):
+    """The app builds models outside training too (its CPU-budget check, checkpoint loading); a seeded student
+    built meanwhile must still get its seed's weights (without models.INIT_LOCK in `build`: 18 of 200 differed)."""
+    import threading
+
+    reference = engine.new_student("mlp-small", fashion, 0).state_dict()
+    stop = threading.Event()
+
+    def build_teachers():
+        while not stop.is_set():
+            models.build("cnn-teacher")
+
+    other = threading.Thread(target=build_teachers)
+    other.start()
+    try:
+        differing = sum(any(not torch.equal(value, reference[name])
+                            for name, value in engine.new_student("mlp-small", fashion, 0).state_dict().items())
+                        for _ in range(150))
+    finally:
+        stop.set()
+        other.join()
+    assert differing == 0
