@@ -60,8 +60,6 @@ SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gra
 # the server stops (0.4 MB per run)
 CACHE_CLEANUP = (600, 3600)
 USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
-COLORS = {**plots.COLOURS,
-          "CE hidden": "#f4a259", "KD hidden": "#76c7e8"}
 CSS = """
 .kd-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .kd-status progress { width: 40%; vertical-align: middle; }
@@ -112,7 +110,10 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
             done = view.table is not None
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
-                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
+                   # every series is in every frame (colours stay fixed); the legend names this run's students only
+                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps],
+                               colors_in_legend=[plots.short_name(n) for n in view.losses.names])
+                   if view.total_steps else gr.skip(),
                    gr.skip() if view.accuracies is None else PlotData(type="matplotlib", plot=view.accuracies.image()),
                    gr.Dataframe(view.table, visible=done),
                    gr.DownloadButton(value=view.log_csv, visible=done),
@@ -307,7 +308,7 @@ def train_tab(students: gr.State) -> None:
                 stop = gr.Button("Stop", variant="stop")
             status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
             with gr.Row():
-                losses = gr.LinePlot(x="step", y="loss", color="student", color_map=COLORS, height=300,
+                losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                                      title="Training loss", x_title="step", y_title="loss")
                 accuracies = gr.Plot(label="Validation accuracy", show_label=False)
             gr.Markdown("The KD student's loss includes the soft-target term α·T²·KL, so it starts higher "

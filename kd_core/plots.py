@@ -25,13 +25,21 @@ COLOURS = {CE: "#e4572e", KD: "#2e86ab", "KD-std student": "#59a14f", "DKD stude
            "DKD-std student": "#edc948", "DIST student": "#b07aa1", "Hint student": "#ff9da7",
            "Cosine student": "#76b7b2", TEACHER: "#7f7f7f"}
 STUDENT_NAMES = tuple(name for name in COLOURS if name != TEACHER)
+
+
+def short_name(student: str) -> str:
+    """"DKD student" -> "DKD": the loss chart's legend (titled "student") fits six of these on a line."""
+    return student.removesuffix(" student")
+
+
+LOSS_COLOURS = {short_name(name): COLOURS[name] for name in STUDENT_NAMES}  # the loss chart's colour per series
 CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
 
 
 def loss_frame(steps: Sequence[Step], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
     """Columns step, loss, student: each Step event gives a point per student (CE and KD; with more methods,
-    one per name of `names`, from Step.losses)."""
-    rows = [(s.step, loss, student) for s in steps
+    one per name of `names`, from Step.losses), the student by its `short_name`."""
+    rows = [(s.step, loss, short_name(student)) for s in steps
             for loss, student in zip(s.losses if len(names) > 2 else (s.ce_loss, s.kd_loss), names, strict=True)]
     return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
 

@@ -174,7 +174,7 @@ class LossCurves:
         # every student name a run can have, in every frame: the browser fixes a chart's colour legend on its first
         # frame of the page, so a later run with other methods would otherwise draw its new lines without colour
         return rendered(self, lambda: plots.with_every_series(plots.loss_frame(self.steps, self.names), "student",
-                                                              plots.STUDENT_NAMES, x="step"))
+                                                              tuple(plots.LOSS_COLOURS), x="step"))
 
 
 @dataclass(frozen=True)

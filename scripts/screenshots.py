@@ -5,8 +5,8 @@
 Without --url it serves app.py in-process on a free port. The Train tab is shot after a short run
 of the default preset, so its curves and results table are filled in, after the methods preset (and the
 Predict tab with that run's student of each method), and again after the hidden-class preset with the
-automatic bias applied. `--readme` also writes small WebP copies of four of them to
-docs/screenshots/, the pictures on README.md's first screen. Uses the Chromium at
+automatic bias applied. `--readme` also writes small WebP copies of five of them to
+docs/screenshots/: the four pictures on README.md's first screen and the methods run. Uses the Chromium at
 $KD_CHROMIUM (default /usr/bin/chromium, Debian's `chromium` package); never downloads a browser.
 """
 
@@ -117,12 +117,12 @@ def shoot_hidden_class(page: Page, path: Path) -> Path:
 
 
 README_SHOTS = {"train.png": "train.webp", "hidden-class-bias.png": "hidden-class-bias.webp",
-                "predict.png": "predict.webp", "sweep.png": "sweep.webp"}
+                "predict.png": "predict.webp", "sweep.png": "sweep.webp", "methods.png": "methods.webp"}
 README_WIDTH = 900  # pixels: legible on GitHub and the Space page, ~50-100 KB each as WebP
 
 
 def readme_copies(shots: list[Path], out_dir: Path = ROOT / "docs" / "screenshots") -> list[Path]:
-    """Small WebP copies of the README's four screenshots."""
+    """Small WebP copies of the README's screenshots (four on its first screen, the methods one further down)."""
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,8 @@ def test_distill_streams_updates_then_results_and_files(client, fashion):
     losses = updates[-1][1]
     assert losses["x_lim"] == [0, 8]  # 2000 images / batch 256 = 8 steps: the x range is fixed up front
     drawn = {row[2] for row in losses["value"]["data"] if isinstance(row[1], float) and row[1] == row[1]}
-    assert drawn == {"CE student", "KD student"}  # (every other student name is a placeholder row, see plots)
+    assert drawn == {"CE", "KD"}  # (every other student name is a placeholder row, see plots)
+    assert losses["colors_in_legend"] == ["CE", "KD"]  # the legend names this run's students only
     assert updates[-1][2]["type"] == "matplotlib"  # the accuracy curves with their seed bands
     assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
 

@@ -11,8 +11,8 @@ def test_loss_frame_has_one_row_per_student_and_step():
     steps = [Step(1, 1, 4, 2.5, 3.0, 0.1), Step(1, 3, 4, 1.5, 2.0, 0.2)]
     frame = plots.loss_frame(steps)
     assert frame.to_dict("records") == [
-        {"step": 1, "loss": 2.5, "student": "CE student"}, {"step": 1, "loss": 3.0, "student": "KD student"},
-        {"step": 3, "loss": 1.5, "student": "CE student"}, {"step": 3, "loss": 2.0, "student": "KD student"}]
+        {"step": 1, "loss": 2.5, "student": "CE"}, {"step": 1, "loss": 3.0, "student": "KD"},
+        {"step": 3, "loss": 1.5, "student": "CE"}, {"step": 3, "loss": 2.0, "student": "KD"}]
 
 
 def test_loss_frame_of_no_steps_is_empty_with_columns():
