@@ -119,22 +119,30 @@ def save_logits_beside(checkpoint: str | Path, dataset: Dataset, logits: Teacher
     return path
 
 
+def _write_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    try:
+        checkpoints.save_tensors(path, tensors, metadata)
+    except OSError:
+        pass  # a read-only cache directory only costs the next process a recompute
+
+
+def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A cache file's (tensors, metadata); ({}, {}) when it is missing or unreadable."""
+    if not path.is_file():
+        return {}, {}
+    try:
+        return checkpoints.load_tensors(path)
+    except checkpoints.CheckpointError:
+        return {}, {}
+
+
 def _write_logits(path: Path, key: str, train: torch.Tensor, test: torch.Tensor) -> None:
     # fp16 halves the file (60k×10 -> 1.2 MB); logits of a trained net are O(10), well inside its range
-    tensors = {"train": train.half(), "test": test.half()}
-    try:
-        checkpoints.save_tensors(path, tensors, {"key": key, "format": CACHE_FORMAT})
-    except OSError:
-        pass  # a read-only cache directory only costs the next run a recompute
+    _write_cache(path, {"train": train.half(), "test": test.half()}, {"key": key, "format": CACHE_FORMAT})
 
 
 def _read_logits(path: Path, key: str, dataset: Dataset):
-    if not path.is_file():
-        return None
-    try:
-        tensors, meta = checkpoints.load_tensors(path)
-    except checkpoints.CheckpointError:
-        return None
+    tensors, meta = _read_cache(path)
     train, test = tensors.get("train"), tensors.get("test")
     expected = {"train": (len(dataset.train_labels), dataset.num_classes),
                 "test": (len(dataset.test_labels), dataset.num_classes)}
@@ -228,21 +236,13 @@ def penultimate_features(model: nn.Module, dataset: Dataset, images: torch.Tenso
 
 def _write_features(path: Path, key: str, features: torch.Tensor, known: torch.Tensor) -> None:
     index = known.nonzero().flatten()
-    try:
-        checkpoints.save_tensors(path, {"index": index, "train": features[index]},
-                                 {"key": key, "format": CACHE_FORMAT, "rows": len(known)})
-    except OSError:
-        pass  # a read-only cache directory only costs the next process a recompute
+    _write_cache(path, {"index": index, "train": features[index]},
+                 {"key": key, "format": CACHE_FORMAT, "rows": len(known)})
 
 
 def _read_features(path: Path, key: str, dataset: Dataset):
     """(float16 [N, F] with zeros where unknown, bool [N] known) from a features file that checks out, else None."""
-    if not path.is_file():
-        return None
-    try:
-        tensors, meta = checkpoints.load_tensors(path)
-    except checkpoints.CheckpointError:
-        return None
+    tensors, meta = _read_cache(path)
     rows, index, n = tensors.get("train"), tensors.get("index"), len(dataset.train_labels)
     if meta.get("key") != key or meta.get("rows") != n or rows is None or index is None or rows.dim() != 2:
         return None
