@@ -173,10 +173,16 @@ class Trainer:
             self.students.to(device, memory_format=torch.channels_last)
         else:
             self.students.to(device)
-        # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
-        # is per element, so one Adam over the stacked tensors is one Adam per student
+        self.teacher_model = None
+        if cfg.augment:
+            self.teacher_model, _ = checkpoints.load_model(teacher_path, device)
+            if self.mixed:
+                self.teacher_model = self.teacher_model.to(memory_format=torch.channels_last)
+            self.augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.regressors = self.feature_setup(teacher_path, initial[0])  # hint roles' (W, b); {} without any
         trained = [*self.students.parameters(), *(t for pair in self.regressors.values() for t in pair)]
+        # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
+        # is per element, so one Adam over the stacked tensors is one Adam per student
         self.optimizer = torch.optim.Adam(trained, lr=cfg.lr, fused=True)
         self.hinton = hinton_columns(roles, device)  # CE and Hinton-KD roles: one vectorised loss
         self.labelled = Batches(self.data.labelled.shape[1], self.seeds)
@@ -186,12 +192,6 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         points = min(cfg.evaluations, self.total_steps)
         self.evaluate_at = {round(k * self.total_steps / points) for k in range(1, points + 1)}
-        self.teacher_model = None
-        if cfg.augment:
-            self.teacher_model, _ = checkpoints.load_model(teacher_path, device)
-            if self.mixed:
-                self.teacher_model = self.teacher_model.to(memory_format=torch.channels_last)
-            self.augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
 
     def feature_setup(self, teacher_path, student: torch.nn.Module) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """With feature roles: the teacher's features of the run's images (from its cache; an augmenting
@@ -199,9 +199,8 @@ class Trainer:
         self.feature_roles = [i for i, role in enumerate(self.roles) if role.features]
         if not self.feature_roles:
             return {}
-        if self.cfg.augment:
-            teacher, _ = checkpoints.load_model(teacher_path, "cpu")
-            teacher_width = models.classifier(teacher).in_features
+        if self.teacher_model is not None:  # augmenting
+            teacher_width = models.classifier(self.teacher_model).in_features
         else:
             features = teacher_features(teacher_path, self.dataset, self.data.used, self.device)
             self.data.teacher_features = features.rows.to(self.device)

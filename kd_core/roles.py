@@ -19,13 +19,13 @@ a middle layer of a deep student, which ours do not have. hint learns a regresso
 width to f_t's per seed (extra trained weights, discarded after training); cosine average-pools f_t down to
 f_s's width (the tutorial's avg_pool1d; adaptive when the widths do not divide). Their weight w is the
 tutorial's 0.25 by default; logits meet the teacher only through CE, so they learn no soft targets (FitNets'
-second stage, KD, is the kd method). CE and Hinton KD roles are computed
-together, vectorised over students (`role_losses`); each other role with its loss function on its slice of
-the stack's logits. Transfer images (the engine's unlabelled ones, after the L labelled images of a batch)
-carry no label: Hinton and standardised KD use their soft term alone, DIST its relations (label-free), DKD
-the teacher's top-1 class as the target that splits TCKD from NCKD, hint and cosine their feature term;
-CE never sees them. DKD runs without
-mdistiller's 20-epoch warm-up of the DKD term.
+second stage, KD, is the kd method).
+
+CE and Hinton KD roles are computed together, vectorised over students (`role_losses`); each other role with
+its loss function on its slice of the stack's logits. Transfer images (the engine's unlabelled ones, after
+the L labelled images of a batch) carry no label: Hinton and standardised KD use their soft term alone, DIST
+its relations (label-free), DKD the teacher's top-1 class as the target that splits TCKD from NCKD, hint and
+cosine their feature term; CE never sees them. DKD runs without mdistiller's 20-epoch warm-up of the DKD term.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import RunConfig
 from .losses import (
     check_dist_params,
     check_dkd_params,
@@ -65,7 +66,7 @@ FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's
 NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
          "dkd-std": "DKD-std student", "dist": "DIST student", "hint": "Hint student", "cosine": "Cosine student"}
 DIST_TEMPERATURE = 1.0  # DIST's default (Huang et al.): relations of the plain softmax
-FEATURE_WEIGHT = 0.25  # hint, cosine: the PyTorch KD tutorial's weight on the feature loss (CE: 0.75)
+FEATURE_WEIGHT = RunConfig.feature_weight  # hint, cosine: the PyTorch KD tutorial's weight on the feature loss
 
 
 @dataclass(frozen=True)
@@ -195,12 +196,18 @@ def stack_losses(roles: Sequence[Role], hinton: tuple[list[int], torch.Tensor, t
             columns[i] = together[:, column]
     for i, role in enumerate(roles):
         if role.features:
-            ce = F.cross_entropy(logits[:, i, :, :labels.shape[1]], labels, reduction="none").mean(1)
+            ce = labelled_cross_entropy(logits[:, i], labels)
             term = feature_loss(role, features.student[:, i], features.teacher, features.regressors.get(i))
             columns[i] = (1 - role.feature_weight) * ce + role.feature_weight * term
         elif not role.hinton:
             columns[i] = method_loss(role, logits[:, i], teacher, labels)
     return torch.stack(columns, dim=1)
+
+
+def labelled_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE on the labelled images of a batch, per seed -> [G]: logits [G, K, B] (class-major), labels [G, L] for
+    the first L images."""
+    return F.cross_entropy(logits[..., :labels.shape[1]], labels, reduction="none").mean(1)
 
 
 def method_loss(role: Role, logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -215,7 +222,7 @@ def method_loss(role: Role, logits: torch.Tensor, teacher: torch.Tensor, labels:
             loss = loss + role.alpha * kd_loss_stacked(student[:, L:], target[:, L:], unlabelled,
                                                        role.temperature, 1.0, standardize=True)
         return loss
-    ce = F.cross_entropy(logits[..., :L], labels, reduction="none").mean(1)
+    ce = labelled_cross_entropy(logits, labels)
     if role.method == "dist":
         return ce + dist_loss(student, target, beta=role.inter, gamma=role.intra, T=role.temperature)
     # dkd, dkd-std: transfer images take the teacher's top-1 class as the target class

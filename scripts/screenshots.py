@@ -87,11 +87,16 @@ def shoot_methods(page: Page, path: Path) -> Path:
     return path
 
 
-def shoot_predict_methods(page: Page, path: Path) -> Path:
-    """The Predict tab after the methods run: the teacher, the CE student and the student of each method."""
+def show_dress(page: Page) -> None:
+    """The Predict tab with the Dress example picked and its predictions shown."""
     open_tab(page, "Predict")
     page.locator(".gallery-item, button.gallery-item").nth(3).click()  # the Dress example
     expect(page.get_by_text("What the models see:")).to_be_visible()
+
+
+def shoot_predict_methods(page: Page, path: Path) -> Path:
+    """The Predict tab after the methods run: the teacher, the CE student and the student of each method."""
+    show_dress(page)
     students = ("KD student", "DKD student", "DIST student", "Hint student", "Cosine student")  # the preset's
     expect(page.locator(".output-class:visible")).to_have_count(2 + len(students))  # with the teacher and CE
     for name in students:
@@ -151,9 +156,7 @@ def shoot_sweep(page: Page, path: Path) -> Path:
 
 
 def shoot_predict(page: Page, path: Path) -> Path:
-    open_tab(page, "Predict")
-    page.locator(".gallery-item, button.gallery-item").nth(3).click()  # the Dress example
-    expect(page.get_by_text("What the models see:")).to_be_visible()
+    show_dress(page)
     expect(page.locator(".output-class").first).to_contain_text("Dress")
     expect(page.locator(".output-class:visible")).to_have_count(3)  # the hidden-class run: teacher, CE and KD
     page.wait_for_timeout(500)
