@@ -60,10 +60,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Flags shared by distill and sweep, defaults taken from RunConfig."""
     parser.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASETS, help="dataset to train on")
     parser.add_argument("--teacher", default=DEFAULTS.teacher,
-                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/); it must have "
-                             "been made for --dataset")
-    parser.add_argument("--student", default=DEFAULTS.student, choices=sorted(STUDENTS),
-                        help="architecture of both students")
+                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/; made for --dataset), "
+                             "or timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, torchvision:NAME, zoo:NAME")
+    parser.add_argument("--student", default=DEFAULTS.student, type=student_name,
+                        help=f"architecture of both students: {', '.join(sorted(STUDENTS))}, or timm:NAME "
+                             f"(from scratch)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
                         help=f"passes over the training set, 1..{MAX_EPOCHS}")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate, in (0, 1]")
@@ -88,15 +89,78 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=DEFAULTS.cpu_threads,
                         help="torch threads for CPU training (more help big students on idle machines)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    add_data_options(parser)
 
 
 def run_config(args: argparse.Namespace, **extra) -> RunConfig:
-    return DEFAULTS.replace(
+    return DEFAULTS.replace(**data_fields(args),
         dataset=args.dataset, teacher=args.teacher, student=args.student, epochs=args.epochs,
         lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
         hide_class=args.hide_class, seed=args.seed, repeats=args.repeats, unlabeled=args.unlabeled,
         unlabeled_hidden=args.unlabeled_hidden, device=args.device, cpu_threads=args.threads,
         **extra).validate()
+
+
+# ------------------------------------------------------------------ your own data and teacher (sources, teachers)
+
+def student_name(text: str) -> str:
+    if text in STUDENTS or (text.startswith("timm:") and len(text) > 5):
+        return text
+    raise argparse.ArgumentTypeError(f"choose one of {', '.join(sorted(STUDENTS))}, or timm:NAME; got {text!r}")
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--data, --image-size and the teacher's options (distill, sweep; reusable by any run-like command)."""
+    parser.add_argument("--data", default=DEFAULTS.data, metavar="PATH",
+                        help="an ImageFolder (one folder per class; optional train/ val/ test/) or a .zip of "
+                             "one, instead of --dataset")
+    parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, metavar="N",
+                        help="with --data: resize the images to N×N for the students (0 = their own size)")
+    parser.add_argument("--teacher-image-size", type=int, default=DEFAULTS.teacher_image_size, metavar="N",
+                        help="the teacher's input side (0 = its pretrained config's, else the students')")
+    parser.add_argument("--teacher-pretrained", action="store_true",
+                        help="timm:/torchvision: teachers start from their pretrained weights (online)")
+    parser.add_argument("--teacher-epochs", type=int, default=DEFAULTS.teacher_epochs, metavar="N",
+                        help="first train the teacher N epochs on the training split (its head replaced to "
+                             "the data's classes); 0 = use it as it is")
+
+
+def data_fields(args: argparse.Namespace) -> dict:
+    """The RunConfig fields of `add_data_options`."""
+    return {"data": args.data, "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
+            "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
+
+
+def prepare_teacher(cfg: RunConfig) -> tuple[RunConfig, dict]:
+    """With user data or an outside teacher: resolve both (training the teacher first with --teacher-epochs,
+    a line per epoch on stderr); return the run's config and the JSON fields it adds (docs/contracts.md)."""
+    from .teachers import needs_preparing, prepare
+
+    if not needs_preparing(cfg):
+        return cfg, {"teacher": cfg.teacher}
+
+    def report(event) -> None:
+        print(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  loss {event.train_loss:.4f}  val acc "
+              f"{event.val_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
+
+    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report)
+    for note in (getattr(dataset, "note", ""), *resolved.notes):
+        if note:
+            print(note, file=sys.stderr, flush=True)
+    print(f"teacher {resolved.id}: validation acc {resolved.val_acc:.4f}", file=sys.stderr, flush=True)
+    fields = {"teacher": resolved.id, "teacher_checkpoint": str(resolved.path)}
+    if resolved.train_seconds is not None:
+        fields["teacher_train_seconds"] = resolved.train_seconds
+    return ready, fields
+
+
+def data_facts(cfg: RunConfig) -> dict:
+    """The JSON's `classes` and `data` (its source and fingerprint) of a finished run (its data is in memory)."""
+    from .sources import fingerprint, resolve_dataset
+
+    dataset = resolve_dataset(cfg)
+    return {"classes": list(dataset.classes), "data": {"source": cfg.data or cfg.dataset,
+                                                       "fingerprint": fingerprint(dataset)}}
 
 
 def build_parser() -> Parser:
@@ -213,7 +277,8 @@ def check_before_work(cfg: RunConfig) -> None:
     """The device exists and the teacher was made for the run's dataset (checked from its metadata), before
     the dataset is loaded or downloaded and before any training; else a ValueError: exit 2."""
     resolve_device(cfg.device)
-    checkpoints.check_teacher_fits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), cfg.dataset)
+    if not cfg.data:  # user data: kd_core.teachers checked the teacher against it
+        checkpoints.check_teacher_fits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), cfg.dataset)
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
@@ -222,6 +287,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
                      pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
                      feature_weight=args.feature_weight)
+    cfg, added = prepare_teacher(cfg)
     check_before_work(cfg)
     result = None
     for event in distill(cfg):
@@ -246,7 +312,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
                       file=sys.stderr, flush=True)
     if args.save_students:
         save_students(result, Path(args.save_students), args.argv)
-    return result.summary()
+    return {**result.summary(), **data_facts(cfg), **added}
 
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
@@ -264,9 +330,10 @@ def save_students(result, directory: Path, argv: list[str]) -> None:
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from .sweep import run_sweep
 
-    cfg = run_config(args)
+    cfg, added = prepare_teacher(run_config(args))
     check_before_work(cfg)
-    return run_sweep(cfg, temperatures=args.T, alphas=args.alpha, method=args.method).summary()
+    return {**run_sweep(cfg, temperatures=args.T, alphas=args.alpha, method=args.method).summary(), **data_facts(cfg),
+            **added}
 
 
 def cmd_export(args: argparse.Namespace) -> dict:

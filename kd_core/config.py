@@ -20,6 +20,8 @@ MAX_TEMPERATURE = 100.0  # beyond this every softened distribution is uniform to
 # CPU training speed measured here (1 thread, 2 busy cores): mlp-small and resnet18-cifar students trained
 # at 70 and 74 GFLOP/s (3 × forward FLOPs), cnn-tiny at 16; so this is an optimistic estimate
 CPU_TFLOP_PER_S = 0.07
+MAX_IMAGE_SIZE = 1024  # image_size, teacher_image_size: a side in pixels
+MAX_TEACHER_EPOCHS = 200
 CPU_MAX_TFLOP = 20.0  # train.check_cpu_budget's default cap: about 5 minutes at that speed; GPUs: no cap
 
 
@@ -56,6 +58,12 @@ class RunConfig:
     #                       but when another process wants that core, 2 threads ran 10-80x slower here
     event_interval_s: float = 0.25  # at most one step event per this many seconds (UI refresh rate)
     max_seconds: float = 0.0  # 0 = no limit; else stop training after this wall time (shared Spaces)
+    # your own data and teacher (kd_core.sources, kd_core.teachers; README "Your own data and teacher")
+    data: str = ""  # an ImageFolder or a .zip of one; "" = the built-in `dataset`
+    image_size: int = 0  # the students' input side (images resized to it); 0 = the data's own size
+    teacher_image_size: int = 0  # the teacher's input side; 0 = its pretrained config's, else the students'
+    teacher_pretrained: bool = False  # timm: / torchvision: teachers start from their pretrained weights (online)
+    teacher_epochs: int = 0  # train (or fine-tune) the teacher on the training split first; 0 = use it as it is
 
     def validate(self, num_classes: int | None = None) -> RunConfig:
         """Return self, or raise ValueError naming the first bad field and its allowed range."""
@@ -79,9 +87,10 @@ class RunConfig:
             _check_int("hide_class", self.hide_class, low=0, high=high)
         from .models import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
-        if self.student not in STUDENTS:
+        _check_data_fields(self)
+        if self.student not in STUDENTS and not _is_timm_name(self.student):
             raise ValueError(f"unknown model {self.student!r} for a student; choose one of "
-                             f"{', '.join(STUDENTS)}")
+                             f"{', '.join(STUDENTS)}, or timm:NAME")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
         from .roles import METHODS  # deferred like models (torch)
@@ -104,6 +113,24 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _is_timm_name(name) -> bool:
+    return isinstance(name, str) and name.startswith("timm:") and len(name) > len("timm:")
+
+
+def _check_data_fields(cfg: RunConfig) -> None:
+    if not isinstance(cfg.data, str):
+        raise ValueError(f"data must be a folder or .zip path; got {cfg.data!r}")
+    _check_int("image_size", cfg.image_size, low=0, high=MAX_IMAGE_SIZE)
+    _check_int("teacher_image_size", cfg.teacher_image_size, low=0, high=MAX_IMAGE_SIZE)
+    _check_int("teacher_epochs", cfg.teacher_epochs, low=0, high=MAX_TEACHER_EPOCHS)
+    if not isinstance(cfg.teacher_pretrained, bool):
+        raise ValueError(f"teacher_pretrained must be true or false; got {cfg.teacher_pretrained!r}")
+    if cfg.teacher_pretrained and not cfg.teacher.startswith(("timm:", "torchvision:")):
+        raise ValueError("teacher_pretrained needs a timm:NAME or torchvision:NAME teacher")
+    if cfg.image_size and not cfg.data:
+        raise ValueError("image_size needs data (a folder or zip); the built-in datasets keep their size")
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:

@@ -38,6 +38,7 @@ from .roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_loss
 from .run_data import Batches, RunData, epoch_steps
 from .stack import ModuleStack, make_stack
 from .teacher import teacher_features, teacher_logits
+from .teachers import needs_preparing, prepare
 
 
 class TrainingDiverged(RuntimeError):
@@ -141,8 +142,11 @@ StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
 def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None) -> Iterator[StackEvent]:
     """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished."""
     roles = tuple(role.check() for role in roles)
+    if needs_preparing(cfg):  # the user's data or an outside / untrained teacher (the CLI and app prepare first)
+        cfg, dataset, _ = prepare(cfg.validate(), dataset, resolve_device(cfg.device))
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
-    checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
+    if not cfg.data:
+        checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
     dataset = dataset or load_dataset(cfg.dataset)
     cfg.validate(dataset.num_classes)
     if cfg.unlabeled and cfg.augment:

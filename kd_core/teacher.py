@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, models
-from .config import DATASETS, MAX_BATCH_SIZE, _check_choice, _check_int, _check_number
+from .config import DATASETS, MAX_BATCH_SIZE, MAX_TEACHER_EPOCHS, _check_choice, _check_int, _check_number
 from .data import Dataset, augment, load_dataset
 
 CACHE_FORMAT = 2  # bump when what a logits file holds, or how it is keyed, changes: old files then mismatch
@@ -258,8 +258,6 @@ def _read_features(path: Path, key: str, dataset: Dataset):
 # ---------------------------------------------------------------------------------------------------
 # training a teacher (python -m kd_core train-teacher)
 
-MAX_TEACHER_EPOCHS = 200
-
 
 @dataclass(frozen=True)
 class TeacherRecipe:
@@ -322,7 +320,6 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
         raise ValueError(f"--pretrained needs one of {', '.join(models.PRETRAINED)}; "
                          f"{arch} has no ImageNet weights")
     dataset = load_dataset(dataset_name)
-    device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = models.build(arch, dataset.image_shape, dataset.num_classes)
@@ -330,10 +327,20 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
         note = models.load_pretrained(arch, model)
         if on_note:
             on_note(note)
+    flips = dataset_name != "mnist"  # a mirrored digit is another symbol; a mirrored shoe is a shoe
+    return fit_teacher(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, label_smoothing=label_smoothing,
+                       seed=seed, device=device, flips=flips, on_epoch=on_epoch)
+
+
+def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, batch_size: int,
+                label_smoothing: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", flips: bool = True,
+                on_epoch: Callable[[TeacherEpoch], None] | None = None) -> tuple[nn.Module, float]:
+    """`train_teacher`'s loop on any model and Dataset: the fit split with random shifts (and flips), AdamW +
+    OneCycle; `on_epoch` after each epoch with validation and test accuracy. (model on CPU, test accuracy)."""
+    device = torch.device(device)
     mixed = device.type == "cuda"  # bf16 autocast + channels_last on GPUs
     model = model.to(device, memory_format=torch.channels_last) if mixed else model.to(device)
     pad = 4 if dataset.image_shape[-1] >= 32 else 2  # ±2 px made the shipped Fashion-MNIST teacher
-    flips = dataset_name != "mnist"  # a mirrored digit is another symbol; a mirrored shoe is a shoe
     fit = dataset.fit_index  # the training set minus the validation split
     images, labels = dataset.train_images[fit].to(device), dataset.train_labels[fit].to(device)
     val_images, val_labels = dataset.train_images[dataset.validation_index], \
@@ -350,6 +357,8 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
         total_loss = torch.zeros((), device=device)
         for first in range(0, len(labels), batch_size):
             index = order[first:first + batch_size]
+            if len(index) < 2:  # one image would break BatchNorm; it is reshuffled into the next epoch
+                continue
             batch = augment(images[index], generator, pad=pad, flip=flips)
             with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
                 out = model(dataset.normalize(batch))

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import bias, checkpoints, models
 from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from .data import Dataset, load_dataset, student_indices
+from .data import Dataset, student_indices
 from .engine import (
     StackEvaluated,
     StackResult,
@@ -36,6 +36,7 @@ from .engine import (
 )
 from .roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
 from .run_data import LIVE_VALIDATION
+from .sources import resolve_dataset
 from .stats import Difference, mean_std, paired_difference, verdict
 from .teacher import logits_cached
 
@@ -169,7 +170,7 @@ class RunResult:
         hidden = self.config.hide_class
         if hidden is None:
             return None
-        labels = load_dataset(self.config.dataset).test_labels
+        labels = resolve_dataset(self.config).test_labels
         roles, kd = len(self.stack.roles), self.column("kd")
         logits = self.stack.test_logits.view(len(self.seeds), roles, *self.stack.test_logits.shape[1:])
         ce, kd_curve = (bias.bias_curve(logits[:, role], labels, hidden) for role in (0, kd))
@@ -296,9 +297,9 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
     """What a student checkpoint records besides its weights: enough to rebuild and use it, and the run's
     per-seed accuracies (the checkpoint holds the first seed's student)."""
     cfg = result.config
-    dataset = load_dataset(cfg.dataset)  # already in memory: the run loaded it
+    dataset = resolve_dataset(cfg)  # already in memory: the run loaded it
     accuracies = result.accuracies(role)
-    return {"arch": cfg.student, "dataset": cfg.dataset, "role": f"{role}-student",
+    return {"arch": cfg.student, "dataset": dataset.name, "role": f"{role}-student",
             "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
             "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
             "test_acc": round(accuracies[0], 4), "seed": cfg.seed,

@@ -1,0 +1,295 @@
+"""Where a teacher comes from: one resolver from `--teacher` to a kd_core checkpoint the engine can use.
+
+`cfg.teacher` may be a kd_core checkpoint (a path, or "default" for the shipped one), `timm:NAME` (a timm
+architecture, from scratch or with `cfg.teacher_pretrained` its pretrained weights), `hf-hub:ORG/NAME` (a timm
+model on the Hugging Face Hub), `local-dir:PATH` (the folder `timm.models.save_for_hf` writes) or
+`torchvision:NAME` (with `cfg.teacher_pretrained`, its ImageNet weights). `prepare(cfg)` turns any of them
+into a checkpoint (saved under `$KD_CACHE_DIR/teachers/`, keyed by the source, the data's fingerprint and the
+preprocessing): a `Preprocessed` network (kd_core.external) that resizes the run's images to the teacher's
+size (`cfg.teacher_image_size`, else its pretrained config's, else the student's) and normalises them its way.
+With `cfg.teacher_epochs` it is first trained on the run's training split (its head replaced to the data's
+classes when they differ) and its validation accuracy reported. Every teacher is then checked against the
+data (channels, classes, input size) and must beat chance on the validation split, else one ValueError.
+The engine gets the checkpoint's path in `cfg.teacher`; its logits are cached as for any checkpoint.
+Downloads fail within OFFLINE_CHECK_S seconds when the host cannot be reached (HF_HUB_OFFLINE too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints, external, models
+from .data import Dataset
+from .teacher import RECIPE, TeacherEpoch, cache_dir, fit_teacher, teacher_logits
+
+SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:")
+OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path  # the kd_core checkpoint the run uses
+    id: str  # what the user asked for (cfg.teacher)
+    val_acc: float  # on the validation split
+    train_seconds: float | None  # when it was trained first (this run, or the cached run that made it)
+    notes: tuple[str, ...] = ()
+
+
+def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "cpu",
+            on_epoch: Callable[[TeacherEpoch], None] | None = None):
+    """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved)."""
+    from .sources import resolve_dataset
+
+    dataset = dataset or resolve_dataset(cfg)
+    resolved = resolve(cfg, dataset, device, on_epoch)
+    return cfg.replace(teacher=str(resolved.path), teacher_epochs=0, teacher_pretrained=False), dataset, resolved
+
+
+def needs_preparing(cfg) -> bool:
+    """Whether the engine must call `prepare` first (an outside teacher, a teacher to train, or user data)."""
+    return bool(cfg.data or cfg.teacher_epochs or cfg.teacher.startswith(SOURCES))
+
+
+def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
+            on_epoch: Callable[[TeacherEpoch], None] | None = None) -> Resolved:
+    if cfg.teacher.startswith(SOURCES):
+        net, native = _outside_network(cfg, dataset)
+    else:
+        net, native = _checkpoint_network(cfg, dataset)
+    notes: tuple[str, ...] = ()
+    if net is None:  # a kd_core checkpoint used as it is
+        path, seconds = native, None
+    else:
+        path, seconds, notes = _materialise(cfg, dataset, net, native, device, on_epoch)
+    meta = check_fits(path, dataset)
+    acc = validation_accuracy(path, dataset, device)
+    check_better_than_chance(acc, dataset, cfg.teacher)
+    return Resolved(path, cfg.teacher, acc, seconds if seconds is not None else meta.get("teacher_train_seconds"),
+                    notes)
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+def _checkpoint_network(cfg, dataset: Dataset):
+    """(None, path) for a checkpoint used as it is; (network to train, its preprocessing) with teacher_epochs."""
+    path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    if not cfg.teacher_epochs:
+        return None, path
+    model, meta = checkpoints.load_model(path)
+    if meta["in_shape"][0] != dataset.image_shape[0]:
+        check_fits(path, dataset)  # the channel message
+    if meta["num_classes"] != dataset.num_classes:
+        model = _with_head(meta["arch"], model, meta["in_shape"], dataset.num_classes)
+    mean, std = dataset.mean, dataset.std  # a zoo model reads the run's normalised images directly
+    return model, {"arch": meta["arch"], "size": 0, "mean": mean, "std": std, "bare": True}
+
+
+def _with_head(arch: str, model: nn.Module, in_shape, num_classes: int) -> nn.Module:
+    """`arch` for `num_classes` with `model`'s weights everywhere but the layers whose shapes changed."""
+    fresh = models.build(arch, tuple(in_shape), num_classes)
+    own = fresh.state_dict()
+    kept = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    fresh.load_state_dict({**own, **kept})
+    return fresh
+
+
+def _outside_network(cfg, dataset: Dataset):
+    """(bare network, its preprocessing {arch, size, mean, std}) for a timm / Hub / local-dir / torchvision id."""
+    source, _, name = cfg.teacher.partition(":")
+    channels, classes = dataset.image_shape[0], dataset.num_classes
+    if source == "torchvision":
+        return _torchvision_network(name, cfg, dataset)
+    import timm
+
+    if source == "timm":
+        options = {}
+        if cfg.teacher_pretrained:
+            hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
+            if not hub_id:
+                raise ValueError(f"timm:{name} has no pretrained weights on the Hub")
+            options = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(_hub_file(hub_id))}}
+        net = external.network(cfg.teacher, channels, classes, **options)
+        arch = cfg.teacher
+    else:
+        folder = _hub_folder(name) if source == "hf-hub" else Path(name)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} has no config.json: not a folder written by timm's save_for_hf")
+        net = timm.create_model(f"local-dir:{folder}", pretrained=True, in_chans=channels)
+        arch = "timm:" + json.loads((folder / "config.json").read_text())["architecture"]
+        if net.num_classes != classes:
+            if not cfg.teacher_epochs:
+                raise ValueError(f"teacher {cfg.teacher} predicts {net.num_classes} classes but the data has "
+                                 f"{classes}; pass --teacher-epochs N to train a new head on the data")
+            net.reset_classifier(classes)
+    pretrained = cfg.teacher_pretrained or source != "timm"
+    config = net.pretrained_cfg if pretrained else {}
+    size = (config["input_size"][-1] if pretrained else 0)
+    mean, std = (config["mean"], config["std"]) if pretrained else (dataset.mean, dataset.std)
+    if len(mean) != channels:  # timm adapted the first layer to the data's channels: average its statistics
+        mean, std = [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
+    return net, {"arch": arch, "size": size, "mean": tuple(mean), "std": tuple(std)}
+
+
+def _torchvision_network(name: str, cfg, dataset: Dataset):
+    from torchvision import models as tv_models
+
+    if not cfg.teacher_pretrained:
+        net = external.network(cfg.teacher, dataset.image_shape[0], dataset.num_classes)
+        return net, {"arch": cfg.teacher, "size": 0, "mean": dataset.mean, "std": dataset.std}
+    external.network(cfg.teacher, dataset.image_shape[0], 2)  # the name and the channels, before a download
+    weights = tv_models.get_model_weights(name).DEFAULT
+    _reachable_or_cached(Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1],
+                         "download.pytorch.org", f"torchvision:{name}'s weights")
+    net = tv_models.get_model(name, weights=weights)
+    preset = weights.transforms()
+    if len(weights.meta["categories"]) != dataset.num_classes:
+        if not cfg.teacher_epochs:
+            raise ValueError(f"teacher torchvision:{name} predicts {len(weights.meta['categories'])} classes but "
+                             f"the data has {dataset.num_classes}; pass --teacher-epochs N to train a new head")
+        net = _replace_last_linear(net, dataset.num_classes)
+    return net, {"arch": cfg.teacher, "size": preset.crop_size[0], "mean": tuple(preset.mean),
+                 "std": tuple(preset.std)}
+
+
+def _replace_last_linear(net: nn.Module, num_classes: int) -> nn.Module:
+    last = models.classifier(net)
+    for module in net.modules():
+        for child_name, child in module.named_children():
+            if child is last:
+                setattr(module, child_name, nn.Linear(last.in_features, num_classes))
+    return net
+
+
+# ------------------------------------------------------------------------------------------ downloads
+
+def _hub_folder(repo_id: str) -> Path:
+    """The Hub repo's files in the local cache, downloaded first when online; ValueError within 2 s offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["config.json", "*.safetensors", "pytorch_model.bin"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    _reachable_or_cached(None, "huggingface.co", f"hf-hub:{repo_id}")
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as error:  # a wrong id, a private repo, a dropped connection: one line each
+        raise ValueError(f"cannot download hf-hub:{repo_id} ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0][:160]})") from error
+
+
+def _hub_file(repo_id: str) -> Path:
+    folder = _hub_folder(repo_id)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model.bin"))
+    if not files:
+        raise ValueError(f"hf-hub:{repo_id} has no weights file")
+    return files[0]
+
+
+def _reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
+    """Return when `cached` exists or `host` answers on port 443 within OFFLINE_CHECK_S; else ValueError."""
+    if cached is not None and cached.is_file():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") and host == "huggingface.co":
+        raise ValueError(f"cannot get {what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache")
+    answered: list[bool] = []
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, 443), timeout=OFFLINE_CHECK_S).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(OFFLINE_CHECK_S)
+    if not answered:
+        raise ValueError(f"cannot get {what}: {host} did not answer within {OFFLINE_CHECK_S:g} s (offline?) "
+                         f"and it is not cached on this machine")
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+
+def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on_epoch):
+    """Save `net` (trained first with cfg.teacher_epochs) as a checkpoint keyed by everything it depends on;
+    a checkpoint already made under the same key is reused. (path, training seconds or None, notes)."""
+    size = cfg.teacher_image_size or native["size"] or dataset.image_shape[-1]
+    key = _key(cfg, dataset, native, size)
+    path = cache_dir() / "teachers" / f"{cfg.teacher.replace('/', '_').replace(':', '-')[-60:]}-{key}.safetensors"
+    if path.is_file():
+        return path, None, (f"reusing the teacher prepared earlier: {path}",)
+    model = net if native.get("bare") else external.Preprocessed(net, dataset.image_shape[0]).set_preprocessing(
+        dataset.mean, dataset.std, native["mean"], native["std"], size)
+    external.input_check(model, dataset.image_shape, f"teacher {cfg.teacher} at {size}×{size}")
+    meta = {"arch": native["arch"], "dataset": dataset.name, "in_shape": list(dataset.image_shape),
+            "num_classes": dataset.num_classes, "classes": list(dataset.classes), "mean": list(dataset.mean),
+            "std": list(dataset.std), "teacher": cfg.teacher, "teacher_image_size": size,
+            "teacher_mean": list(native["mean"]), "teacher_std": list(native["std"]), "test_acc": None}
+    seconds = None
+    if cfg.teacher_epochs:
+        start = time.perf_counter()
+        model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=RECIPE.lr,
+                                 batch_size=RECIPE.batch_size, seed=cfg.seed, device=device, on_epoch=on_epoch)
+        seconds = time.perf_counter() - start
+        meta.update(test_acc=round(acc, 4), teacher_epochs=cfg.teacher_epochs,
+                    teacher_train_seconds=round(seconds, 1))
+    checkpoints.save_model(path, model.cpu().eval(), meta)
+    return path, seconds, (f"teacher saved to {path}",)
+
+
+def _key(cfg, dataset: Dataset, native: dict, size: int) -> str:
+    from .sources import fingerprint
+
+    parts = {"teacher": cfg.teacher, "pretrained": cfg.teacher_pretrained, "epochs": cfg.teacher_epochs,
+             "seed": cfg.seed if cfg.teacher_epochs else None, "data": fingerprint(dataset),
+             "mean": list(dataset.mean), "std": list(dataset.std), "size": size,
+             "native": {k: list(v) if isinstance(v, tuple) else v for k, v in native.items()}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_fits(path: Path, dataset: Dataset) -> dict:
+    """The teacher checkpoint's metadata if its channels and classes fit `dataset`, else one ValueError."""
+    meta = checkpoints.read_metadata(path)
+    shape, colours = meta.get("in_shape"), {1: "grey", 3: "RGB"}
+    if not isinstance(shape, list) or len(shape) != 3 or "num_classes" not in meta:
+        raise ValueError(f"teacher {path} does not record its in_shape and num_classes")
+    if shape[0] != dataset.image_shape[0]:
+        raise ValueError(f"teacher {path.name} takes {colours.get(shape[0], shape[0])} images but the data is "
+                         f"{colours.get(dataset.image_shape[0], dataset.image_shape[0])}; use a teacher made for "
+                         f"it, or timm:NAME with --teacher-epochs")
+    if meta["num_classes"] != dataset.num_classes:
+        raise ValueError(f"teacher {path.name} predicts {meta['num_classes']} classes but the data has "
+                         f"{dataset.num_classes}; pass --teacher-epochs N to train a new head on the data")
+    return meta
+
+
+def validation_accuracy(path: Path, dataset: Dataset, device) -> float:
+    """The teacher's accuracy on the validation split, from its logits (computed now and cached for the run)."""
+    logits = teacher_logits(path, dataset, device)
+    val = dataset.validation_index
+    return (logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
+
+
+def check_better_than_chance(acc: float, dataset: Dataset, teacher: str) -> None:
+    """ValueError when `acc` is within two standard errors of always guessing the commonest class."""
+    labels = dataset.train_labels[dataset.validation_index]
+    chance = torch.bincount(labels).max().item() / len(labels)
+    bar = chance + 2 * math.sqrt(chance * (1 - chance) / len(labels))
+    if acc <= bar:
+        raise ValueError(f"teacher {teacher} is no better than chance on the validation split ({acc:.1%}, "
+                         f"chance {chance:.1%}); train it first with --teacher-epochs N")
