@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -131,7 +132,7 @@ def data_fields(args: argparse.Namespace) -> dict:
             "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
 
 
-def prepare_teacher(cfg: RunConfig) -> tuple[RunConfig, dict]:
+def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[RunConfig, dict]:
     """With user data or an outside teacher: resolve both (training the teacher first with --teacher-epochs,
     a line per epoch on stderr); return the run's config and the JSON fields it adds (docs/contracts.md)."""
     from .teachers import needs_preparing, prepare
@@ -143,12 +144,12 @@ def prepare_teacher(cfg: RunConfig) -> tuple[RunConfig, dict]:
         print(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  loss {event.train_loss:.4f}  val acc "
               f"{event.val_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
 
-    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report)
+    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report, recipe=recipe)
     for note in (getattr(dataset, "note", ""), *resolved.notes):
         if note:
             print(note, file=sys.stderr, flush=True)
     print(f"teacher {resolved.id}: validation acc {resolved.val_acc:.4f}", file=sys.stderr, flush=True)
-    fields = {"teacher": resolved.id, "teacher_checkpoint": str(resolved.path)}
+    fields = {"teacher": resolved.id, "teacher_checkpoint": str(resolved.path), "teacher_val_acc": resolved.val_acc}
     if resolved.train_seconds is not None:
         fields["teacher_train_seconds"] = resolved.train_seconds
     return ready, fields
@@ -170,8 +171,15 @@ def build_parser() -> Parser:
     teacher = commands.add_parser("train-teacher", help="train a teacher and save it as safetensors")
     teacher.add_argument("--dataset", default=RECIPE.dataset, choices=DATASETS,
                          help="dataset to train on (the validation split is held out)")
-    teacher.add_argument("--arch", default=RECIPE.arch, choices=sorted(TEACHERS) + sorted(STUDENTS),
-                         help="architecture")
+    teacher.add_argument("--arch", default=RECIPE.arch, type=teacher_arch,
+                         help=f"architecture: {', '.join(sorted(TEACHERS) + sorted(STUDENTS))}, timm:NAME or "
+                              f"torchvision:NAME")
+    teacher.add_argument("--data", default="", metavar="PATH",
+                         help="train on this ImageFolder or .zip instead of --dataset")
+    teacher.add_argument("--image-size", type=int, default=0, metavar="N",
+                         help="with --data: resize its images to N×N (0 = their own size)")
+    teacher.add_argument("--teacher-image-size", type=int, default=0, metavar="N",
+                         help="timm:/torchvision: archs see the images resized to N×N (0 = as given)")
     teacher.add_argument("--epochs", type=int, default=RECIPE.epochs,
                          help=f"passes over the training set, 1..{MAX_TEACHER_EPOCHS}")
     teacher.add_argument("--lr", type=float, default=RECIPE.lr,
@@ -229,7 +237,39 @@ def build_parser() -> Parser:
     return parser
 
 
+def teacher_arch(text: str) -> str:
+    if text in TEACHERS or text in STUDENTS or text.startswith(("timm:", "torchvision:")):
+        return text
+    raise argparse.ArgumentTypeError(f"choose a zoo name ({', '.join(sorted(TEACHERS) + sorted(STUDENTS))}), "
+                                     f"timm:NAME or torchvision:NAME; got {text!r}")
+
+
+def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
+    """train-teacher with --data or a timm:/torchvision: arch: kd_core.teachers trains it (as distill's
+    --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
+    from .sources import resolve_dataset
+    from .teacher import save_logits_beside, teacher_logits
+
+    if not args.out.endswith(".safetensors"):
+        raise ValueError("--out must end in .safetensors")
+    recipe = TeacherRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                           label_smoothing=args.label_smoothing, seed=args.seed).validate()
+    cfg = DEFAULTS.replace(dataset=args.dataset, data=args.data, image_size=args.image_size,
+                           teacher=args.arch if ":" in args.arch else f"zoo:{args.arch}", teacher_epochs=args.epochs,
+                           teacher_image_size=args.teacher_image_size, seed=args.seed, device=args.device,
+                           teacher_pretrained=args.pretrained and ":" in args.arch).validate()
+    cfg, added = prepare_teacher(cfg, recipe)
+    dataset = resolve_dataset(cfg)
+    out = checkpoints.atomic_write(args.out, lambda tmp: shutil.copyfile(cfg.teacher, tmp))
+    save_logits_beside(out, dataset, teacher_logits(out, dataset, resolve_device(cfg.device)))
+    meta = checkpoints.read_metadata(out)
+    return {"checkpoint": str(out), "val_acc": added["teacher_val_acc"], "test_acc": meta.get("test_acc"),
+            "train_seconds": added.get("teacher_train_seconds"), "arch": args.arch, **data_facts(cfg)}
+
+
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
+    if args.data or ":" in args.arch:
+        return cmd_train_teacher_on_data(args)
     from .data import load_dataset
     from .teacher import save_logits_beside, teacher_logits, train_teacher
 

@@ -245,7 +245,7 @@ def _open_image(relative: str, file, image_size: int, limits: Limits):
     if not relative.lower().endswith(IMAGE_SUFFIXES):
         raise ValueError(f"{relative} is not an image ({', '.join(IMAGE_SUFFIXES)}); remove it from the data")
     try:
-        image = Image.open(io.BytesIO(file) if isinstance(file, bytes) else file)
+        image = Image.open(io.BytesIO(file if isinstance(file, bytes) else file.read_bytes()))
         if image.width * image.height > limits.pixels:
             raise ValueError(f"{relative} is {image.width}×{image.height} pixels; the limit here is "
                              f"{limits.pixels:,} pixels per image")

@@ -32,9 +32,9 @@ from torch import nn
 
 from . import checkpoints, external, models
 from .data import Dataset
-from .teacher import RECIPE, TeacherEpoch, cache_dir, fit_teacher, teacher_logits
+from .teacher import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 
-SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:")
+SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")
 OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line
 
 
@@ -48,12 +48,13 @@ class Resolved:
 
 
 def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None):
-    """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved)."""
+            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE):
+    """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved).
+    `recipe` gives the teacher training's lr, batch size and label smoothing (epochs and seed are cfg's)."""
     from .sources import resolve_dataset
 
     dataset = dataset or resolve_dataset(cfg)
-    resolved = resolve(cfg, dataset, device, on_epoch)
+    resolved = resolve(cfg, dataset, device, on_epoch, recipe)
     return cfg.replace(teacher=str(resolved.path), teacher_epochs=0, teacher_pretrained=False), dataset, resolved
 
 
@@ -63,19 +64,23 @@ def needs_preparing(cfg) -> bool:
 
 
 def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None) -> Resolved:
-    if cfg.teacher.startswith(SOURCES):
-        net, native = _outside_network(cfg, dataset)
-    else:
-        net, native = _checkpoint_network(cfg, dataset)
+            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE) -> Resolved:
+    with models.INIT_LOCK, torch.random.fork_rng(devices=[]):  # a fresh network's weights follow cfg.seed
+        torch.manual_seed(cfg.seed)
+        net, native = (_outside_network if cfg.teacher.startswith(SOURCES) else _checkpoint_network)(cfg, dataset)
     notes: tuple[str, ...] = ()
     if net is None:  # a kd_core checkpoint used as it is
         path, seconds = native, None
     else:
-        path, seconds, notes = _materialise(cfg, dataset, net, native, device, on_epoch)
+        path, seconds, notes = _materialise(cfg, dataset, net, native, device, on_epoch, recipe)
     meta = check_fits(path, dataset)
+    if net is None:
+        external.input_check(checkpoints.load_model(path)[0], dataset.image_shape, f"teacher {path.name}")
+    if meta.get("classes") and list(meta["classes"]) != list(dataset.classes):
+        notes += (f"the teacher's classes ({', '.join(meta['classes'])}) are not named as the data's "
+                  f"({', '.join(dataset.classes)}): its outputs are read in that order",)
     acc = validation_accuracy(path, dataset, device)
-    check_better_than_chance(acc, dataset, cfg.teacher)
+    check_better_than_chance(acc, dataset, cfg.teacher, cfg.teacher_epochs)
     return Resolved(path, cfg.teacher, acc, seconds if seconds is not None else meta.get("teacher_train_seconds"),
                     notes)
 
@@ -109,6 +114,9 @@ def _outside_network(cfg, dataset: Dataset):
     """(bare network, its preprocessing {arch, size, mean, std}) for a timm / Hub / local-dir / torchvision id."""
     source, _, name = cfg.teacher.partition(":")
     channels, classes = dataset.image_shape[0], dataset.num_classes
+    if source == "zoo":  # a fresh zoo architecture: reads the run's normalised images directly
+        net = models.build(name, dataset.image_shape, classes)
+        return net, {"arch": name, "size": 0, "mean": dataset.mean, "std": dataset.std, "bare": True}
     if source == "torchvision":
         return _torchvision_network(name, cfg, dataset)
     import timm
@@ -225,11 +233,11 @@ def _reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
 
 # ------------------------------------------------------------------------------------------ checkpoint
 
-def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on_epoch):
+def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on_epoch, recipe: TeacherRecipe):
     """Save `net` (trained first with cfg.teacher_epochs) as a checkpoint keyed by everything it depends on;
     a checkpoint already made under the same key is reused. (path, training seconds or None, notes)."""
     size = cfg.teacher_image_size or native["size"] or dataset.image_shape[-1]
-    key = _key(cfg, dataset, native, size)
+    key = _key(cfg, dataset, native, size, recipe)
     path = cache_dir() / "teachers" / f"{cfg.teacher.replace('/', '_').replace(':', '-')[-60:]}-{key}.safetensors"
     if path.is_file():
         return path, None, (f"reusing the teacher prepared earlier: {path}",)
@@ -243,8 +251,9 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
     seconds = None
     if cfg.teacher_epochs:
         start = time.perf_counter()
-        model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=RECIPE.lr,
-                                 batch_size=RECIPE.batch_size, seed=cfg.seed, device=device, on_epoch=on_epoch)
+        model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
+                                 label_smoothing=recipe.label_smoothing, seed=cfg.seed, device=device,
+                                 on_epoch=on_epoch)
         seconds = time.perf_counter() - start
         meta.update(test_acc=round(acc, 4), teacher_epochs=cfg.teacher_epochs,
                     teacher_train_seconds=round(seconds, 1))
@@ -252,11 +261,12 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
     return path, seconds, (f"teacher saved to {path}",)
 
 
-def _key(cfg, dataset: Dataset, native: dict, size: int) -> str:
+def _key(cfg, dataset: Dataset, native: dict, size: int, recipe: TeacherRecipe) -> str:
     from .sources import fingerprint
 
     parts = {"teacher": cfg.teacher, "pretrained": cfg.teacher_pretrained, "epochs": cfg.teacher_epochs,
              "seed": cfg.seed if cfg.teacher_epochs else None, "data": fingerprint(dataset),
+             "recipe": [recipe.lr, recipe.batch_size, recipe.label_smoothing] if cfg.teacher_epochs else None,
              "mean": list(dataset.mean), "std": list(dataset.std), "size": size,
              "native": {k: list(v) if isinstance(v, tuple) else v for k, v in native.items()}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -285,11 +295,13 @@ def validation_accuracy(path: Path, dataset: Dataset, device) -> float:
     return (logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
 
 
-def check_better_than_chance(acc: float, dataset: Dataset, teacher: str) -> None:
+def check_better_than_chance(acc: float, dataset: Dataset, teacher: str, epochs: int = 0) -> None:
     """ValueError when `acc` is within two standard errors of always guessing the commonest class."""
     labels = dataset.train_labels[dataset.validation_index]
     chance = torch.bincount(labels).max().item() / len(labels)
     bar = chance + 2 * math.sqrt(chance * (1 - chance) / len(labels))
     if acc <= bar:
+        advice = (f"after {epochs} epochs of training; train it longer or pick another architecture" if epochs
+                  else "train it first with --teacher-epochs N")
         raise ValueError(f"teacher {teacher} is no better than chance on the validation split ({acc:.1%}, "
-                         f"chance {chance:.1%}); train it first with --teacher-epochs N")
+                         f"chance {chance:.1%}); {advice}")
