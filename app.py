@@ -10,6 +10,7 @@ API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see R
 
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import plots, predict, served, session, settings, shared_runs
+from kd_core import own_data, plots, predict, served, session, settings, shared_runs
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
@@ -467,6 +468,93 @@ def sweep_tab() -> None:
     stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
 
 
+# ------------------------------------------------------------------------ Your data (kd_core.own_data, sources)
+
+def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: int, image_size: int,
+                     teacher_image_size: int, student: str, epochs: int, repeats: int):
+    """Your zip and teacher: prepare the teacher (trained first when asked, a line per epoch), then the usual
+    CE and KD students with seeds, curves, table and verdict."""
+    try:
+        cfg, dataset = own_data.app_config(upload, kind, arch, hub_id, teacher_epochs, image_size,
+                                           teacher_image_size, student, epochs, repeats)
+        for item in own_data.prepare_lines(cfg, dataset):
+            if isinstance(item, own_data.Prepared):
+                prepared = item
+            else:
+                yield (f'<div class="kd-status">{html.escape(item)}</div>', gr.skip(), gr.skip(), gr.skip(),
+                       gr.skip(), gr.skip())
+        for view in shared_runs.live_run(RUNS, prepared.config, train_on_device):
+            done = view.table is not None
+            yield (view.status_html(),
+                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
+                   gr.skip() if view.accuracies is None else PlotData(type="matplotlib", plot=view.accuracies.image()),
+                   gr.Dataframe(view.table, visible=done), view.students if done else gr.skip(),
+                   prepared if done else gr.skip())
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+def predict_own_data(picture: Image.Image | None, prepared, students):
+    """A picture -> the run's teacher's and students' top classes, with the run's class names."""
+    if picture is None:
+        return None, None, None
+    try:
+        found = own_data.predict_own(picture, prepared, students, TOP_K)
+    except USER_ERRORS as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return found["teacher"], found["ce"], found["kd"]
+
+
+def own_data_tab() -> None:
+    gr.Markdown("Distil **your own** image classifier: upload a .zip with one folder per class (JPEG, PNG, "
+                "WebP; optional `train/`, `val/`, `test/` folders, else 20 % of each class is the test split and "
+                "a tenth of the rest the validation split), pick a teacher, and the CE and KD students train side "
+                "by side as in the Train tab, with seeds and a verdict. " + own_data.LIMITS_TEXT)
+    prepared, own_students = gr.State(None), gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            upload = gr.File(label="Your images (.zip)", file_types=[".zip"], type="filepath")
+            kind = gr.Radio(list(own_data.TEACHER_KINDS), value=own_data.TEACHER_KINDS[0], label="Teacher")
+            arch = gr.Dropdown(list(own_data.TEACHER_ARCHS), value=own_data.TEACHER_ARCHS[0],
+                               label="Architecture to train (Train one on my data)")
+            teacher_epochs = gr.Slider(1, own_data.MAX_APP_TEACHER_EPOCHS, 5, step=1, label="Teacher epochs")
+            hub_id = gr.Textbox("", label="Hub id (ORG/NAME; needs the internet)", placeholder="timm/resnet18.a1_in1k")
+            with gr.Row():
+                image_size = gr.Number(0, precision=0, minimum=0, maximum=own_data.MAX_APP_IMAGE_SIZE,
+                                       label="Student image size (0: as uploaded)")
+                teacher_image_size = gr.Number(0, precision=0, minimum=0, maximum=own_data.MAX_APP_IMAGE_SIZE,
+                                               label="Teacher image size (0: its own)")
+            student = gr.Dropdown(list(own_data.STUDENTS), value=DEFAULTS.student, label="Student")
+            with gr.Row():
+                epochs = gr.Slider(1, own_data.MAX_APP_EPOCHS, 10, step=1, label="Student epochs")
+                repeats = gr.Slider(1, MAX_REPEATS, 3, step=1, label="Seeds")
+        with gr.Column(scale=3):
+            with gr.Row():
+                start = gr.Button("Start", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            status = gr.HTML('<div class="kd-status">Upload a zip, then press Start.</div>')
+            with gr.Row():
+                losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
+                                     title="Training loss", x_title="step", y_title="loss")
+                accuracies = gr.Plot(label="Validation accuracy", show_label=False)
+            table = gr.Dataframe(label="Results on your test split (mean ± std over seeds)", visible=False,
+                                 interactive=False)
+            gr.Markdown("### Predict with your run's classes")
+            with gr.Row():
+                picture = gr.Image(type="pil", label="A picture", height=220)
+                teacher_label = gr.Label(num_top_classes=TOP_K, label="Teacher")
+                ce_label = gr.Label(num_top_classes=TOP_K, label="CE student")
+                kd_label = gr.Label(num_top_classes=TOP_K, label="KD student")
+    run = start.click(distill_own_data, [upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size,
+                                         student, epochs, repeats],
+                      [status, losses, accuracies, table, own_students, prepared], api_name="distill_own_data",
+                      concurrency_limit=TRAINING_VISITORS, concurrency_id="training", show_progress="full",
+                      show_progress_on=[status])
+    stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+    picture.change(predict_own_data, [picture, prepared, own_students], [teacher_label, ce_label, kd_label],
+                   api_name="predict_own_data")
+
+
 def delete_session_state(page: gr.Blocks, session_hash: str) -> None:
     """Run the delete_callback of every gr.State of one session now and drop the values.
 
@@ -523,6 +611,8 @@ def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
             dark_knowledge_tab(page)
         with gr.Tab("Sweep"):
             sweep_tab()
+        with gr.Tab("Your data"):
+            own_data_tab()
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)
 
@@ -530,7 +620,8 @@ def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
 demo = build()
 
 LAUNCH_OPTIONS = {"css": CSS, "allowed_paths": [str(CHECKPOINT_DIR / "examples")],
-                  "max_file_size": "10mb",  # uploads above this are refused by Gradio before any handler
+                  # uploads above this are refused by Gradio before any handler (Your data's zips: 50 MB)
+                  "max_file_size": f"{own_data.sources.SPACE_LIMITS.upload_bytes // 2**20}mb",
                   # beyond this many sessions, the least recently used one is forgotten (its Predict tab
                   # falls back to the shipped students): a bound on the memory that open tabs can hold
                   "state_session_capacity": SESSIONS_KEPT,

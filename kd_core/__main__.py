@@ -107,7 +107,8 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
 def student_name(text: str) -> str:
     if text in STUDENTS or (text.startswith("timm:") and len(text) > 5):
         return text
-    raise argparse.ArgumentTypeError(f"choose one of {', '.join(sorted(STUDENTS))}, or timm:NAME; got {text!r}")
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(STUDENTS))}, "
+                                     f"or timm:NAME)")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -240,8 +241,9 @@ def build_parser() -> Parser:
 def teacher_arch(text: str) -> str:
     if text in TEACHERS or text in STUDENTS or text.startswith(("timm:", "torchvision:")):
         return text
-    raise argparse.ArgumentTypeError(f"choose a zoo name ({', '.join(sorted(TEACHERS) + sorted(STUDENTS))}), "
-                                     f"timm:NAME or torchvision:NAME; got {text!r}")
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
+                                     f"{', '.join(sorted(TEACHERS) + sorted(STUDENTS))}, timm:NAME or "
+                                     f"torchvision:NAME)")
 
 
 def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:

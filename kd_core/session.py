@@ -31,6 +31,7 @@ from .data import load_dataset
 from .predict import Classifier
 from .roles import FEATURE_METHODS, NAMES
 from .settings import DATASET_LABELS, training_threads
+from .sources import resolve_dataset
 from .stats import mean_std
 from .train import (
     Evaluated,
@@ -280,7 +281,7 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
     try:
         loading = "logits and features" if any(m in FEATURE_METHODS for m in cfg.methods) else "logits"
         yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
-        dataset = load_dataset(cfg.dataset)
+        dataset = resolve_dataset(cfg)  # the built-in dataset, or the user's folder (kd_core.sources)
         check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
         events = distill(cfg, dataset)
         for event in events:
@@ -327,7 +328,8 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     summary = card_summary(result, meta)
     model_card.write_card(kd_checkpoint, model_card.model_card(meta, summary))
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
-                   f"{cfg.student} on {DATASET_LABELS[cfg.dataset]}, the students of seed {cfg.seed}")
+                   f"{cfg.student} on {Path(cfg.data).name if cfg.data else DATASET_LABELS[cfg.dataset]}, the "
+                   f"students of seed {cfg.seed}")
     methods = method_students(result, meta)
     students = SessionStudents(predict.classifier_from(NAMES["ce"], result.ce_student, meta),
                                methods[cfg.methods[kd_index(cfg) - 1]], description, run_dir, cfg.hide_class,

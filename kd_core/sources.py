@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -72,17 +73,35 @@ def resolve_dataset(cfg) -> Dataset:
     return load_folder(cfg.data, cfg.image_size)
 
 
+_loaded: dict[tuple, tuple[Limits, FolderDataset]] = {}  # (path, size, mtime, image_size) -> what was decoded
+_loaded_lock = threading.Lock()
+KEEP_LOADED = 4
+
+
 def load_folder(path: str | Path, image_size: int = 0, limits: Limits = Limits()) -> FolderDataset:
-    """Decode the ImageFolder at `path` (a folder or a .zip); cached per (path, its size and time, size)."""
+    """Decode the ImageFolder at `path` (a folder or a .zip), once per process: kept per (path, its size and
+    time, image_size), and served again to any caller whose limits are no stricter than those it passed."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data not found: {path}")
     stat = path.stat()
-    return _load_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size, limits)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size)
+    with _loaded_lock:
+        if key in _loaded and _within(_loaded[key][0], limits):
+            return _loaded[key][1]
+    dataset = _decode(key[0], image_size, limits)
+    with _loaded_lock:
+        _loaded[key] = (limits, dataset)
+        while len(_loaded) > KEEP_LOADED:
+            _loaded.pop(next(iter(_loaded)))
+    return dataset
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(path: str, _size: int, _mtime: int, image_size: int, limits: Limits) -> FolderDataset:
+def _within(checked: Limits, asked: Limits) -> bool:
+    return all(getattr(checked, name) <= getattr(asked, name) for name in Limits.__dataclass_fields__)
+
+
+def _decode(path: str, image_size: int, limits: Limits) -> FolderDataset:
     files = _zip_files(Path(path), limits) if path.endswith(".zip") else _folder_files(Path(path), limits)
     splits, classes = _splits(files, path)
     if len(classes) > limits.classes:

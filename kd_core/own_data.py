@@ -1,0 +1,134 @@
+"""The app's "Your data" panel: its choices as a RunConfig within the public Space's limits, the teacher's
+preparation as a stream of status lines, and predictions with the run's own classes.
+
+An upload is a .zip of an ImageFolder (kd_core.sources) read under `sources.SPACE_LIMITS`; the teacher is
+trained on it (an architecture from TEACHER_ARCHS, at most MAX_APP_TEACHER_EPOCHS epochs), the shipped
+Fashion-MNIST teacher, or a timm model on the Hub (online only; offline it fails at once). Teacher training
+is capped like a run (`check_teacher_budget`): a CPU Space cannot be held for an hour by one visitor.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import external, models, predict, sources, teachers
+from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
+from .data import Dataset
+
+TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
+                 "Hub id (a timm model)")
+TEACHER_ARCHS = ("zoo:cnn-teacher", "zoo:cnn-tiny", "timm:resnet10t", "timm:resnet18", "timm:mobilenetv3_small_050")
+STUDENTS = models.SMALL_STUDENTS
+MAX_APP_TEACHER_EPOCHS = 10
+MAX_APP_IMAGE_SIZE = 64
+MAX_APP_EPOCHS = 20
+LIMITS_TEXT = (f"Limits on this Space: a .zip of at most {sources.SPACE_LIMITS.upload_bytes // 2**20} MB "
+               f"({sources.SPACE_LIMITS.unpacked_bytes // 2**20} MB unpacked), {sources.SPACE_LIMITS.images:,} "
+               f"images, {sources.SPACE_LIMITS.classes} classes, {sources.SPACE_LIMITS.pixels:,} pixels per image; "
+               f"images resized to at most {MAX_APP_IMAGE_SIZE}×{MAX_APP_IMAGE_SIZE}; teacher training at most "
+               f"{MAX_APP_TEACHER_EPOCHS} epochs and about {CPU_MAX_TFLOP:g} TFLOP on a CPU.")
+
+
+def app_config(upload: str | None, kind: str, arch: str, hub_id: str, teacher_epochs: int, image_size: int,
+               teacher_image_size: int, student: str, epochs: int, repeats: int) -> tuple[RunConfig, Dataset]:
+    """The panel's values -> (RunConfig, the decoded data), or one ValueError saying what to change."""
+    if not upload or not str(upload).lower().endswith(".zip"):
+        raise ValueError("upload a .zip of your images first: one folder per class (optionally inside "
+                         "train/, val/ and test/ folders)")
+    if kind not in TEACHER_KINDS:
+        raise ValueError(f"choose a teacher: {', '.join(TEACHER_KINDS)}")
+    if student not in STUDENTS:
+        raise ValueError(f"choose a student from {', '.join(STUDENTS)}")
+    if not 1 <= int(epochs) <= MAX_APP_EPOCHS:
+        raise ValueError(f"epochs must be in [1, {MAX_APP_EPOCHS}] here")
+    for name, value in (("image size", image_size), ("teacher image size", teacher_image_size)):
+        if not 0 <= int(value) <= MAX_APP_IMAGE_SIZE:
+            raise ValueError(f"{name} must be in [0, {MAX_APP_IMAGE_SIZE}] here (0: the images' own)")
+    trains = kind == TEACHER_KINDS[0]
+    if trains and arch not in TEACHER_ARCHS:
+        raise ValueError(f"choose an architecture from {', '.join(TEACHER_ARCHS)}")
+    if trains and not 1 <= int(teacher_epochs) <= MAX_APP_TEACHER_EPOCHS:
+        raise ValueError(f"teacher epochs must be in [1, {MAX_APP_TEACHER_EPOCHS}] here")
+    hub_id = (hub_id or "").strip().removeprefix("hf-hub:")
+    if kind == TEACHER_KINDS[2] and hub_id.count("/") != 1:
+        raise ValueError("a Hub id looks like ORG/NAME, e.g. timm/resnet18.a1_in1k")
+    teacher = {TEACHER_KINDS[0]: arch, TEACHER_KINDS[1]: "default", TEACHER_KINDS[2]: f"hf-hub:{hub_id}"}[kind]
+    image_size = int(image_size) or (0 if trains or kind == TEACHER_KINDS[2] else 28)
+    cfg = RunConfig(data=str(upload), image_size=image_size, teacher=teacher,
+                    teacher_epochs=int(teacher_epochs) if trains else 0, teacher_image_size=int(teacher_image_size),
+                    student=student, epochs=int(epochs), repeats=int(repeats), train_size=0).validate()
+    dataset = sources.load_folder(cfg.data, cfg.image_size, sources.SPACE_LIMITS)
+    if max(dataset.image_shape[1:]) > MAX_APP_IMAGE_SIZE:
+        raise ValueError(f"the images are {dataset.image_shape[2]}×{dataset.image_shape[1]}; set an image size of "
+                         f"at most {MAX_APP_IMAGE_SIZE} to resize them")
+    if trains:
+        check_teacher_budget(cfg, dataset)
+    return cfg, dataset
+
+
+def check_teacher_budget(cfg: RunConfig, dataset: Dataset, max_tflop: float = CPU_MAX_TFLOP) -> None:
+    """ValueError when training the teacher would take more than `max_tflop` TFLOP (3 × forward per image)."""
+    if torch.cuda.is_available():
+        return
+    arch = cfg.teacher.removeprefix("zoo:")
+    net = models.build(arch, dataset.image_shape, dataset.num_classes)
+    size = cfg.teacher_image_size or dataset.image_shape[-1]
+    shape = (dataset.image_shape[0], size, size) if external.is_external(arch) else dataset.image_shape
+    flops = models.flops_per_sample(net, shape) * 3 * len(dataset.fit_index) * cfg.teacher_epochs / 1e12
+    if flops > max_tflop:
+        raise ValueError(f"training {cfg.teacher} for {cfg.teacher_epochs} epochs on these images needs about "
+                         f"{flops:,.1f} TFLOP, at least {flops / CPU_TFLOP_PER_S / 60:,.0f} minutes on this CPU, "
+                         f"over the limit of {max_tflop:g} TFLOP; pick a smaller architecture, fewer epochs or a "
+                         f"smaller image size")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    config: RunConfig  # the run's, its teacher a checkpoint
+    resolved: teachers.Resolved
+    dataset: Dataset
+
+
+def prepare_lines(cfg: RunConfig, dataset: Dataset) -> Iterator[str | Prepared]:
+    """Status lines while the teacher is prepared (one per training epoch), then the Prepared run."""
+    lines: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            ready, _, resolved = teachers.prepare(
+                cfg, dataset, on_epoch=lambda e: lines.put(f"teacher epoch {e.epoch}/{cfg.teacher_epochs}: "
+                                                           f"validation accuracy {100 * e.val_acc:.1f}%"))
+            lines.put(Prepared(ready, resolved, dataset))
+        except Exception as error:  # handed to the caller's thread, which raises it there
+            lines.put(error)
+
+    threading.Thread(target=work, daemon=True).start()
+    yield f"{dataset.note}; preparing the teacher {cfg.teacher}…"
+    while True:
+        item = lines.get()
+        if isinstance(item, Exception):
+            raise item
+        yield item
+        if isinstance(item, Prepared):
+            return
+
+
+def predict_own(picture: Image.Image, prepared: Prepared | None, students, k: int = 3) -> dict[str, dict]:
+    """{"teacher" | "ce" | "kd": top-k {class: probability}} for `picture`, resized to the run's input, with
+    the run's classes."""
+    if prepared is None or students is None:
+        raise ValueError("train on your data first (Start), then predict")
+    teacher = predict.load_classifier(prepared.config.teacher, "teacher")
+    channels, height, width = teacher.in_shape
+    image = picture.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(image).copy())
+    pixels = pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1)
+    classifiers = {"teacher": teacher, "ce": students.ce, "kd": students.kd}
+    return predict.predict_all(classifiers, pixels.contiguous(), k)
