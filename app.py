@@ -486,7 +486,9 @@ def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: 
         for view in shared_runs.live_run(RUNS, prepared.config, train_on_device):
             done = view.table is not None
             yield (view.status_html(),
-                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps]) if view.total_steps else gr.skip(),
+                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps],
+                               colors_in_legend=[plots.short_name(n) for n in view.losses.names])
+                   if view.total_steps else gr.skip(),
                    gr.skip() if view.accuracies is None else PlotData(type="matplotlib", plot=view.accuracies.image()),
                    gr.Dataframe(view.table, visible=done), view.students if done else gr.skip(),
                    prepared if done else gr.skip())

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from torch import nn
 
-from .data import load_dataset
 from .export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
 from .latency import latency_rows
 from .model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
+from .sources import dataset_of
 
 
 def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summary: Mapping | None = None,
@@ -31,7 +31,7 @@ def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summar
     require_onnx()
     start = time.perf_counter()
     path = export_onnx(model, meta, out)
-    check = check_round_trip(path, model, meta, load_dataset(meta["dataset"]).test_images)
+    check = check_round_trip(path, model, meta, dataset_of(meta).test_images)
     if not check.within_tolerance:
         path.unlink(missing_ok=True)
         raise ExportMismatch(f"the ONNX model's logits differ from PyTorch's by up to "

@@ -78,6 +78,14 @@ _loaded_lock = threading.Lock()
 KEEP_LOADED = 4
 
 
+def dataset_of(meta: dict) -> Dataset:
+    """The data a checkpoint was made on, from its metadata: its `config`'s folder, else the built-in dataset."""
+    config = meta.get("config") or {}
+    if config.get("data"):
+        return load_folder(config["data"], config.get("image_size", 0))
+    return load_dataset(meta["dataset"])
+
+
 def load_folder(path: str | Path, image_size: int = 0, limits: Limits = Limits()) -> FolderDataset:
     """Decode the ImageFolder at `path` (a folder or a .zip), once per process: kept per (path, its size and
     time, image_size), and served again to any caller whose limits are no stricter than those it passed."""

@@ -18,7 +18,8 @@ ARGS = dict(kind=own_data.TEACHER_KINDS[0], arch="zoo:cnn-tiny", hub_id="", teac
 @pytest.fixture(scope="module")
 def colour_zip(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("own")
-    folder = write_images(root / "colours", {"red": 30, "green": 30, "blue": 30}, size=16, mode="RGB")
+    # 150 a class: with fewer, 5 teacher epochs are too few steps (batches of 128) to beat chance
+    folder = write_images(root / "colours", {"red": 150, "green": 150, "blue": 150}, size=16, mode="RGB")
     return zip_folder(folder, root / "colours.zip")
 
 
@@ -38,7 +39,7 @@ def test_the_panel_s_values_are_checked(change, message, colour_zip):
 
 def test_the_space_limits_apply_to_an_upload(colour_zip, monkeypatch):
     monkeypatch.setattr(sources, "SPACE_LIMITS", sources.Limits(images=50))
-    with pytest.raises(ValueError, match="has 90 images; the limit here is 50"):
+    with pytest.raises(ValueError, match="has 450 images; the limit here is 50"):
         own_data.app_config(str(colour_zip), **ARGS)
 
 

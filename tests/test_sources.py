@@ -319,3 +319,25 @@ def test_train_teacher_on_a_folder_saves_a_checkpoint_that_distill_takes(tmp_pat
                                   "--repeats", "1", "--json"], capsys)
     assert code == 0, err
     assert summary["teacher_checkpoint"] == str(out) and summary["classes"] == ["a", "b", "c"]
+
+
+def test_hidden_class_transfer_set_methods_students_export_and_sweep_work_on_a_folder(colours, tmp_path, capsys):
+    """The rest of the playground on user data and an outside teacher: a hidden class, a transfer set, a feature
+    method (the timm teacher's penultimate features), saved students with cards, ONNX export, a sweep."""
+    pytest.importorskip("onnxruntime")
+    common = ["--data", str(colours), "--image-size", "32", "--teacher", "timm:resnet10t", "--teacher-epochs", "2",
+              "--teacher-image-size", "64", "--epochs", "1", "--repeats", "2", "--json"]
+    code, summary, err = run_cli(["distill", *common, "--train-size", "40", "--hide-class", "1", "--unlabeled", "15",
+                                  "--methods", "kd,hint", "--save-students", str(tmp_path / "students")], capsys)
+    assert code == 0, err
+    assert summary["unlabeled"] == 15 and summary["kd_hidden_acc"] is not None and len(summary["bias_curve"]) > 1
+    assert [m["method"] for m in summary["methods"]] == ["kd", "hint"]
+    meta = checkpoints.read_metadata(tmp_path / "students" / "kd-student.safetensors")
+    assert meta["classes"] == ["blue", "green", "red"] and meta["dataset"] == "folder:colours"
+    assert "green" in (tmp_path / "students" / "kd-student.md").read_text()
+    code, exported, err = run_cli(["export", str(tmp_path / "students" / "kd-student.safetensors"), "--out",
+                                   str(tmp_path / "kd.onnx"), "--json"], capsys)
+    assert code == 0 and exported["within_tolerance"], err
+    code, grid, err = run_cli(["sweep", *common, "--T", "1,4", "--alpha", "0.5"], capsys)
+    assert code == 0, err
+    assert len(grid["grid"]) == 2 and grid["classes"] == ["blue", "green", "red"]
