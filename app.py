@@ -549,12 +549,12 @@ def own_data_tab() -> None:
                 kd_label = gr.Label(num_top_classes=TOP_K, label="KD student")
     run = start.click(distill_own_data, [upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size,
                                          student, epochs, repeats],
-                      [status, losses, accuracies, table, own_students, prepared], api_name="distill_own_data",
+                      [status, losses, accuracies, table, own_students, prepared], api_visibility="private",
                       concurrency_limit=TRAINING_VISITORS, concurrency_id="training", show_progress="full",
-                      show_progress_on=[status])
+                      show_progress_on=[status])  # private: the API's checked endpoints are settings.api_checks
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
     picture.change(predict_own_data, [picture, prepared, own_students], [teacher_label, ce_label, kd_label],
-                   api_name="predict_own_data")
+                   api_visibility="private")
 
 
 def delete_session_state(page: gr.Blocks, session_hash: str) -> None:
