@@ -145,7 +145,11 @@ def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[Run
         print(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  loss {event.train_loss:.4f}  val acc "
               f"{event.val_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
 
-    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report, recipe=recipe)
+    def logits(done: int, total: int) -> None:
+        print(f"teacher logits: {done:,}/{total:,} images", file=sys.stderr, flush=True)
+
+    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report, recipe=recipe,
+                                       on_logits=logits)
     for note in (getattr(dataset, "note", ""), *resolved.notes):
         if note:
             print(note, file=sys.stderr, flush=True)

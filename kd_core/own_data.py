@@ -104,7 +104,8 @@ def prepare_lines(cfg: RunConfig, dataset: Dataset) -> Iterator[str | Prepared]:
         try:
             ready, _, resolved = teachers.prepare(
                 cfg, dataset, on_epoch=lambda e: lines.put(f"teacher epoch {e.epoch}/{cfg.teacher_epochs}: "
-                                                           f"validation accuracy {100 * e.val_acc:.1f}%"))
+                                                           f"validation accuracy {100 * e.val_acc:.1f}%"),
+                on_logits=lambda done, total: lines.put(f"the teacher's logits: {done:,} of {total:,} images"))
             lines.put(Prepared(ready, resolved, dataset))
         except Exception as error:  # handed to the caller's thread, which raises it there
             lines.put(error)

@@ -72,8 +72,9 @@ def logits_paths(checkpoint: Path, key: str) -> list[Path]:
 
 
 def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.device | str = "cpu",
-                   *, batch_size: int = 1024) -> TeacherLogits:
-    """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir)."""
+                   *, batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None) -> TeacherLogits:
+    """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir);
+    `on_progress(done, total)` every PROGRESS_S seconds while they are computed."""
     checkpoint = Path(checkpoint)
     key = logits_cache_key(checkpoint, dataset)
     with _memory_lock:
@@ -86,8 +87,12 @@ def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.devic
     if found is None:
         teacher, _ = checkpoints.load_model(checkpoint, device)
         # rounded through fp16 like the disk copy, so a run never depends on where its logits came from
-        train, test = (predict_logits(teacher, dataset, images, device, batch_size=batch_size).half().float()
-                       for images in (dataset.train_images, dataset.test_images))
+        first, total = len(dataset.train_images), len(dataset.train_images) + len(dataset.test_images)
+        progress = [on_progress and (lambda done, _, offset=offset: on_progress(offset + done, total))
+                    for offset in (0, first)]
+        train, test = (predict_logits(teacher, dataset, images, device, batch_size=batch_size,
+                                      on_progress=report).half().float()
+                       for images, report in zip((dataset.train_images, dataset.test_images), progress, strict=True))
         found, source = (train, test), "computed"
         _write_logits(logits_paths(checkpoint, key)[-1], key, train, test)
     else:
@@ -155,15 +160,21 @@ def _read_logits(path: Path, key: str, dataset: Dataset):
     return train.float(), test.float()
 
 
-def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor,
-                   device: torch.device | str, *, batch_size: int = 1024) -> torch.Tensor:
+PROGRESS_S = 3.0  # seconds between progress reports of a long logits pass
+
+
+def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor, device: torch.device | str, *,
+                   batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """float32 [N, K] logits on CPU for uint8 `images`, in eval mode, in large batches."""
     model = model.to(device).eval()
-    outputs = []
+    outputs, reported = [], time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             batch = dataset.normalize(images[start:start + batch_size].to(device))
             outputs.append(model(batch).float().cpu())
+            if on_progress and time.perf_counter() - reported > PROGRESS_S:
+                on_progress(start + len(batch), len(images))
+                reported = time.perf_counter()
     return torch.cat(outputs)
 
 

@@ -48,15 +48,17 @@ class Resolved:
 
 
 def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE):
+            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE,
+            on_logits: Callable[[int, int], None] | None = None):
     """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved).
-    `recipe` gives the teacher training's lr, batch size and label smoothing (epochs and seed are cfg's)."""
+    `recipe` gives the teacher training's lr, batch size and label smoothing (epochs and seed are cfg's);
+    `on_epoch` follows its training, `on_logits(done, total)` the pass that computes its logits."""
     from .sources import resolve_dataset
 
     if torch.device(device).type == "cpu":  # as the engine does: a 2nd thread on a busy machine ran 10-80× slower
         torch.set_num_threads(cfg.cpu_threads)
     dataset = dataset or resolve_dataset(cfg)
-    resolved = resolve(cfg, dataset, device, on_epoch, recipe)
+    resolved = resolve(cfg, dataset, device, on_epoch, recipe, on_logits)
     return cfg.replace(teacher=str(resolved.path), teacher_epochs=0, teacher_pretrained=False), dataset, resolved
 
 
@@ -66,7 +68,8 @@ def needs_preparing(cfg) -> bool:
 
 
 def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE) -> Resolved:
+            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE,
+            on_logits: Callable[[int, int], None] | None = None) -> Resolved:
     with models.INIT_LOCK, torch.random.fork_rng(devices=[]):  # a fresh network's weights follow cfg.seed
         torch.manual_seed(cfg.seed)
         net, native = (_outside_network if cfg.teacher.startswith(SOURCES) else _checkpoint_network)(cfg, dataset)
@@ -81,7 +84,7 @@ def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
     if meta.get("classes") and list(meta["classes"]) != list(dataset.classes):
         notes += (f"the teacher's classes ({', '.join(meta['classes'])}) are not named as the data's "
                   f"({', '.join(dataset.classes)}): its outputs are read in that order",)
-    acc = validation_accuracy(path, dataset, device)
+    acc = validation_accuracy(path, dataset, device, on_logits)
     check_better_than_chance(acc, dataset, cfg.teacher, cfg.teacher_epochs)
     return Resolved(path, cfg.teacher, acc, seconds if seconds is not None else meta.get("teacher_train_seconds"),
                     notes)
@@ -290,9 +293,9 @@ def check_fits(path: Path, dataset: Dataset) -> dict:
     return meta
 
 
-def validation_accuracy(path: Path, dataset: Dataset, device) -> float:
+def validation_accuracy(path: Path, dataset: Dataset, device, on_logits=None) -> float:
     """The teacher's accuracy on the validation split, from its logits (computed now and cached for the run)."""
-    logits = teacher_logits(path, dataset, device)
+    logits = teacher_logits(path, dataset, device, on_progress=on_logits)
     val = dataset.validation_index
     return (logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
 
