@@ -57,6 +57,7 @@ def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "c
 
     if torch.device(device).type == "cpu":  # as the engine does: a 2nd thread on a busy machine ran 10-80× slower
         torch.set_num_threads(cfg.cpu_threads)
+    fetch_weights(cfg)  # before the data is read: offline, a download fails at once
     dataset = dataset or resolve_dataset(cfg)
     resolved = resolve(cfg, dataset, device, on_epoch, recipe, on_logits)
     return cfg.replace(teacher=str(resolved.path), teacher_epochs=0, teacher_pretrained=False), dataset, resolved
@@ -129,10 +130,7 @@ def _outside_network(cfg, dataset: Dataset):
     if source == "timm":
         options = {}
         if cfg.teacher_pretrained:
-            hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
-            if not hub_id:
-                raise ValueError(f"timm:{name} has no pretrained weights on the Hub")
-            options = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(_hub_file(hub_id))}}
+            options = {"pretrained": True, "pretrained_cfg_overlay": {"file": str(_hub_file(_timm_hub_id(name)))}}
         net = external.network(cfg.teacher, channels, classes, **options)
         arch = cfg.teacher
     else:
@@ -162,9 +160,7 @@ def _torchvision_network(name: str, cfg, dataset: Dataset):
         net = external.network(cfg.teacher, dataset.image_shape[0], dataset.num_classes)
         return net, {"arch": cfg.teacher, "size": 0, "mean": dataset.mean, "std": dataset.std}
     external.network(cfg.teacher, dataset.image_shape[0], 2)  # the name and the channels, before a download
-    weights = tv_models.get_model_weights(name).DEFAULT
-    _reachable_or_cached(Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1],
-                         "download.pytorch.org", f"torchvision:{name}'s weights")
+    weights = _torchvision_weights(name)
     net = tv_models.get_model(name, weights=weights)
     preset = weights.transforms()
     if len(weights.meta["categories"]) != dataset.num_classes:
@@ -186,6 +182,37 @@ def _replace_last_linear(net: nn.Module, num_classes: int) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------ downloads
+
+def fetch_weights(cfg) -> None:
+    """Bring the weights a Hub or pretrained teacher needs into the local caches (or fail in one line, fast)."""
+    source, _, name = cfg.teacher.partition(":")
+    if source == "hf-hub":
+        _hub_folder(name)
+    elif source == "timm" and cfg.teacher_pretrained:
+        _hub_file(_timm_hub_id(name))
+    elif source == "torchvision" and cfg.teacher_pretrained:
+        _torchvision_weights(name)
+
+
+def _timm_hub_id(name: str) -> str:
+    import timm
+
+    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
+    if not hub_id:
+        raise ValueError(f"timm:{name} has no pretrained weights on the Hub")
+    return hub_id
+
+
+def _torchvision_weights(name: str):
+    from torchvision import models as tv_models
+
+    try:
+        weights = tv_models.get_model_weights(name).DEFAULT
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"torchvision has no pretrained weights for {name!r}") from error
+    _reachable_or_cached(Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1],
+                         "download.pytorch.org", f"torchvision:{name}'s weights")
+    return weights
 
 def _hub_folder(repo_id: str) -> Path:
     """The Hub repo's files in the local cache, downloaded first when online; ValueError within 2 s offline."""
