@@ -168,6 +168,10 @@ def _folder_files(root: Path, limits: Limits) -> dict[str, Path | None]:
         relative = file.relative_to(root).as_posix()
         if not _ignored(relative):
             files[relative] = file if file.is_file() else None
+    total = sum(file.stat().st_size for file in files.values() if file is not None)
+    if total > limits.unpacked_bytes:
+        raise ValueError(f"{root} holds {total / 2**20:,.0f} MB of files; the limit here is "
+                         f"{limits.unpacked_bytes / 2**20:,.0f} MB")
     return files
 
 
