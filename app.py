@@ -11,6 +11,7 @@ API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see R
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -18,10 +19,11 @@ from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import plots, predict, served, session, settings, shared_runs
+from kd_core import plots, predict, served, session, settings, shared_runs, stack_pool
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
+from kd_core.engine import train_stack
 from kd_core.roles import METHODS, NAMES
 from kd_core.sweep import MAX_GRID
 from kd_core.train import TrainingDiverged
@@ -43,16 +45,17 @@ TOP_K = 3  # classes shown per model in the Predict tab
 # always been (before the `students` sentence), every other method's after that sentence, so that the indices
 # gradio_client scripts read never move when a method is added
 PREDICT_METHODS = ("kd", *(method for method in METHODS if method != "kd"))
-# training runs at once (one thread each); others queue. Measured (bench/classroom.py, 30 visitors with distinct
-# seeds, 2 cores, bench/RESULTS.md): p95 time to the first curve 77 s with 1, 51 s with 4, 44 s with 8, the last
-# result at the same time (the work is the same); but under the 3-minute mixed soak (tests/test_soak.py) 8 left
-# the server too busy to answer 3 of 81 cancels within gradio_client's timeout, 4 answered all: 4 is the
-# default; $KD_CONCURRENT_RUNS overrides
+# stacks training at once (one thread each); others queue. Compatible Starts (differing only in T, α, methods, their
+# weights or seeds) train as one stack of up to stack_pool.MAX_STACK_STUDENTS students (kd_core/stack_pool.py),
+# so a classroom trying its own settings is one or two stacks, not thirty runs. Under the 3-minute mixed soak
+# (tests/test_soak.py) 8 runs at once left the server too busy to answer 3 of 81 cancels within gradio_client's
+# timeout, 4 answered all: 4 is the default; $KD_CONCURRENT_RUNS overrides
 CONCURRENT_RUNS = int(os.environ.get("KD_CONCURRENT_RUNS", "4"))
-# identical requests share one run (and replay one of the last 8 finished); RUNS, not Gradio, holds runs to
-# CONCURRENT_RUNS, so up to TRAINING_VISITORS visitors wait there, told their place and an estimated wait
-RUNS = shared_runs.SharedRuns(max_running=CONCURRENT_RUNS, keep_finished=8)
 TRAINING_VISITORS = 32  # /distill and /sweep calls served at once (each holds a thread); more wait in Gradio
+# identical requests share one run (and replay one of the last 8 finished); every distinct request goes on to
+# POOL, which holds training to CONCURRENT_RUNS stacks and tells those who wait their place and an estimated wait
+RUNS = shared_runs.SharedRuns(max_running=TRAINING_VISITORS, keep_finished=8)
+SWEEPS = shared_runs.SharedRuns(max_running=CONCURRENT_RUNS, keep_finished=8)  # a sweep is a stack of its own
 SESSIONS_KEPT = 200  # sessions whose widgets and students the server holds (Gradio's default: 10,000)
 # (every s, older than s): Gradio's copies of the files it serves (run logs, students, uploads, previews) are
 # deleted 60 to 70 minutes after they were made (the example pictures are kept): a finished run stays
@@ -84,16 +87,20 @@ distillation. t, s: teacher and student logits; y: the true labels."""
 
 def header() -> str:
     return (f"Training runs on **{session.device_label()}** · one run is capped at {settings.MAX_APP_EPOCHS} "
-            f"epochs and {settings.max_run_seconds():g} s; {CONCURRENT_RUNS} at a time, others wait in the "
-            f"queue.")
+            f"epochs and {settings.max_run_seconds():g} s; runs that differ only in T, α, methods or seeds train "
+            f"together as one stack, {CONCURRENT_RUNS} stacks at a time, others wait in the queue.")
 
 
 # ----------------------------------------------------------------------------------------- handlers
 
 @gpu
-def train_on_device(cfg: RunConfig):
-    """The only code that touches the GPU; what it yields (frames, CPU students) is plain CPU data."""
-    yield from session.live_run(cfg)
+def train_on_device(cfg: RunConfig, roles, seeds):
+    """The only code that touches the GPU: one call per stack, however many visitors' runs it trains; what it
+    yields (the engine's events, the students on the CPU) is plain CPU data."""
+    yield from train_stack(cfg, roles, seeds=seeds)
+
+
+POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS)
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
@@ -106,7 +113,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
-        for view in shared_runs.live_run(RUNS, cfg, train_on_device):
+        for view in shared_runs.live_run(RUNS, cfg, partial(session.live_run, train=POOL.events)):
             done = view.table is not None
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
@@ -114,7 +121,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                    gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps],
                                colors_in_legend=[plots.short_name(n) for n in view.losses.names])
                    if view.total_steps else gr.skip(),
-                   gr.skip() if view.accuracies is None else PlotData(type="matplotlib", plot=view.accuracies.image()),
+                   gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
                    gr.Dataframe(view.table, visible=done),
                    gr.DownloadButton(value=view.log_csv, visible=done),
                    gr.DownloadButton(value=view.kd_checkpoint, visible=done),
@@ -128,8 +135,8 @@ def show_bias(students: session.SessionStudents | None):
     """After a run: the hidden-class bias panel when a class was hidden, else nothing."""
     if students is None or students.bias_report is None:
         return gr.Column(visible=False), gr.skip(), gr.skip(), gr.skip()
-    figure, caption = session.bias_view(students)
-    return gr.Column(visible=True), gr.Slider(value=students.hidden_bias), figure, caption
+    spec, caption = session.bias_view(students)
+    return gr.Column(visible=True), gr.Slider(value=students.hidden_bias), PlotData(type="altair", plot=spec), caption
 
 
 def set_bias(value: float, students: session.SessionStudents | None):
@@ -138,7 +145,8 @@ def set_bias(value: float, students: session.SessionStudents | None):
         students = session.with_hidden_bias(students, value)
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    return (*session.bias_view(students), students)
+    spec, caption = session.bias_view(students)
+    return PlotData(type="altair", plot=spec), caption, students
 
 
 def auto_bias(students: session.SessionStudents | None) -> float:
@@ -428,7 +436,7 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     try:
         cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
-        for view in shared_runs.live_sweep(RUNS, cfg, *grid):
+        for view in shared_runs.live_sweep(SWEEPS, cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))

@@ -138,8 +138,12 @@ StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None) -> Iterator[StackEvent]:
-    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished."""
+def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
+                seeds: Sequence[int] | None = None) -> Iterator[StackEvent]:
+    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
+
+    `seeds` replaces cfg's (seed, seed + 1, …): several visitors' runs trained as one stack
+    (`kd_core.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others."""
     roles = tuple(role.check() for role in roles)
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
@@ -147,7 +151,7 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
     cfg.validate(dataset.num_classes)
     if cfg.unlabeled and cfg.augment:
         raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
-    trainer = Trainer(cfg, roles, dataset, teacher_path)
+    trainer = Trainer(cfg, roles, dataset, teacher_path, seeds)
     try:
         yield from trainer.run()
     finally:
@@ -157,13 +161,14 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
 class Trainer:
     """One run of `train_stack`: its data, its stack of students and optimiser, and the steps of the loop."""
 
-    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path):
+    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path,
+                 seeds: Sequence[int] | None = None):
         self.cfg, self.roles, self.dataset = cfg, roles, dataset
         self.device = device = resolve_device(cfg.device)
         self.logits = teacher_logits(teacher_path, dataset, device)
         val = dataset.validation_index
         self.teacher_val_acc = (self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
-        self.seeds = tuple(cfg.seed + i for i in range(cfg.repeats))
+        self.seeds = tuple(seeds) if seeds else tuple(cfg.seed + i for i in range(cfg.repeats))
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
         initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]

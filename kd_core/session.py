@@ -17,8 +17,9 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,11 @@ from PIL import Image
 from . import bias, checkpoints, model_card, models, plots, predict
 from .config import MAX_TEMPERATURE, RunConfig
 from .data import load_dataset
+from .engine import train_stack
 from .predict import Classifier
 from .roles import FEATURE_METHODS, NAMES
 from .settings import DATASET_LABELS, training_threads
+from .stack_pool import Queued, queued_status
 from .stats import mean_std
 from .train import (
     Evaluated,
@@ -40,9 +43,10 @@ from .train import (
     Step,
     card_summary,
     check_cpu_budget,
-    distill,
     kd_index,
+    pair_event,
     resolve_device,
+    roles,
     save_student,
 )
 
@@ -121,10 +125,10 @@ def with_hidden_bias(students: SessionStudents, value: float) -> SessionStudents
 
 
 def bias_view(students: SessionStudents):
-    """(figure, caption) of the hidden-class bias curve of this session's run, its current value marked."""
+    """(Vega-Lite spec as JSON, caption) of the hidden-class bias curve of this session's run, its value marked."""
     report, value = students.bias_report, students.hidden_bias
     name = load_dataset(students.kd.meta["dataset"]).classes[students.hidden]
-    figure = plots.bias_figure(report["bias_curve"], value, report["auto_bias"], name)
+    figure = plots.spec_json(plots.bias_spec(report["bias_curve"], value, report["auto_bias"], name))
     at = min(report["bias_curve"], key=lambda row: abs(row["bias"] - value))
     caption = (f"With **+{value:g}** on the {name} logit: the KD student recognises "
                f"**{100 * at['kd_hidden_acc']:.1f}%** of the test {name.lower()} images ({100 * at['kd_acc']:.1f}% "
@@ -189,26 +193,25 @@ class AccuracyCurves:
     names: tuple[str, ...] = (plots.CE, plots.KD)
     cache: dict = field(default_factory=dict, compare=False, repr=False)  # what `rendered` made
 
-    def figure(self):
-        return plots.accuracy_figure(self.evaluations, self.teacher_acc, self.epochs, self.hidden, self.names)
-
-    def image(self) -> str:
-        """The figure rendered once as a data URL, however many visitors share the view: 30 visitors sharing a
-        run each rendered every figure themselves, 13 per run, which made a 2.5 s run end after 42 s."""
-        return rendered(self, lambda: plots.figure_data_url(self.figure()))
+    def spec(self) -> str:
+        """The chart as a Vega-Lite spec (JSON) for the browser to draw, made once however many visitors share
+        the view: the server draws no figure per update or per viewer."""
+        return rendered(self, lambda: plots.spec_json(plots.accuracy_spec(
+            self.evaluations, self.teacher_acc, self.epochs, self.hidden, self.names)))
 
 
-_rendered_lock = threading.Lock()
+_rendered_lock = threading.Lock()  # one for all views: what it guards takes milliseconds (data, not drawing)
 
 
 def rendered(curves, make):
-    """`make()` once per curves object (a view shared by many visitors, or replayed), kept in the object."""
+    """`make()` once per curves object (a view shared by many visitors, or replayed), kept in the object.
+
+    The lock is held while making: threads that arrive together wait for the first one's result instead of
+    each making their own (30 viewers of a shared run made every figure 12 times over)."""
     with _rendered_lock:
-        if "made" in curves.cache:
-            return curves.cache["made"]
-    made = make()
-    with _rendered_lock:
-        return curves.cache.setdefault("made", made)
+        if "made" not in curves.cache:
+            curves.cache["made"] = make()
+        return curves.cache["made"]
 
 
 class RunLog:
@@ -266,10 +269,12 @@ def active_runs() -> int:
     return _active_runs
 
 
-def live_run(cfg: RunConfig) -> Iterator[RunView]:
+def live_run(cfg: RunConfig, train: Callable[..., Iterator] | None = None) -> Iterator[RunView]:
     """Train cfg's students; yield a RunView per event, the last one with results, files and students.
 
-    Closing this generator (Stop, a Gradio cancel) closes `distill`, which stops training at once.
+    `train(cfg, roles)` yields the engine's events for cfg's roles (and `Queued` notices while it waits for a
+    slot): a `StackPool.events` trains compatible visitors' runs as one stack; by default cfg trains alone.
+    Closing this generator (Stop, a Gradio cancel) closes the engine's, which stops training at once.
     """
     global _active_runs
     start = time.perf_counter()
@@ -282,8 +287,14 @@ def live_run(cfg: RunConfig) -> Iterator[RunView]:
         yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
         dataset = load_dataset(cfg.dataset)
         check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
-        events = distill(cfg, dataset)
-        for event in events:
+        events = (train or partial(train_stack, dataset=dataset))(cfg, roles(cfg))
+        kd = kd_index(cfg)
+        for item in events:
+            if isinstance(item, Queued):
+                yield RunView(queued_status(item), 0.0, time.perf_counter() - start, log.losses(), None, 0,
+                              cfg.epochs)
+                continue
+            event = pair_event(item, kd)
             log.add(event)
             if isinstance(event, Finished):
                 yield finished_view(event.result, log, time.perf_counter() - start)

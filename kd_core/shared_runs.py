@@ -8,7 +8,9 @@ ones join it and get its backlog, then the live items, and a request equal to on
 its own. One subscriber leaving does not stop the run; when the last one leaves, the thread closes the
 generator at its next item (as a Gradio cancel closes a lone run's). At most `max_running` runs train at once;
 the others wait in arrival order, and their subscribers receive a `Queued` item about once a second: how
-many runs are ahead and an estimated wait taken from recent run times.
+many runs are ahead and an estimated wait taken from recent run times. (The app's Train tab lets every distinct
+request through, `max_running` = its visitors, and its `kd_core.stack_pool` trains compatible ones as one stack
+with its own slots; the Sweep tab's runs take slots here.)
 
 The second half applies it to the app: `live_run` / `live_sweep` key a run by its `RunConfig` and the
 teacher checkpoint's file hash, give every subscriber its own copy of what it could change (students,
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import heapq
 import math
 import shutil
 import statistics
@@ -29,12 +30,12 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from . import checkpoints, plots, session
 from .config import RunConfig
+from .stack_pool import Queued, queued_status, wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTICES = {  # appended to the status line of a run that is not the visitor's own
@@ -44,17 +45,6 @@ NOTICES = {  # appended to the status line of a run that is not the visitor's ow
     REPLAY: " · same settings as a run that just finished: replaying its results (change the seed for "
             "your own run)",
 }
-
-
-@dataclass(frozen=True)
-class Queued:
-    """What a subscriber of a run still waiting for a training slot is told (about once a second)."""
-
-    runs_ahead: int  # runs asked for earlier, also waiting
-    running: int  # runs training now
-    estimate_s: float | None  # until this run starts; None until a run has finished
-    recent_runs: int  # how many recent run times the estimate comes from
-    mean_run_s: float | None
 
 
 # ------------------------------------------------------------------------------------ the registry
@@ -231,15 +221,7 @@ class SharedRuns:
 
     def _estimate(self, ahead: int, running: list[_Run], mean: float | None) -> float | None:
         """Seconds until a run with `ahead` runs before it starts, if every run takes `mean` seconds."""
-        if mean is None:
-            return None
-        now = time.monotonic()
-        slots = [max(0.0, mean - (now - run.started_at)) for run in running]  # when each slot frees
-        slots += [0.0] * (self.max_running - len(slots))
-        heapq.heapify(slots)
-        for _ in range(ahead):
-            heapq.heapreplace(slots, slots[0] + mean)
-        return slots[0]
+        return wait_estimate(ahead, [run.started_at for run in running], mean, self.max_running)
 
     def _leave(self, sub: Subscription) -> None:
         """Unsubscribe; when a run's last subscriber leaves, it stops (at its generator's next item)."""
@@ -278,15 +260,6 @@ def distill_key(cfg: RunConfig) -> Hashable:
 
 def sweep_key(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Hashable:
     return ("sweep", cfg, teacher_hash(cfg), tuple(temperatures), tuple(alphas))
-
-
-def queued_status(item: Queued) -> str:
-    ahead = f"{item.runs_ahead} run{'s' if item.runs_ahead != 1 else ''} ahead of yours"
-    status = f"waiting for a free training slot: {ahead}, {item.running} training now"
-    if item.estimate_s is None:
-        return status + " · no wait estimate until a run has finished"
-    return (status + f" · estimated wait {item.estimate_s:.0f} s (from the last {item.recent_runs} "
-                     f"run{'s' if item.recent_runs != 1 else ''}: {item.mean_run_s:.1f} s each on average)")
 
 
 def live_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iterator] = session.live_run,

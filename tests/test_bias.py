@@ -1,5 +1,7 @@
 """The omitted class's bias: the curve is a direct re-evaluation, the automatic choice reads no label."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -62,8 +64,13 @@ def test_session_bias_moves_the_predict_tabs_students(hidden_run):
     biased = session.with_hidden_bias(students, 2.5)
     assert torch.allclose(biased.kd.logits(images)[:, 3], students.kd.logits(images)[:, 3] + 2.5)
     assert torch.equal(biased.kd.logits(images)[:, :3], students.kd.logits(images)[:, :3])
-    figure, caption = session.bias_view(biased)
-    assert "+2.5" in caption and "Dress" in caption and figure is not None
+    spec, caption = session.bias_view(biased)
+    assert "+2.5" in caption and "Dress" in caption
+    layers = json.loads(spec)["layer"]  # the curves for the browser to draw, the chosen bias marked
+    assert {row["mark"] for row in layers[1]["data"]["values"]} >= {"chosen +2.5"}
+    curve = hidden_run.bias_report()["bias_curve"]
+    kd_dress = [row["accuracy"] for row in json.loads(spec)["data"]["values"] if row["curve"] == "KD: Dress"]
+    assert kd_dress == pytest.approx([100 * row["kd_hidden_acc"] for row in curve])
     with pytest.raises(ValueError, match=r"bias must be a number in \[0, 8\]"):
         session.with_hidden_bias(students, -1)
     with pytest.raises(ValueError, match="hidden class"):
