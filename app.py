@@ -19,13 +19,15 @@ from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import plots, predict, served, session, settings, shared_runs, stack_pool
+from kd_core import deploy, picture_views, plots, predict, run_view, served, session, settings, shared_runs, stack_pool
+from kd_core.bias import bias_view
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
 from kd_core.engine import train_stack
 from kd_core.roles import METHODS, NAMES
 from kd_core.sweep import MAX_GRID
+from kd_core.sweep import parse_values as sweep_values
 from kd_core.train import TrainingDiverged
 
 try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
@@ -113,19 +115,24 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
-        for view in shared_runs.live_run(RUNS, cfg, partial(session.live_run, train=POOL.events)):
+        first = True
+        for view in shared_runs.join_run(RUNS, cfg, partial(run_view.live_run, train=POOL.events)):
             done = view.table is not None
+            # updates, not components: built once per view and shared (a component per update per visitor cost
+            # more than the training under a classroom's 30 streams); the results stay hidden until the end
+            hidden = gr.update(visible=False) if first else gr.skip()
             yield (view.status_html(),
-                   # the browser keeps a chart's first x range, so none is sent before the run's is known
+                   # the browser keeps a chart's first x range, so none is sent before the run's is known;
                    # every series is in every frame (colours stay fixed); the legend names this run's students only
-                   gr.LinePlot(view.losses.frame(), x_lim=[0, view.total_steps],
-                               colors_in_legend=[plots.short_name(n) for n in view.losses.names])
+                   gr.update(value={**view.losses.split(), "mark": "line"}, x_lim=[0, view.total_steps],
+                             colors_in_legend=[plots.short_name(n) for n in view.losses.names])
                    if view.total_steps else gr.skip(),
                    gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
-                   gr.Dataframe(view.table, visible=done),
-                   gr.DownloadButton(value=view.log_csv, visible=done),
-                   gr.DownloadButton(value=view.kd_checkpoint, visible=done),
+                   gr.update(value=view.table, visible=True) if done else hidden,
+                   gr.update(value=view.log_csv, visible=True) if done else hidden,
+                   gr.update(value=view.kd_checkpoint, visible=True) if done else hidden,
                    view.students if done else gr.skip())
+            first = False
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     session.discard(students)  # the new run's students replace the previous run's
@@ -135,7 +142,7 @@ def show_bias(students: session.SessionStudents | None):
     """After a run: the hidden-class bias panel when a class was hidden, else nothing."""
     if students is None or students.bias_report is None:
         return gr.Column(visible=False), gr.skip(), gr.skip(), gr.skip()
-    spec, caption = session.bias_view(students)
+    spec, caption = bias_view(students)
     return gr.Column(visible=True), gr.Slider(value=students.hidden_bias), PlotData(type="altair", plot=spec), caption
 
 
@@ -145,7 +152,7 @@ def set_bias(value: float, students: session.SessionStudents | None):
         students = session.with_hidden_bias(students, value)
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    spec, caption = session.bias_view(students)
+    spec, caption = bias_view(students)
     return PlotData(type="altair", plot=spec), caption, students
 
 
@@ -164,7 +171,7 @@ def export_onnx(students: session.SessionStudents | None):
     """The KD student as ONNX with its model card, beside the card already offered, and how fast it runs beside
     the teacher (a few seconds)."""
     try:
-        view = session.export_onnx(students)
+        view = deploy.export_view(students)
     except ValueError as error:
         raise gr.Error(str(error), print_exception=False) from None
     return [str(p) for p in view.files], gr.Dataframe(view.latency, visible=True), view.words
@@ -215,7 +222,7 @@ def show_prediction(picture, students):
     """/predict's outputs: preview, steps, teacher, CE student, KD student, the students' source, then every other
     method's student (PREDICT_METHODS); a method the session's run did not train gets None (an empty Label)."""
     try:
-        view = session.predict_picture(picture, students, TOP_K)
+        view = picture_views.predict_picture(picture, students, TOP_K)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     kd, *others = (view.predictions.get(method) for method in PREDICT_METHODS)
@@ -254,7 +261,7 @@ def soften(image: dict | str | None, temperature: float):
     if image is None:
         return None, None, None, ""
     try:
-        view = session.soften_picture(open_picture(image), temperature)
+        view = picture_views.soften_picture(open_picture(image), temperature)
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     return (served_picture(view.preview),
@@ -435,8 +442,8 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     heatmap."""
     try:
         cfg = settings.sweep_config(epochs, train_size, repeats)
-        grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
-        for view in shared_runs.live_sweep(SWEEPS, cfg, *grid):
+        grid = (sweep_values("temperatures", temperatures), sweep_values("alphas", alphas))
+        for view in shared_runs.join_sweep(SWEEPS, cfg, *grid):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))

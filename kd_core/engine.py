@@ -81,6 +81,11 @@ class StackStarted:
     notes: tuple[str, ...] = ()
 
 
+def seed_mean(table: Sequence[Sequence[float]], role: int) -> float:
+    """The mean over seeds of one role's column of a [seed][role] table."""
+    return sum(row[role] for row in table) / len(table)
+
+
 @dataclass(frozen=True)
 class StackStep:
     epoch: int  # 1-based epoch this step belongs to
@@ -88,6 +93,10 @@ class StackStep:
     total_steps: int
     losses: tuple[tuple[float, ...], ...]  # [seed][role], mean over the steps since the previous StackStep
     elapsed_s: float  # training wall time so far (evaluation excluded)
+
+    def loss(self, role: int) -> float:
+        """Role `role`'s loss, mean over the seeds."""
+        return seed_mean(self.losses, role)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,16 @@ class StackEvaluated:
     accuracy: tuple[tuple[float, ...], ...]  # [seed][role] on the live validation subset
     hidden_accuracy: tuple[tuple[float, ...], ...] | None  # on its images of the hidden class
     elapsed_s: float
+
+    def mean(self, role: int) -> float:
+        """Role `role`'s accuracy, mean over the seeds."""
+        return seed_mean(self.accuracy, role)
+
+    def hidden_mean(self, role: int) -> float | None:
+        return None if self.hidden_accuracy is None else seed_mean(self.hidden_accuracy, role)
+
+    def per_seed(self, role: int) -> tuple[float, ...]:
+        return tuple(row[role] for row in self.accuracy)
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,7 +315,9 @@ class Trainer:
         labels = data.labels[rows[:, :labelled.shape[1]]]
         if not self.cfg.augment:
             features = None if data.teacher_features is None else data.teacher_features[rows]
-            return data.images[rows], data.teacher[rows].transpose(1, 2), labels, features
+            images = data.images[rows]  # [G, B, C, H, W] uint8
+            x = self.dataset.normalize(images.flatten(0, 1)).view(*images.shape[:2], *images.shape[2:])
+            return x, data.teacher[rows].transpose(1, 2), labels, features
         flat = augment(data.images[rows.flatten()], self.augment_rng, pad=self.dataset.image_shape[-1] // 8,
                        flip=self.dataset.name != "mnist")  # a mirrored digit is another symbol
         x = self.dataset.normalize(flat)

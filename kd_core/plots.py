@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from .engine import StackEvaluated, StackStep
 from .predict import softened
-from .train import Evaluated, Step
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
 # a colour per student name (kd_core.roles.NAMES), the same in every chart
@@ -37,34 +37,33 @@ CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
 HIDDEN_COLOURS = {CE_HIDDEN: "#f4a259", KD_HIDDEN: "#76c7e8"}  # lighter than their students' lines
 
 
-def loss_frame(steps: Sequence[Step], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
-    """Columns step, loss, student: each Step event gives a point per student (CE and KD; with more methods,
-    one per name of `names`, from Step.losses), the student by its `short_name`."""
-    rows = [(s.step, loss, short_name(student)) for s in steps
-            for loss, student in zip(s.losses if len(names) > 2 else (s.ce_loss, s.kd_loss), names, strict=True)]
+def loss_frame(steps: Sequence[StackStep], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
+    """Columns step, loss, student: each engine step event gives a point per student (role), its loss the mean
+    over the seeds, the student by its `short_name`."""
+    rows = [(s.step, s.loss(role), short_name(student)) for s in steps for role, student in enumerate(names)]
     return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
 
 
-def accuracy_spec(evaluations: Sequence[Evaluated], teacher_acc: float | None, total_epochs: int,
-                  hidden: bool = False, names: Sequence[str] = (CE, KD)) -> dict:
-    """A Vega-Lite spec (the browser draws it; gr.Plot takes it as an "altair" plot): each student's mean
-    validation accuracy over its seeds as a line, with a band of ± one standard deviation across seeds, against
-    epochs (fractional); the teacher as a dashed rule; with a hidden class, both students' accuracy on it."""
+def accuracy_spec(evaluations: Sequence[StackEvaluated], teacher_acc: float | None, total_epochs: int,
+                  names: Sequence[str] = (CE, KD), kd: int = 1) -> dict:
+    """A Vega-Lite spec (the browser draws it; gr.Plot takes it as an "altair" plot): each student's (role's)
+    mean validation accuracy over its seeds as a line, with a band of ± one standard deviation across seeds,
+    against epochs (fractional); the teacher as a dashed rule; with a hidden class, the accuracy on it of the CE
+    students (role 0) and the KD students (role `kd`)."""
     from .stats import mean_std
 
     rows = []
+    hidden = bool(evaluations) and evaluations[0].hidden_accuracy is not None
     for e in evaluations:
         for role, name in enumerate(names):
-            if not e.accs:
-                continue
-            mean, std = mean_std(e.accs[role])
+            mean, std = mean_std(e.per_seed(role))
             if math.isnan(mean):  # a diverged student: no point (Vega-Lite's JSON has no NaN)
                 continue
             rows.append({"epoch": e.progress, "student": name, "accuracy": 100 * mean,
                          "low": 100 * (mean - std), "high": 100 * (mean + std)})
         if hidden:
-            rows += [{"epoch": e.progress, "student": name, "accuracy": 100 * value, "low": None, "high": None}
-                     for name, value in ((CE_HIDDEN, e.ce_hidden_acc), (KD_HIDDEN, e.kd_hidden_acc))]
+            rows += [{"epoch": e.progress, "student": name, "accuracy": 100 * e.hidden_mean(role), "low": None,
+                      "high": None} for name, role in ((CE_HIDDEN, 0), (KD_HIDDEN, kd))]
     series = [*names, *((CE_HIDDEN, KD_HIDDEN) if hidden else ())]
     colour = {"field": "student", "type": "nominal", "title": None, "legend": {"orient": "bottom-right"},
               "scale": {"domain": series,
@@ -87,7 +86,7 @@ def accuracy_spec(evaluations: Sequence[Evaluated], teacher_acc: float | None, t
                        "mark": {"type": "rule", "strokeDash": [6, 4], "color": COLOURS[TEACHER]},
                        "encoding": {"y": {"field": "teacher", "type": "quantitative"},
                                     "tooltip": [{"field": "teacher", "title": "teacher (%)", "format": ".1f"}]}})
-    seeds = len(evaluations[-1].accs[0]) if evaluations and evaluations[-1].accs else 0
+    seeds = len(evaluations[-1].accuracy) if evaluations else 0
     return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": "container", "height": 260,
             "title": {"text": f"Validation accuracy (500 held-out images): mean of {seeds} seed(s), band ± 1 std",
                       "fontSize": 12},
@@ -140,6 +139,17 @@ def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *
     placeholders[column] = list(series)
     placeholders[x] = 0
     return pd.concat([placeholders.astype(frame.dtypes.to_dict()), frame], ignore_index=True)
+
+
+def split_frame(frame: pd.DataFrame) -> dict:
+    """A frame as the browser's native charts take it: {"columns", "data" (rows), "datatypes"} (Gradio's
+    LinePlot payload, with "mark" added by the app), missing numbers as null."""
+    import json
+
+    kinds = {column: "quantitative" if pd.api.types.is_numeric_dtype(frame[column]) else "nominal"
+             for column in frame.columns}
+    split = json.loads(frame.to_json(orient="split"))
+    return {"columns": split["columns"], "data": split["data"], "datatypes": kinds}
 
 
 def probability_frame(logits: torch.Tensor, classes: Sequence[str], temperature: float = 1.0) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from support import finished_session, own_top_k
 
-from kd_core import bias, session
+from kd_core import bias, picture_views, session
 from kd_core.config import RunConfig
 from kd_core.train import run
 
@@ -64,7 +64,7 @@ def test_session_bias_moves_the_predict_tabs_students(hidden_run):
     biased = session.with_hidden_bias(students, 2.5)
     assert torch.allclose(biased.kd.logits(images)[:, 3], students.kd.logits(images)[:, 3] + 2.5)
     assert torch.equal(biased.kd.logits(images)[:, :3], students.kd.logits(images)[:, :3])
-    spec, caption = session.bias_view(biased)
+    spec, caption = bias.bias_view(biased)
     assert "+2.5" in caption and "Dress" in caption
     layers = json.loads(spec)["layer"]  # the curves for the browser to draw, the chosen bias marked
     assert {row["mark"] for row in layers[1]["data"]["values"]} >= {"chosen +2.5"}
@@ -85,7 +85,7 @@ def test_the_bias_moves_every_students_predictions_in_the_predict_tab(fashion):
     biased = session.with_hidden_bias(students, 8.0)
     assert biased.kd is biased.methods["dkd"] and biased.hidden_bias == 8.0
     image = fashion.test_images[13]  # a dress: no student saw one
-    view = session.predict_picture(Image.fromarray(image[0].numpy()), biased)
+    view = picture_views.predict_picture(Image.fromarray(image[0].numpy()), biased)
     assert list(view.predictions) == ["teacher", "ce", "dkd", "dist"] and "+8 on the Dress logit" in view.students
     for role in ("ce", "dkd", "dist"):
         model = result.stack.module(0, result.column(role))

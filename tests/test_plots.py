@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from kd_core import plots
-from kd_core.train import Evaluated, Step
+from kd_core.engine import StackEvaluated, StackStep
 
 
 def test_loss_frame_has_one_row_per_student_and_step():
-    steps = [Step(1, 1, 4, 2.5, 3.0, 0.1), Step(1, 3, 4, 1.5, 2.0, 0.2)]
+    steps = [StackStep(1, 1, 4, ((2.0, 3.5), (3.0, 2.5)), 0.1), StackStep(1, 3, 4, ((1.5, 2.0),), 0.2)]  # [seed][role]
     frame = plots.loss_frame(steps)
     assert frame.to_dict("records") == [
-        {"step": 1, "loss": 2.5, "student": "CE"}, {"step": 1, "loss": 3.0, "student": "KD"},
+        {"step": 1, "loss": 2.5, "student": "CE"}, {"step": 1, "loss": 3.0, "student": "KD"},  # seed means
         {"step": 3, "loss": 1.5, "student": "CE"}, {"step": 3, "loss": 2.0, "student": "KD"}]
 
 
@@ -25,10 +25,8 @@ def test_accuracy_spec_draws_the_seed_mean_and_a_one_std_band():
     """The browser draws the chart from these rows: the mean over the seeds, mean ± the sample std as the band,
     the teacher as a rule, the x axis fixed to the run's epochs."""
     # two evaluations of 2 seeds: CE at 10/20 % then 50/70 %, KD at 20/20 % then 80/60 %
-    evaluations = [Evaluated(0, 0, 0.15, 0.2, None, None, 0.0, 0.0, (0.1, 0.2), (0.2, 0.2),
-                             ((0.1, 0.2), (0.2, 0.2))),
-                   Evaluated(1, 8, 0.6, 0.7, None, None, 1.0, 1.0, (0.5, 0.7), (0.8, 0.6),
-                             ((0.5, 0.7), (0.8, 0.6)))]
+    evaluations = [StackEvaluated(0, 0, 0.0, ((0.1, 0.2), (0.2, 0.2)), None, 0.0),  # [seed][role]
+                   StackEvaluated(1, 8, 1.0, ((0.5, 0.8), (0.7, 0.6)), None, 1.0)]
     spec = json.loads(plots.spec_json(plots.accuracy_spec(evaluations, teacher_acc=0.9, total_epochs=1)))
     rows = {(row["student"], row["epoch"]): row for row in spec["data"]["values"]}
     assert [rows["CE student", e]["accuracy"] for e in (0.0, 1.0)] == pytest.approx([15.0, 60.0])
@@ -42,7 +40,7 @@ def test_accuracy_spec_draws_the_seed_mean_and_a_one_std_band():
 
 
 def test_accuracy_spec_leaves_out_a_diverged_students_points():
-    evaluations = [Evaluated(0, 0, 0.1, math.nan, None, None, 0.0, 0.0, (0.1,), (math.nan,), ((0.1,), (math.nan,)))]
+    evaluations = [StackEvaluated(0, 0, 0.0, ((0.1, math.nan),), None, 0.0)]
     spec = json.loads(plots.spec_json(plots.accuracy_spec(evaluations, None, 1)))
     assert [row["student"] for row in spec["data"]["values"]] == ["CE student"]
 
