@@ -23,12 +23,12 @@ from kd_core import deploy, picture_views, plots, predict, run_view, served, ses
 from kd_core.bias import bias_view
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
-from kd_core.data import CLASSES, DatasetUnavailable
-from kd_core.engine import train_stack
+from kd_core.data import CLASSES, DatasetUnavailable, load_dataset
+from kd_core.engine import resolve_device, train_stack
 from kd_core.roles import METHODS, NAMES
 from kd_core.sweep import MAX_GRID
 from kd_core.sweep import parse_values as sweep_values
-from kd_core.train import TrainingDiverged
+from kd_core.train import TrainingDiverged, check_cpu_budget
 
 try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
     import spaces
@@ -102,7 +102,18 @@ def train_on_device(cfg: RunConfig, roles, seeds):
     yield from train_stack(cfg, roles, seeds=seeds)
 
 
-POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS)
+def stack_fits(cfg: RunConfig, seeds: int, roles: int) -> bool:
+    """Whether a stack of seeds × roles stays within the CPU budget each run is held to (a stack beyond it would
+    train long enough to reach the time cap, and its visitors' results would differ from their solo runs')."""
+    try:
+        check_cpu_budget(cfg.replace(repeats=seeds), load_dataset(cfg.dataset), resolve_device(cfg.device),
+                         students_per_seed=roles)
+    except ValueError:
+        return False
+    return True
+
+
+POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits)
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
@@ -369,7 +380,10 @@ def train_tab(students: gr.State) -> None:
                                                      students],
                       api_name="distill", concurrency_limit=TRAINING_VISITORS, concurrency_id="training",
                       show_progress="full", show_progress_on=[status])  # queue position while waiting
-    stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+    # "Stopped" once the cancelled run has ended: set beside the cancel, an update the run had in flight could
+    # arrive after it and leave the status at that step (the flaky browser test's "step 12/4,300")
+    stop.click(None, None, None, cancels=[run], api_visibility="private").then(stopped, None, status,
+                                                                              api_visibility="private")
     run.success(show_bias, students, [bias_box, bias, bias_plot, bias_caption], api_visibility="private")
     run.success(show_downloads, students, [export_row, cards], api_visibility="private")
     export.click(export_onnx, students, [cards, latency, speedup], api_visibility="private", concurrency_id="export",
@@ -479,7 +493,8 @@ def sweep_tab() -> None:
     run = start.click(sweep, [temperatures, alphas, epochs, train_size, repeats],
                       [status, heatmap, by_t, by_alpha, table],
                       api_name="sweep", concurrency_limit=TRAINING_VISITORS, concurrency_id="training")
-    stop.click(lambda: "Stopped.", None, status, cancels=[run], api_visibility="private")
+    stop.click(None, None, None, cancels=[run], api_visibility="private").then(lambda: "Stopped.", None, status,
+                                                                              api_visibility="private")
 
 
 def delete_session_state(page: gr.Blocks, session_hash: str) -> None:

@@ -168,9 +168,9 @@ class _Stack:
         self.events: list = []
         self.error: BaseException | None = None
 
-    def students_with(self, cfg: RunConfig, roles: Sequence[Role]) -> int:
-        seeds = set(self.seeds) | set(seeds_of(cfg))
-        return len(seeds) * len(dict.fromkeys([*self.roles, *roles]))
+    def grid_with(self, cfg: RunConfig, roles: Sequence[Role]) -> tuple[int, int]:
+        """(seeds, roles) of this stack with cfg's request added."""
+        return len(set(self.seeds) | set(seeds_of(cfg))), len(dict.fromkeys([*self.roles, *roles]))
 
     def add(self, member: _Member) -> None:
         self.members.append(member)
@@ -217,9 +217,13 @@ class StackPool:
 
     def __init__(self, train: Callable[..., Iterator] = train_stack, max_running: int = 4,
                  window_s: float = WINDOW_S, max_students: int = MAX_STACK_STUDENTS,
-                 queued_every_s: float = 1.0, recent: int = 20) -> None:
+                 queued_every_s: float = 1.0, recent: int = 20,
+                 fits: Callable[[RunConfig, int, int], bool] | None = None) -> None:
+        """`fits(cfg, seeds, roles)`: whether a stack of that many seeds × roles stays within the machine's
+        budget (the app: train.check_cpu_budget); a request that would push a stack beyond it opens another."""
         if max_running < 1 or max_students < 1:
             raise ValueError("max_running and max_students must be at least 1")
+        self.fits = fits or (lambda cfg, seeds, roles: True)
         self.train, self.max_running, self.window_s = train, max_running, window_s
         self.max_students, self.queued_every_s = max_students, queued_every_s
         self._changed = threading.Condition()  # guards everything below
@@ -247,14 +251,17 @@ class StackPool:
     def _join(self, cfg: RunConfig, roles: tuple[Role, ...]) -> tuple[_Stack, _Member]:
         key = stack_key(cfg)
         member = _Member(cfg, roles)
-        stack = next((s for s in self._pending if s.key == key and s.students_with(cfg, roles) <= self.max_students),
-                     None)
+        stack = next((s for s in self._pending if s.key == key and self._room(s, cfg, roles)), None)
         if stack is None:
             stack = _Stack(key, dataclasses.replace(cfg, seed=min(seeds_of(cfg)), repeats=1))
             self._pending.append(stack)
         stack.add(member)
         self._changed.notify_all()
         return stack, member
+
+    def _room(self, stack: _Stack, cfg: RunConfig, roles: tuple[Role, ...]) -> bool:
+        seeds, stack_roles = stack.grid_with(cfg, roles)
+        return seeds * stack_roles <= self.max_students and self.fits(stack.cfg, seeds, stack_roles)
 
     def _deliver(self, stack: _Stack, member: _Member) -> Iterator:
         delivered, told = 0, -float("inf")

@@ -74,7 +74,7 @@ def test_compatible_visitors_train_as_one_stack_and_each_equals_its_solo_run(fas
         calls.append((len(seeds), len(stack_roles)))
         yield from train_stack(cfg, stack_roles, seeds=seeds)
 
-    pool = StackPool(train=engine, window_s=0.5)
+    pool = StackPool(train=engine, window_s=2.0)  # all three arrive well within the window
     together = run_together(pool, cfgs)
     assert pool.stacks_started == 1 and calls == [(3, 4)]  # seeds 3, 4, 5 × CE, KD T=4, KD T=8, DIST
     for cfg, events in zip(cfgs, together, strict=True):
@@ -97,9 +97,21 @@ def test_incompatible_requests_train_side_by_side(fashion):
 
 
 def test_a_full_stack_opens_a_second_one(fashion):
-    pool = StackPool(window_s=0.2, max_students=4)  # 2 seeds × (CE, KD, KD T=8) = 6 > 4
+    pool = StackPool(window_s=2.0, max_students=4)  # 2 seeds × (CE, KD, KD T=8) = 6 > 4
     run_together(pool, [RunConfig(**SMALL), RunConfig(**SMALL, temperature=8.0)])
     assert pool.stacks_started == 2
+
+
+def test_a_stack_beyond_the_budget_opens_a_second_one(fashion):
+    asked = []
+
+    def fits(cfg, seeds, roles):
+        asked.append((seeds, roles))
+        return seeds * roles <= 4
+
+    pool = StackPool(window_s=2.0, fits=fits)  # both requests arrive well within the window
+    run_together(pool, [RunConfig(**SMALL), RunConfig(**SMALL, temperature=8.0)])
+    assert pool.stacks_started == 2 and asked == [(2, 3)]  # the second request would have made 2 × 3
 
 
 def test_a_visitor_who_leaves_does_not_stop_the_others_and_the_last_one_stops_the_stack(fashion):
