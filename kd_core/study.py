@@ -129,12 +129,18 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
         raise ValueError(f"storage must be a journal file path, sqlite:///… or postgresql://…; got {shown(url)}")
     try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with quiet_experimental():
+            return RDBStorage(rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except ModuleNotFoundError as error:
         raise ValueError(f"{shown(url)} needs the {error.name} package: "
                          f"pip install -r requirements-study.txt") from None
     except Exception as error:  # sqlalchemy's connection errors: one line, not a traceback
         raise ValueError(f"cannot open storage {shown(url)}: {str(error).splitlines()[0]}") from None
+
+
+def rdb_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; requirements-study.txt installs psycopg2."""
+    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 def shown(url: str) -> str:
@@ -394,6 +400,8 @@ def write_plots(study: optuna.Study, directory: str | Path) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     with quiet_experimental():
+        # a parameter that few trials' methods read (β, T) makes the importance warn that it is inaccurate
+        warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
         plots = [("history.png", optuna_plots.plot_optimization_history)]
         if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
             plots.append(("importance.png", optuna_plots.plot_param_importances))
