@@ -24,7 +24,8 @@ from kd_core import study as kd_study
 from kd_core.config import RunConfig
 from kd_core.engine import StackEvaluated, StackFinished, train_stack
 from kd_core.roles import CE_ROLE, Role, method_role
-from kd_core.study import SearchSpace, open_study, run_worker, trial_role
+from kd_core.study import open_study, run_worker
+from kd_core.study_space import SearchSpace, load_space, trial_role
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = RunConfig(train_size=500, epochs=2, repeats=2, evaluations=4, event_interval_s=0.0)
@@ -150,17 +151,19 @@ def test_a_stack_all_pruned_stops_training(tmp_path):
 def test_a_space_file_replaces_ranges_and_is_checked_by_run_config(tmp_path):
     path = tmp_path / "space.json"
     path.write_text(json.dumps({"methods": ["kd"], "temperature": [2, 8], "lr": [0.001]}))
-    space = kd_study.load_space(str(path))
+    space = load_space(str(path))
     assert space == SearchSpace(methods=("kd",), temperature=(2, 8), lr=(0.001,))
     path.write_text(json.dumps({"alpha": [0, 1.5]}))
     with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]; got 1.5"):
-        kd_study.load_space(str(path))
+        load_space(str(path))
     path.write_text(json.dumps({"alphas": [0, 1]}))
     with pytest.raises(ValueError, match="expected an object with keys among alpha, dkd_beta"):
-        kd_study.load_space(str(path))
+        load_space(str(path))
+    with pytest.raises(ValueError, match="search space file .*missing.json: No such file"):
+        load_space(str(tmp_path / "missing.json"))
     yaml_path = tmp_path / "space.yaml"
     yaml_path.write_text("methods: [dkd]\ndkd_beta: [1, 2]\n")
-    assert kd_study.load_space(str(yaml_path)).dkd_beta == (1, 2)
+    assert load_space(str(yaml_path)).dkd_beta == (1, 2)
 
 
 def test_a_trial_suggests_only_what_its_method_reads():
