@@ -317,8 +317,9 @@ def best_rows(study: optuna.Study, top: int = 5) -> list[str]:
 
 
 def write_plots(study: optuna.Study, directory: str | Path) -> list[str]:
-    """history.png (value per trial, best so far) and importance.png (fANOVA importance of the parameters
-    every complete trial has: method and lr; the others depend on the method), via Optuna's matplotlib plots."""
+    """history.png (value per trial, best so far) and importance.png (Optuna's fANOVA importance of each
+    parameter; T, α, β and the feature weight count over the trials whose method reads them), drawn by
+    Optuna's matplotlib visualisations."""
     import matplotlib
 
     matplotlib.use("Agg")
