@@ -198,7 +198,7 @@ def run_worker(study: optuna.Study, cfg: RunConfig, trials: int, stack: int, log
     owner = {"host": socket.gethostname(), "pid": os.getpid()}
     while trials > 0:
         fail_lost_trials(study)
-        asked = [study.ask() for _ in range(min(stack, trials))]
+        asked = [ask(study) for _ in range(min(stack, trials))]
         trials -= len(asked)
         for trial in asked:
             study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
@@ -207,6 +207,14 @@ def run_worker(study: optuna.Study, cfg: RunConfig, trials: int, stack: int, log
             for lr in sorted({p["lr"] for p in params}):
                 group = [(t, p) for t, p in zip(asked, params, strict=True) if p["lr"] == lr]
                 train_trials(study, cfg.replace(lr=lr), group, log or (lambda line: None))
+
+
+def ask(study: optuna.Study) -> Trial:
+    """study.ask(), without Optuna's warning that heartbeats are meant for Study.optimize: `Heartbeat` beats
+    for the asked trials here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+        return study.ask()
 
 
 def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, dict]], log) -> None:

@@ -298,3 +298,20 @@ def test_two_workers_share_a_study_through_postgresql(postgres_url):
     opened = optuna.load_study(study_name="pg", storage=postgres_url.replace("postgresql:", "postgresql+psycopg2:"))
     recorded_once(opened.get_trials(), 4)
     assert result["trials"] == 4 and result["failed"] == 0 and result["storage"] == postgres_url
+
+
+def test_a_trial_whose_heartbeat_stopped_is_failed_from_any_host(tmp_path, monkeypatch):
+    """SQLite/PostgreSQL: a running trial of a worker on another host (no pid to check) becomes FAIL once
+    its last heartbeat is older than the grace period."""
+    import time
+
+    monkeypatch.setattr(kd_study, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(kd_study, "GRACE_S", 1)
+    study = open_study(f"sqlite:///{tmp_path / 's.db'}", "s", SMALL, SearchSpace())
+    trial = kd_study.ask(study)
+    study._storage.set_trial_system_attr(trial._trial_id, kd_study.WORKER_ATTR, {"host": "elsewhere", "pid": 1})
+    study._storage.record_heartbeat(trial._trial_id)
+    assert kd_study.fail_lost_trials(study) == []  # beating: left alone
+    time.sleep(2.5)
+    assert kd_study.fail_lost_trials(study) == [0]
+    assert study.get_trials()[0].state == TrialState.FAIL
