@@ -204,9 +204,13 @@ def run_worker(study: optuna.Study, cfg: RunConfig, trials: int, stack: int, log
             study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
         params = [space.suggest(trial) for trial in asked]
         with Heartbeat(study._storage, [trial._trial_id for trial in asked]):
-            for lr in sorted({p["lr"] for p in params}):
-                group = [(t, p) for t, p in zip(asked, params, strict=True) if p["lr"] == lr]
-                train_trials(study, cfg.replace(lr=lr), group, log or (lambda line: None))
+            try:
+                for lr in sorted({p["lr"] for p in params}):
+                    group = [(t, p) for t, p in zip(asked, params, strict=True) if p["lr"] == lr]
+                    train_trials(study, cfg.replace(lr=lr), group, log or (lambda line: None))
+            except BaseException as error:  # an interrupt, a bug: every asked trial ends, none stays running
+                fail_unfinished(study, asked, str(error) or type(error).__name__)
+                raise
 
 
 def ask(study: optuna.Study) -> Trial:
@@ -220,7 +224,7 @@ def ask(study: optuna.Study) -> Trial:
 def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, dict]], log) -> None:
     """One stack: CE (role 0) and trial i as role i + 1; pruned trials are dropped as the stack trains."""
     roles = [CE_ROLE, *(trial_role(p, f"trial {t.number}") for t, p in group)]
-    members, dropped, told = dict(enumerate((t for t, _ in group), start=1)), set(), set()
+    members, dropped = dict(enumerate((t for t, _ in group), start=1)), set()
     events = train_stack(cfg, roles, dropped=dropped, test=False)
     evaluation = 0
     try:
@@ -230,7 +234,7 @@ def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, d
                 for role, trial in members.items():
                     if role not in dropped and report(trial, event.accuracy, role, evaluation):
                         study.tell(trial, state=TrialState.PRUNED)
-                        dropped.add(role), told.add(role)
+                        dropped.add(role)
                         log(f"trial {trial.number} {describe(group[role - 1][1])}: pruned at evaluation "
                             f"{evaluation}")
                 if len(dropped) == len(members):  # nothing left to train
@@ -241,16 +245,17 @@ def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, d
                 for role, trial in members.items():
                     if role not in dropped:
                         value = tell_value(study, trial, [row[role] for row in event.result.val_acc], ce_val)
-                        told.add(role)
                         log(f"trial {trial.number} {describe(group[role - 1][1])}: validation {value}")
-    except BaseException as error:  # a diverged stack, an interrupt: its trials fail, never stay running
-        for role, trial in members.items():
-            if role not in told:
-                trial.set_user_attr("error", str(error) or type(error).__name__)
-                study.tell(trial, state=TrialState.FAIL)
-        if not isinstance(error, TrainingDiverged):
-            raise
+    except TrainingDiverged as error:  # this stack's trials fail; the worker goes on with the next stack
+        fail_unfinished(study, list(members.values()), str(error))
         log(f"stack of trials {', '.join(str(t.number) for t in members.values())} failed: {error}")
+
+
+def fail_unfinished(study: optuna.Study, trials: list[Trial], reason: str) -> None:
+    for trial in trials:
+        if not study._storage.get_trial(trial._trial_id).state.is_finished():
+            trial.set_user_attr("error", reason)
+            study.tell(trial, state=TrialState.FAIL)
 
 
 def report(trial: Trial, accuracy: tuple[tuple[float, ...], ...], role: int, evaluation: int) -> bool:

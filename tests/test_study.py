@@ -146,6 +146,39 @@ def test_a_stack_all_pruned_stops_training(tmp_path):
     assert all(sorted(t.intermediate_values) == [1] for t in study.get_trials())
 
 
+def stack_raising(error: BaseException, calls: list):
+    def train_stack(cfg, roles, **options):
+        calls.append((cfg.lr, len(roles)))
+        raise error
+        yield  # a generator, like the engine's
+
+    return train_stack
+
+
+def test_a_diverged_stack_fails_its_trials_and_the_worker_goes_on(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kd_study, "train_stack", stack_raising(engine.TrainingDiverged("diverged at step 3"), calls))
+    study = open_study(str(tmp_path / "s.journal"), "s", SMALL, SearchSpace(lr=(3e-3,)))
+    run_worker(study, SMALL, trials=4, stack=2)
+    assert calls == [(3e-3, 3), (3e-3, 3)]  # CE + 2 trials, twice
+    ended = [(t.state, t.user_attrs["error"]) for t in study.get_trials()]
+    assert ended == [(TrialState.FAIL, "diverged at step 3")] * 4
+
+
+def test_an_interrupted_worker_fails_every_trial_it_asked(tmp_path, monkeypatch):
+    """The trials of the learning-rate groups not trained yet fail too, none stays RUNNING."""
+    calls = []
+    monkeypatch.setattr(kd_study, "train_stack", stack_raising(KeyboardInterrupt(), calls))
+    study = open_study(str(tmp_path / "s.journal"), "s", SMALL, SearchSpace())
+    study.enqueue_trial({"method": "dist", "lr": 1e-3})
+    study.enqueue_trial({"method": "dist", "lr": 1e-2})
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(study, SMALL, trials=2, stack=2)
+    assert calls == [(1e-3, 2)]
+    ended = [(t.state, t.user_attrs["error"]) for t in study.get_trials()]
+    assert ended == [(TrialState.FAIL, "KeyboardInterrupt")] * 2
+
+
 # ------------------------------------------------------------------------------------------ search space
 
 def test_a_space_file_replaces_ranges_and_is_checked_by_run_config(tmp_path):
