@@ -96,6 +96,8 @@ def open_study(url: str, name: str, cfg: RunConfig | None = None, space: SearchS
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study (with `cfg` and `space` stored as user attributes) or load it; a later command must
     bring the same fixed options. Without `cfg`: load an existing study only."""
+    if cfg is None and "://" not in url and not Path(url).is_file():  # opening must not create a journal
+        raise ValueError(f"no study {name!r} in {url}: no such journal file")
     storage = open_storage(url)
     with quiet_experimental():
         sampler = optuna.samplers.TPESampler(constant_liar=True)  # K trials asked at once should differ

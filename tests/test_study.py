@@ -264,6 +264,13 @@ def test_sqlite_storage_by_url(tmp_path):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
 
 
+def test_reporting_on_a_missing_study_is_one_line_and_creates_nothing(tmp_path):
+    done = cli("--storage", str(tmp_path / "none.journal"), "--name", "s", "--best", "--json", check=False)
+    assert done.returncode == 2 and done.stderr == f"error: no study 's' in {tmp_path / 'none.journal'}: no such " \
+                                                   "journal file\n"
+    assert not (tmp_path / "none.journal").exists()
+
+
 def test_bad_storage_is_one_line_and_exit_2(tmp_path):
     done = cli("--storage", "mysql://u:secret@localhost/x", "--name", "s", "--trials", "1", check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
