@@ -234,7 +234,7 @@ def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, d
             if isinstance(event, StackEvaluated) and event.step > 0:
                 evaluation += 1
                 for role, trial in members.items():
-                    if role not in dropped and report(trial, event.accuracy, role, evaluation):
+                    if role not in dropped and report(trial, event, role, evaluation):
                         study.tell(trial, state=TrialState.PRUNED)
                         dropped.add(role)
                         log(f"trial {trial.number} {describe(group[role - 1][1])}: pruned at evaluation "
@@ -260,9 +260,9 @@ def fail_unfinished(study: optuna.Study, trials: list[Trial], reason: str) -> No
             study.tell(trial, state=TrialState.FAIL)
 
 
-def report(trial: Trial, accuracy: tuple[tuple[float, ...], ...], role: int, evaluation: int) -> bool:
+def report(trial: Trial, event: StackEvaluated, role: int, evaluation: int) -> bool:
     """Report the role's live validation accuracy (mean over seeds) at this evaluation; whether to prune."""
-    trial.report(mean_std([row[role] for row in accuracy])[0], evaluation)
+    trial.report(event.mean(role), evaluation)
     return trial.should_prune()
 
 
