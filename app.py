@@ -472,7 +472,7 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
         cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (sweep_values("temperatures", temperatures), sweep_values("alphas", alphas))
         for view in shared_runs.join_sweep(SWEEPS, cfg, *grid):
-            yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
+            yield (view.status, gr.skip() if view.heatmap is None else PlotData(type="matplotlib", plot=view.heatmap),
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))
     except USER_ERRORS as error:

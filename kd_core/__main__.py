@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_core {train-teacher,distill,sweep,bench,export} …`.
+"""Command line: `python -m kd_core {train-teacher,distill,sweep,study,bench,export} …`.
 
 Every subcommand maps its flags onto `RunConfig` (the single home of defaults) and consumes the same
 event stream as the app. With `--json` the last stdout line is one JSON object (docs/contracts.md). Bad
@@ -230,6 +230,8 @@ def build_parser() -> Parser:
     sweep.add_argument("--method", choices=SWEEP_METHODS, default="kd",
                        help="the grid students' method: Hinton KD, or KD on standardised logits")
 
+    add_study_parser(commands)
+
     bench = commands.add_parser("bench", help="measure training speed against the seed-style loop")
     from .bench import add_arguments as add_bench_arguments
 
@@ -271,6 +273,41 @@ def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     meta = checkpoints.read_metadata(out)
     return {"checkpoint": str(out), "val_acc": added["teacher_val_acc"], "test_acc": meta.get("test_acc"),
             "train_seconds": added.get("teacher_train_seconds"), "arch": args.arch, **data_facts(cfg)}
+
+
+# ------------------------------------------------------------------------- study (kd_core.study, Optuna)
+
+def add_study_parser(commands) -> None:
+    """`study`: distill's run options fixed for every trial, plus where the study lives and how many trials."""
+    study = commands.add_parser("study", help="hyper-parameter study with Optuna: each worker trains its trials "
+                                              "as one stack (journal file, SQLite or PostgreSQL storage)")
+    add_run_options(study)
+    study.add_argument("--storage", required=True,
+                       help="a journal file path (several processes, one machine), sqlite:///FILE or "
+                            "postgresql://USER:PASSWORD@HOST/DB (many machines)")
+    study.add_argument("--name", required=True, help="the study's name in the storage")
+    study.add_argument("--trials", type=int, default=16, help="trials this command adds, over all its workers")
+    study.add_argument("--workers", type=int, default=1, help="local worker processes")
+    study.add_argument("--stack", type=int, default=8,
+                       help="trials a worker asks for at once and trains as one stack (one per learning rate)")
+    study.add_argument("--space", help="JSON or YAML file replacing ranges of the search space (kd_core/study.py "
+                                       "SearchSpace: methods, temperature, alpha, dkd_beta, feature_weight, lr)")
+    study.add_argument("--summary", action="store_true",
+                       help="print the best trials and write history.png and importance.png to --plots")
+    study.add_argument("--plots", default="study-plots", help="directory for --summary's plots")
+    study.add_argument("--best", action="store_true",
+                       help="train the best trial by validation once more beside CE and report its test accuracy")
+
+
+def cmd_study(args: argparse.Namespace) -> dict:
+    try:
+        from . import study
+    except ModuleNotFoundError as error:
+        raise ValueError(f"study needs {error.name}: pip install -r requirements-study.txt") from None
+    cfg = run_config(args)
+    if not (args.best or args.summary):
+        check_before_work(cfg)
+    return study.command(args, cfg)
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
@@ -413,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv  # recorded in checkpoints as the recipe that made them
         handler = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "sweep": cmd_sweep,
-                   "bench": cmd_bench, "export": cmd_export}[args.command]
+                   "bench": cmd_bench, "export": cmd_export, "study": cmd_study}[args.command]
         print_result(handler(args), getattr(args, "json", False))
     except (CliError, ValueError, DatasetUnavailable, TrainingDiverged, ExportUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,6 +20,10 @@ end.
     -> StackFinished(result)
 
 It never prints. Closing it (a consumer that stops, a Gradio cancel) stops training at the next event.
+A consumer may drop roles mid-run by adding their indices to `dropped` between events (a study's pruned
+trials): from the next step their losses no longer reach the backward pass, so they stop learning while every
+other student's gradients, and so its training, stay bit-identical. With `test=False` no student is evaluated
+on the test set (a study chooses on validation alone): the result's test figures are then NaN.
 """
 
 from __future__ import annotations
@@ -159,11 +163,14 @@ StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
 # ------------------------------------------------------------------------------------------ the loop
 
 def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
-                seeds: Sequence[int] | None = None) -> Iterator[StackEvent]:
+                seeds: Sequence[int] | None = None, *, dropped: set[int] | None = None,
+                test: bool = True) -> Iterator[StackEvent]:
     """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
 
     `seeds` replaces cfg's (seed, seed + 1, …): several visitors' runs trained as one stack
-    (`kd_core.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others."""
+    (`kd_core.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others.
+    `dropped`: role indices the consumer stops training (it may add to the set between events); `test`: whether
+    the students are evaluated on the test set at the end."""
     roles = tuple(role.check() for role in roles)
     if needs_preparing(cfg):  # the user's data or an outside / untrained teacher (the CLI and app prepare first)
         cfg, dataset, _ = prepare(cfg.validate(), dataset, resolve_device(cfg.device))
@@ -174,7 +181,7 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
     cfg.validate(dataset.num_classes)
     if cfg.unlabeled and cfg.augment:
         raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
-    trainer = Trainer(cfg, roles, dataset, teacher_path, seeds)
+    trainer = Trainer(cfg, roles, dataset, teacher_path, seeds, dropped, test)
     try:
         yield from trainer.run()
     finally:
@@ -185,8 +192,10 @@ class Trainer:
     """One run of `train_stack`: its data, its stack of students and optimiser, and the steps of the loop."""
 
     def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path,
-                 seeds: Sequence[int] | None = None):
+                 seeds: Sequence[int] | None = None, dropped: set[int] | None = None, test: bool = True):
         self.cfg, self.roles, self.dataset = cfg, roles, dataset
+        self.dropped = set() if dropped is None else dropped  # the consumer's set, read at every step
+        self.test = test
         self.device = device = resolve_device(cfg.device)
         self.logits = teacher_logits(teacher_path, dataset, device)
         val = dataset.validation_index
@@ -352,10 +361,16 @@ class Trainer:
                                         {i: (w[groups], b[groups]) for i, (w, b) in self.regressors.items()})
             out = out.float().view(-1, M, *out.shape[1:])
             loss = stack_losses(self.roles, self.hinton, out, teacher[groups], labels[groups], features)
-            loss.sum().backward()  # disjoint graphs: each student gets exactly its own gradient
+            trained = loss if not self.dropped else loss * self.kept()
+            trained.sum().backward()  # disjoint graphs: each student gets exactly its own gradient
             losses.append(loss.detach())
         self.optimizer.step()
         return torch.cat(losses).view(G, M)
+
+    def kept(self) -> torch.Tensor:
+        """[M] 1 for the roles still trained, 0 for dropped ones: their gradient is then exactly 0, and the
+        others' gradients are unchanged (d sum / d loss is the same 1 for them)."""
+        return torch.tensor([0.0 if m in self.dropped else 1.0 for m in range(len(self.roles))], device=self.device)
 
     def step_event(self, epoch: int, step: int, losses: torch.Tensor, seconds: float) -> StackStep:
         values = losses.tolist()
@@ -383,9 +398,12 @@ class Trainer:
         k = dataset.num_classes
         val = dataset.validation_index
         val_logits = self.students.logits(dataset.normalize(dataset.train_images[val].to(self.device))).cpu()
-        test_logits = self.students.logits(dataset.normalize(dataset.test_images.to(self.device))).cpu()
-        test_labels = dataset.test_labels
-        teacher_test = self.logits.test.argmax(1)
+        if self.test:
+            test_logits = self.students.logits(dataset.normalize(dataset.test_images.to(self.device))).cpu()
+        else:  # no test image is read: the test figures below are NaN
+            test_logits = torch.empty(G * M, 0, k)
+        test_labels = dataset.test_labels[:test_logits.shape[1]]
+        teacher_test = self.logits.test[:test_logits.shape[1]].argmax(1)
         test_pred = test_logits.argmax(2)  # [S, N]
 
         def per_student(values: torch.Tensor) -> list:

@@ -114,7 +114,8 @@ class AccuracyCurves:
             self.evaluations, self.teacher_acc, self.epochs, self.names, self.kd)))
 
 
-_rendered_lock = threading.Lock()  # one for all views: what it guards takes milliseconds (data, not drawing)
+_rendered_lock = threading.RLock()  # one for all views (what it guards takes milliseconds: data, not drawing);
+# re-entrant: a view's split rows are made from its frame, itself made under the lock
 
 
 def rendered(curves, make, slot: str = "made"):

@@ -303,15 +303,14 @@ def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.Run
 
 def join_sweep(runs: SharedRuns, cfg: RunConfig, temperatures: list[float], alphas: list[float],
                start: Callable[..., Iterator] = sweep.live_sweep) -> Iterator[sweep.SweepView]:
-    """`sweep.live_sweep` shared with identical requests; each visitor gets its own heatmap figures."""
+    """`sweep.live_sweep` shared with identical requests; every visitor is sent the one heatmap the run drew."""
     sub = runs.subscribe(sweep_key(cfg, temperatures, alphas), lambda: start(cfg, temperatures, alphas))
     empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
     try:
         for item in sub:
             if isinstance(item, Queued):
                 yield sweep.SweepView(queued_status(item) + NOTICES[sub.how], None, empty, False)
-            else:  # Gradio renders and closes each Figure it is given: one copy per visitor
-                yield dataclasses.replace(item, status=item.status + NOTICES[sub.how],
-                                          heatmap=copy.deepcopy(item.heatmap))
+            else:
+                yield dataclasses.replace(item, status=item.status + NOTICES[sub.how])
     finally:
         sub.close()

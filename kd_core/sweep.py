@@ -241,7 +241,7 @@ def run_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float],
 class SweepView:
     """What the Sweep tab shows after one sweep event."""
     status: str
-    heatmap: object | None  # a matplotlib Figure after each evaluated epoch; None = keep the last one
+    heatmap: str | None  # at the end, the heatmap drawn once as a data URL (all viewers share it); None = none yet
     frame: pd.DataFrame  # T, alpha, accuracy (%); accuracy missing until an epoch has been evaluated
     done: bool
 
@@ -260,7 +260,9 @@ def finished_sweep_view(result, temperatures: list[float], alphas: list[float]) 
     status = (f"done in {result.seconds:.1f} s ({result.epochs} epoch(s), {len(result.stack.seeds)} seeds): best "
               f"on validation T={T:g}, α={alpha:g}; {beyond} of {len(grid)} cells beat CE "
               f"({100 * ce_mean:.1f} ± {100 * ce_std:.1f}% test) beyond seed noise")
-    return SweepView(status, plots.sweep_heatmap(frame, ce_mean, ce_std=ce_std), frame, True)
+    # drawn once here, in the run's own thread: every viewer of a shared or replayed sweep gets the same image
+    heatmap = plots.figure_data_url(plots.sweep_heatmap(frame, ce_mean, ce_std=ce_std))
+    return SweepView(status, heatmap, frame, True)
 
 
 def parse_values(name: str, text: str) -> list[float]:
@@ -273,7 +275,7 @@ def parse_values(name: str, text: str) -> list[float]:
 
 
 def live_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Iterator[SweepView]:
-    """Train the T × α grid; yield a SweepView per event, the heatmap after every epoch."""
+    """Train the T × α grid; yield a SweepView per event, the heatmap at the end."""
     # every (T, α) cell from the first update on, accuracy missing: the line charts fix their colour
     # legend on their first frame (see plots.with_every_series), so each line must be named already
     empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))

@@ -298,12 +298,17 @@ def test_a_visitor_who_cancels_does_not_stop_the_shared_run(server):
     assert final_kd_acc(updates[-1]) == round(100 * expected.kd_acc, 2)
 
 
-def test_identical_sweeps_share_one_run(server):
+def test_identical_sweeps_share_one_run_and_its_one_heatmap(server, monkeypatch):
+    """Three viewers of one sweep: one run, and its heatmap drawn once on the server, whoever views it."""
+    from kd_core import plots
+
+    drawn, draw = [], plots.figure_data_url
+    monkeypatch.setattr(plots, "figure_data_url", lambda figure: drawn.append(1) or draw(figure))
     started = app.SWEEPS.runs_started
     clients = [Client(server, verbose=False) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         finals = list(pool.map(lambda c: c.predict("4, 1", "0.5", 1, 500, 1, api_name="/sweep"), clients))
-    assert app.SWEEPS.runs_started == started + 1
+    assert app.SWEEPS.runs_started == started + 1 and len(drawn) == 1
     assert all(final[0].startswith("done in") for final in finals)
     assert sum("sharing its results" in f[0] or "replaying its results" in f[0] for f in finals) == 2
     assert len({str(final[4]["value"]["data"]) for final in finals}) == 1  # the same grid for all three
