@@ -70,7 +70,10 @@ def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zi
         page.get_by_label("Architecture to train").click()
         page.get_by_role("option", name="zoo:cnn-tiny").click()
         page.get_by_role("button", name="Start").last.click()
-        page.get_by_text("Results on your test split").wait_for(timeout=600_000)
+        try:
+            page.get_by_text("Results on your test split").wait_for(timeout=300_000)
+        finally:
+            page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
         page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
         page.locator("input[type=file]").last.set_input_files(str(picture))
         page.locator(".output-class").first.wait_for(timeout=60_000)
