@@ -4,6 +4,7 @@ on a free port, real Fashion-MNIST, the shipped teacher, tiny runs (2,000 images
 import csv
 import gc
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -90,8 +91,13 @@ def test_distill_streams_updates_then_results_and_files(client, fashion):
     drawn = {row[2] for row in losses["value"]["data"] if isinstance(row[1], float) and row[1] == row[1]}
     assert drawn == {"CE", "KD"}  # (every other student name is a placeholder row, see plots)
     assert losses["colors_in_legend"] == ["CE", "KD"]  # the legend names this run's students only
-    assert updates[-1][2]["type"] == "matplotlib"  # the accuracy curves with their seed bands
-    assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
+    accuracy = updates[-1][2]  # the accuracy curves with their seed bands: a Vega-Lite spec the browser draws
+    assert accuracy["type"] == "altair"
+    spec = json.loads(accuracy["plot"])
+    assert {row["student"] for row in spec["data"]["values"]} == {"CE student", "KD student"}
+    # the table appears at the end only: the first update hides a previous run's, none before the end shows it
+    assert updates[0][3]["visible"] is False and updates[-1][3]["visible"] is True
+    assert not any(isinstance(u[3], dict) and u[3].get("visible") for u in updates[1:-1])
 
     table = updates[-1][3]["value"]
     assert table["headers"] == ["model", "test acc. (%)", "per seed (%)", "validation acc. (%)", "params",
