@@ -467,9 +467,11 @@ def take_out_panel(page: gr.Blocks, students: gr.State, image: gr.Image, sketch:
         panel = gr.HTML()
         result = gr.HTML(elem_id="browser-student")
     if web_runtime.present():
+        # preprocess=False: the pictures arrive as /predict's and /predict_sketch's do (open_picture)
         for event in (gr.on([page.load, image.change, students.change], browser_upload, [image, students], panel,
-                            api_visibility="private"),
-                      classify.click(browser_sketch, [sketch, students], panel, api_visibility="private")):
+                            api_visibility="private", preprocess=False),
+                      classify.click(browser_sketch, [sketch, students], panel, api_visibility="private",
+                                     preprocess=False)):
             event.then(None, panel, result, js=browser_student.script())
     gr.Markdown("### Publish the KD student on the Hugging Face Hub")
     if not ON_SPACES:

@@ -40,7 +40,8 @@ async (panel) => {
     const total = exps.reduce((a, b) => a + b, 0);
     const ranked = exps.map((e, i) => [e / total, data.classes[i]]).sort((a, b) => b[0] - a[0]).slice(0, 3);
     const percent = (p) => `${(100 * p).toFixed(1)} %`;
-    return `<div class="kd-browser-result" data-logits="${escape(JSON.stringify(logits))}" ` +
+    return `<div class="kd-browser-result" data-model="${escape(data.model)}" data-input="${escape(data.input)}" ` +
+      `data-logits="${escape(JSON.stringify(logits))}" ` +
       `data-ms="${ms}" data-create-ms="${state.createMs}" data-load-ms="${state.loadMs}">` +
       `<b>${escape(ranked[0][1])}</b> · ${ms.toFixed(3)} ms per image (mean of ${data.runs} runs on this device, ` +
       `onnxruntime-web, 1 wasm thread) · top 3: ${ranked.map(([p, c]) => `${escape(c)} ${percent(p)}`).join(", ")}` +

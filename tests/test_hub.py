@@ -168,3 +168,43 @@ def test_live_push_to_the_hub(run_dir):
         assert card.data.pipeline_tag == "image-classification" and len(card.data.eval_results) == 4
     finally:
         api.delete_repo(published.repo_id)
+
+
+@pytest.mark.filterwarnings(LFS_PUT_WARNING)
+def test_the_apps_publish_button_pushes_the_sessions_student_with_the_visitors_token(standin, legacy_upload,
+                                                                                    monkeypatch):
+    """The Space's "Publish the KD student": the visitor's OAuth token and the session's run (its summary, so the
+    CE twin's figures are there although the run folder holds the KD student alone)."""
+    import gradio as gr
+    from huggingface_hub import ModelCard, constants
+    from support import finished_session
+
+    import app
+    from kd_core.config import RunConfig
+
+    monkeypatch.setattr(constants, "ENDPOINT", standin.url)  # HfApi()'s default endpoint: the stand-in
+    _, students = finished_session(RunConfig(epochs=1, train_size=1000, repeats=2))
+    with pytest.raises(gr.Error, match="Sign in with Hugging Face first"):
+        app.publish("kd-space", True, students, None)
+    with pytest.raises(gr.Error, match="Train a pair first"):
+        app.publish("kd-space", True, None, gr.OAuthToken(token="hf_visitor"))
+    words = app.publish("kd-space", True, students, gr.OAuthToken(token="hf_visitor"))
+    repo = f"{OWNER}/kd-space"
+    assert words.startswith(f"Published: [{repo}]({standin.url}/{repo}) · commit: {standin.url}/{repo}/commit/")
+    assert "Bearer hf_visitor" in standin.tokens and standin.private[repo] is True
+    files = standin.repos[repo]
+    assert files["kd-student.safetensors"] == (students.run_dir / "kd-student.safetensors").read_bytes()
+    results = {(r.metric_type, r.dataset_split): r.metric_args["per_seed"]
+               for r in ModelCard(files["README.md"].decode()).data.eval_results}
+    per_seed = students.summary["per_seed"]
+    assert results[("ce_twin_accuracy", "test")] == [round(s["ce_acc"], 4) for s in per_seed]
+    assert results[("accuracy", "validation")] == [round(s["kd_val_acc"], 4) for s in per_seed]
+
+
+def test_off_spaces_the_app_says_how_to_push_from_the_command_line():
+    import app
+
+    assert not app.ON_SPACES
+    texts = [block.value for block in app.demo.blocks.values() if getattr(block, "value", None).__class__ is str]
+    assert any("python -m kd_core push students --repo NAME" in text for text in texts)
+    assert not any(type(block).__name__ == "LoginButton" for block in app.demo.blocks.values())
