@@ -77,7 +77,9 @@ def integrity(path: str | Path) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(Path(path).read_bytes()).digest()).decode()
 
 
-def check_integrity(tarball: str | Path, expected: str = INTEGRITY) -> None:
+def check_integrity(tarball: str | Path, expected: str | None = None) -> None:
+    """IntegrityError unless the tarball's SHA-512 is `expected` (default: the pinned INTEGRITY)."""
+    expected = expected or INTEGRITY
     found = integrity(tarball)
     if found != expected:
         raise IntegrityError(f"{tarball} is not {PACKAGE}@{VERSION}: its integrity is {found}, npm's is {expected}")

@@ -184,11 +184,12 @@ def test_the_apps_publish_button_pushes_the_sessions_student_with_the_visitors_t
 
     monkeypatch.setattr(constants, "ENDPOINT", standin.url)  # HfApi()'s default endpoint: the stand-in
     _, students = finished_session(RunConfig(epochs=1, train_size=1000, repeats=2))
+    visitor = gr.OAuthToken(token="hf_visitor", scope="openid profile write-repos", expires_at=0)
     with pytest.raises(gr.Error, match="Sign in with Hugging Face first"):
         app.publish("kd-space", True, students, None)
     with pytest.raises(gr.Error, match="Train a pair first"):
-        app.publish("kd-space", True, None, gr.OAuthToken(token="hf_visitor"))
-    words = app.publish("kd-space", True, students, gr.OAuthToken(token="hf_visitor"))
+        app.publish("kd-space", True, None, visitor)
+    words = app.publish("kd-space", True, students, visitor)
     repo = f"{OWNER}/kd-space"
     assert words.startswith(f"Published: [{repo}]({standin.url}/{repo}) · commit: {standin.url}/{repo}/commit/")
     assert "Bearer hf_visitor" in standin.tokens and standin.private[repo] is True
