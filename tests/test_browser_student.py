@@ -108,6 +108,9 @@ def test_the_browser_runs_the_sessions_student_on_a_fixed_picture_as_onnx_runtim
     assert result["text"].startswith(f"{best} · ") and best == payload["server_class"]
     assert "ms per image (mean of 100 runs" in result["text"] and payload["runs"] >= 100
     assert float(result["ms"]) > 0 and float(result["create-ms"]) > 0 and float(result["load-ms"]) > 0
+    (ROOT / "screenshots").mkdir(exist_ok=True)
+    page.locator("#browser-student").scroll_into_view_if_needed()
+    page.screenshot(path=ROOT / "screenshots" / "browser-student.png", full_page=True)
 
 
 @pytest.mark.browser
