@@ -400,7 +400,7 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
     # (beyond SESSIONS_KEPT) while its page still shows their Labels
     gr.on([page.load, students.change, image.change, classify.click], show_students, students, methods,
           api_visibility="private")
-    take_out_panel(page, students, image, sketch, classify)
+    take_out_panel(students, image, sketch, classify)
 
 
 # ------------------------------------------------------------- take the student out: the browser and the Hub
@@ -455,8 +455,7 @@ def publish(repo: str, private: bool, students: session.SessionStudents | None,
     return f"Published: [{published.repo_id}]({published.repo_url}) · commit: {published.commit_url}"
 
 
-def take_out_panel(page: gr.Blocks, students: gr.State, image: gr.Image, sketch: gr.Sketchpad,
-                   classify: gr.Button) -> None:
+def take_out_panel(students: gr.State, image: gr.Image, sketch: gr.Sketchpad, classify: gr.Button) -> None:
     gr.Markdown("### Run the KD student in your browser")
     if not web_runtime.present():
         gr.Markdown(web_runtime.how_to_vendor())
@@ -466,12 +465,14 @@ def take_out_panel(page: gr.Blocks, students: gr.State, image: gr.Image, sketch:
                     "from this app, not from a CDN.", elem_classes="kd-small")
         panel = gr.HTML()
         result = gr.HTML(elem_id="browser-student")
+        run_here = gr.Button("Run the KD student in your browser", size="sm")
     if web_runtime.present():
-        # preprocess=False: the pictures arrive as /predict's and /predict_sketch's do (open_picture)
-        for event in (gr.on([page.load, image.change, students.change], browser_upload, [image, students], panel,
-                            api_visibility="private", preprocess=False),
-                      classify.click(browser_sketch, [sketch, students], panel, api_visibility="private",
-                                     preprocess=False)):
+        # only on the visitor's own actions, one export at a time: an export on every page load and after every
+        # run cost each of a classroom's 30 visitors an ONNX export (5-21 s on a busy CPU) beside the others'
+        # training; preprocess=False: the pictures arrive as /predict's and /predict_sketch's do (open_picture)
+        exports = dict(api_visibility="private", preprocess=False, concurrency_id="export", concurrency_limit=1)
+        for event in (gr.on([image.change, run_here.click], browser_upload, [image, students], panel, **exports),
+                      classify.click(browser_sketch, [sketch, students], panel, **exports)):
             event.then(None, panel, result, js=browser_student.script())
     gr.Markdown("### Publish the KD student on the Hugging Face Hub")
     if not ON_SPACES:
