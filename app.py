@@ -275,16 +275,21 @@ def soften(image: dict | str | None, temperature: float):
 # ------------------------------------------------------------------------------------------- layout
 
 class TrainControls(NamedTuple):
-    """What the Lesson tab sets on the Train tab: the preset picker and the widgets a preset fills."""
+    """What the Lesson tab sets on the Train tab: the preset picker, the widgets a preset fills, and the folded
+    groups whose labels (group_labels) follow them."""
 
     preset: gr.Dropdown
     preset_outputs: list  # apply_preset's outputs, in its order
+    group_inputs: list  # group_labels' inputs, in its order
+    groups: list  # the Data, Students and Methods accordions
 
 
-def group_summaries(group: gr.Accordion, inputs: list, label) -> None:
-    """Keep a folded group's label, `label(*values of inputs)`, on its widgets' current values."""
-    gr.on([widget.change for widget in inputs], lambda *values: gr.Accordion(label=label(*values)), inputs, group,
-          api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+def group_labels(dataset: str, train_size: int, hide_class: str, unlabeled: int, student: str, lr: float,
+                 epochs: int, seed: int, repeats: int, methods: list[str], dkd_beta: float, feature_weight: float):
+    """The folded groups' labels: each its one-line summary of its widgets' values (kd_core.panels)."""
+    return (gr.Accordion(label=panels.data_label(dataset, train_size, hide_class, unlabeled)),
+            gr.Accordion(label=panels.students_label(student, lr, epochs, seed, repeats)),
+            gr.Accordion(label=panels.methods_label(methods, dkd_beta, feature_weight)))
 
 
 def train_tab(students: gr.State) -> TrainControls:
@@ -381,13 +386,19 @@ def train_tab(students: gr.State) -> TrainControls:
                 methods, dkd_beta, feature_weight]
     preset_outputs = [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, feature_weight,
                       dataset, student, train_size, hide_class, teacher]
-    preset.input(apply_preset, preset, preset_outputs, api_visibility="private")
-    group_summaries(data_group, [dataset, train_size, hide_class, unlabeled], panels.data_label)
-    group_summaries(students_group, [student, lr, epochs, seed, repeats], panels.students_label)
-    group_summaries(methods_group, [methods, dkd_beta, feature_weight], panels.methods_label)
+    group_inputs = [dataset, train_size, hide_class, unlabeled, student, lr, epochs, seed, repeats, methods, dkd_beta,
+                    feature_weight]
+    groups = [data_group, students_group, methods_group]
+    # after a visitor's edit of one widget; after a preset or a dataset, once they have set every widget (the change
+    # events of a preset's widgets, fired one by one, summarised values that were still being set)
+    gr.on([widget.input for widget in group_inputs if widget is not dataset], group_labels, group_inputs, groups,
+          api_visibility="private", show_progress="hidden")
+    preset.input(apply_preset, preset, preset_outputs, api_visibility="private").then(
+        group_labels, group_inputs, groups, api_visibility="private", show_progress="hidden")
     # .input, not .change: a preset sets the dataset and these pickers itself
     dataset.input(dataset_widgets, [dataset, student, train_size, hide_class],
-                  [student, train_size, hide_class, teacher], api_visibility="private")
+                  [student, train_size, hide_class, teacher], api_visibility="private").then(
+        group_labels, group_inputs, groups, api_visibility="private", show_progress="hidden")
     run = start.click(distill, [*controls, students], [status, losses, accuracies, table, log_file, kd_file,
                                                      students],
                       api_name="distill", concurrency_limit=TRAINING_VISITORS, concurrency_id="training",
@@ -402,7 +413,7 @@ def train_tab(students: gr.State) -> TrainControls:
     bias.release(set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
     auto.click(auto_bias, students, bias, api_visibility="private").then(
         set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
-    return TrainControls(preset, preset_outputs)
+    return TrainControls(preset, preset_outputs, group_inputs, groups)
 
 
 def predict_tab(page: gr.Blocks, students: gr.State) -> None:
@@ -541,7 +552,9 @@ def lesson_tab(tabs: gr.Tabs, train: TrainControls, dark_temperature: gr.Slider)
     gr.Markdown("The steps: " + " · ".join(f"{i}. {step.title}" for i, step in enumerate(lesson.STEPS, 1)))
     go.click(functools.partial(show_step, preset_widgets=len(train.preset_outputs)), index,
              [tabs, dark_temperature, train.preset, *train.preset_outputs],
-             api_visibility="private").then(None, index, None, js=PRESS_START)
+             api_visibility="private").then(
+        group_labels, train.group_inputs, train.groups, api_visibility="private", show_progress="hidden").then(
+        None, index, None, js=PRESS_START)
     following.click(next_step, index, [index, card, go], api_visibility="private")
 
 
