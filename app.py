@@ -76,6 +76,7 @@ CSS = """
 .kd-subline.kd-headline-better { color: #15803d; }
 .kd-subline.kd-headline-worse { color: #b91c1c; }
 .kd-lesson { font-size: 1.3em; }
+.kd-banner { font-size: 1.1em; border-left: 4px solid #f97316; padding-left: 0.6em; }
 """
 
 INTRO = """# KD Playground
@@ -406,7 +407,7 @@ def train_tab(students: gr.State) -> TrainControls:
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
     run.success(show_bias, students, [bias_box, bias, bias_plot, bias_caption], api_visibility="private")
     run.success(show_downloads, students, [export_row, cards], api_visibility="private")
-    start.click(None, None, verdict_headline, js="() => ''")  # a new run's headline comes when it ends
+    start.click(None, None, verdict_headline, js="() => ''", api_visibility="private")  # the new run's comes at its end
     run.success(show_headline, students, verdict_headline, api_visibility="private")
     export.click(export_onnx, students, [cards, latency, speedup], api_visibility="private", concurrency_id="export",
                  concurrency_limit=1)
@@ -529,12 +530,13 @@ PRESS_START = (f"(index) => {{ if ({json.dumps([i for i, step in enumerate(lesso
 
 
 def show_step(index: int, preset_widgets: int):
-    """Show step `index`: its tab, with the Dark knowledge tab's T set, or the Train tab's preset picker and the
-    `preset_widgets` widgets apply_preset fills."""
+    """Show step `index`: its tab and its question above the tabs, with the Dark knowledge tab's T set, or the Train
+    tab's preset picker and the `preset_widgets` widgets apply_preset fills."""
     step = lesson.STEPS[int(index)]
+    shown = gr.Tabs(selected=step.tab), gr.Markdown(lesson.step_banner(int(index)), visible=True)
     if step.preset is None:
-        return gr.Tabs(selected=step.tab), step.temperature, *[gr.skip()] * (1 + preset_widgets)
-    return gr.Tabs(selected=step.tab), gr.skip(), step.preset, *apply_preset(step.preset)
+        return *shown, step.temperature, *[gr.skip()] * (1 + preset_widgets)
+    return *shown, gr.skip(), step.preset, *apply_preset(step.preset)
 
 
 def next_step(index: int):
@@ -542,8 +544,9 @@ def next_step(index: int):
     return following, lesson.step_markdown(following), gr.Button(lesson.STEPS[following].button)
 
 
-def lesson_tab(tabs: gr.Tabs, train: TrainControls, dark_temperature: gr.Slider) -> None:
-    """Five steps for a projector (kd_core.lesson.STEPS): each sets and shows another tab's own widgets."""
+def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls, dark_temperature: gr.Slider) -> None:
+    """Five steps for a projector (kd_core.lesson.STEPS): each sets and shows another tab's own widgets, and puts
+    its question in `banner`, above the tabs, while the class watches."""
     index = gr.Number(0, visible=False)  # the step shown; a Number, not a State, so PRESS_START can read it
     card = gr.Markdown(lesson.step_markdown(0), elem_classes="kd-lesson")
     with gr.Row():
@@ -551,7 +554,7 @@ def lesson_tab(tabs: gr.Tabs, train: TrainControls, dark_temperature: gr.Slider)
         following = gr.Button("Next step", size="lg")
     gr.Markdown("The steps: " + " · ".join(f"{i}. {step.title}" for i, step in enumerate(lesson.STEPS, 1)))
     go.click(functools.partial(show_step, preset_widgets=len(train.preset_outputs)), index,
-             [tabs, dark_temperature, train.preset, *train.preset_outputs],
+             [tabs, banner, dark_temperature, train.preset, *train.preset_outputs],
              api_visibility="private").then(
         group_labels, train.group_inputs, train.groups, api_visibility="private", show_progress="hidden").then(
         None, index, None, js=PRESS_START)
@@ -606,6 +609,7 @@ def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(header())
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students
+        lesson_banner = gr.Markdown(visible=False, elem_classes="kd-banner")  # the lesson's question, once it runs
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
                 train = train_tab(students)
@@ -616,7 +620,7 @@ def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
             with gr.Tab("Sweep"):
                 sweep_tab()
             with gr.Tab("Lesson", id="lesson"):
-                lesson_tab(tabs, train, dark_temperature)
+                lesson_tab(tabs, lesson_banner, train, dark_temperature)
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)
 

@@ -69,6 +69,11 @@ def step_markdown(index: int) -> str:
             f"**Ask the class:** {step.question}")
 
 
+def step_banner(index: int) -> str:
+    """The one line shown above the tabs while step `index` is on: the step and its question."""
+    return f"**Lesson, step {index + 1} of {len(STEPS)}:** {STEPS[index].question}"
+
+
 def next_index(index: int) -> int:
     """The step after `index`; after the last one, the first again."""
     return (index + 1) % len(STEPS)

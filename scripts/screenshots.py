@@ -259,6 +259,7 @@ def capture_lesson(url: str, out_dir: str | Path, timeout_s: float = 600.0) -> l
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 720})
             page.set_default_timeout(timeout_s * 1000)
+            expect.set_options(timeout=timeout_s * 1000)
             page.goto(url)
             for number, step in enumerate(STEPS, 1):
                 open_tab(page, "Lesson")

@@ -55,10 +55,13 @@ def test_step_text_and_next_step_wraps_around():
 
 def test_show_step_sets_the_dark_knowledge_temperature_or_the_train_preset():
     widgets = 15  # apply_preset's outputs
-    tabs, temperature, *rest = app.show_step(0, widgets)
+    tabs, banner, temperature, *rest = app.show_step(0, widgets)
     assert tabs.selected == "dark-knowledge" and temperature == 4.0
+    assert banner.value == lesson.step_banner(0) and banner.visible is True
     assert len(rest) == 1 + widgets and all(isinstance(value, type(app.gr.skip())) for value in rest)
-    tabs, temperature, preset, *values = app.show_step(2, widgets)
+    tabs, banner, temperature, preset, *values = app.show_step(2, widgets)
+    assert banner.value == ("**Lesson, step 3 of 5:** Why does the teacher stop helping once the labels are "
+                            "plentiful?")
     assert (tabs.selected, preset) == ("train", "Full data: no gain here")
     assert isinstance(temperature, type(app.gr.skip())) and len(values) == widgets
     assert values[:11] == list(app.apply_preset("Full data: no gain here"))[:11]  # the preset's plain values
