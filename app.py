@@ -76,7 +76,7 @@ CSS = """
 .kd-subline.kd-headline-better { color: #15803d; }
 .kd-subline.kd-headline-worse { color: #b91c1c; }
 .kd-lesson { font-size: 1.3em; }
-.kd-banner { font-size: 1.1em; border-left: 4px solid #f97316; padding-left: 0.6em; }
+.kd-banner { font-size: 1.1em; background: #ffedd5; border-radius: 6px; }
 """
 
 INTRO = """# KD Playground
