@@ -51,7 +51,7 @@ STEPS: tuple[Step, ...] = (
          "train", "Train on all 55,000 labels", preset="Full data: no gain here"),
     Step("The teacher labels unlabelled images",
          "Only the KD student also learns from 50,000 images nobody labelled, through the teacher's soft targets; "
-         "watch the gap in the headline (this run takes a minute or two).",
+         "watch the gap in the headline (this run takes a few minutes on a laptop CPU).",
          "Nobody labelled those 50,000 images: what exactly does the KD student learn from them?",
          "train", "Train with 50,000 unlabelled images", preset="The teacher labels images for the student"),
     Step("The hidden class and its bias",
