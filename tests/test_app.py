@@ -457,8 +457,9 @@ def screenshots():
 def test_screenshot_of_each_tab(server, screenshots):
     """Headless Chromium runs a short training, draws a sketch, and saves one PNG per tab."""
     paths = screenshots.capture(server, ROOT / "screenshots")
-    assert [p.name for p in paths] == ["train.png", "methods.png", "predict-methods.png", "hidden-class-bias.png",
-                                       "predict.png", "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
+    assert [p.name for p in paths] == ["first-screen-1280.png", "first-screen-390.png", "train.png", "methods.png",
+                                       "predict-methods.png", "hidden-class-bias.png", "predict.png",
+                                       "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
     assert all(p.stat().st_size > 20_000 for p in paths)
 
 
@@ -468,7 +469,8 @@ def start_a_long_run(browser, server: str, screenshots):
 
     page = browser.new_page(viewport=screenshots.VIEWPORT)
     page.goto(server)
-    page.get_by_role("button", name="Full data: no gain here").click()
+    screenshots.pick_preset(page, "Full data: no gain here")
+    screenshots.open_group(page, "Students")
     expect(page.get_by_label("number input for Epochs")).to_have_value("3")
     epochs = page.get_by_label("number input for Epochs")
     epochs.fill("20")
@@ -511,7 +513,8 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
             before = live_students()
             page = browser.new_page(viewport=screenshots.VIEWPORT)  # the next visitor, at once
             page.goto(server)
-            page.get_by_role("button", name=screenshots.TRAIN_PRESET).click()  # 1,000 images
+            screenshots.pick_preset(page, screenshots.TRAIN_PRESET)  # 1,000 images
+            screenshots.open_group(page, "Students")
             expect(page.get_by_label("number input for Epochs")).to_have_value("20")
             page.get_by_label("number input for Epochs").fill("2")
             page.get_by_label("number input for Epochs").press("Enter")
