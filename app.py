@@ -10,10 +10,13 @@ API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see R
 
 from __future__ import annotations
 
+import functools
 import html
+import json
 import os
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 from gradio.components.plot import PlotData
@@ -21,8 +24,13 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from kd_core import (
+    browser_student,
     deploy,
+    headline,
+    hub,
+    lesson,
     own_data,
+    panels,
     picture_views,
     plots,
     predict,
@@ -32,6 +40,7 @@ from kd_core import (
     settings,
     shared_runs,
     stack_pool,
+    web_runtime,
 )
 from kd_core.bias import bias_view
 from kd_core.checkpoints import CHECKPOINT_DIR
@@ -84,6 +93,15 @@ CSS = """
 .kd-status progress { width: 40%; vertical-align: middle; }
 .kd-small { font-size: 0.8em; }
 .kd-labels { display: grid !important; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); }
+.kd-headline { font-size: 1.6em; font-weight: 600; line-height: 1.25; padding: 0.2em 0.4em; border-radius: 6px; }
+.kd-subline { font-size: 1.05em; padding: 0.1em 0.5em; }
+.kd-headline.kd-headline-better { background: #dcfce7; color: #14532d; }
+.kd-headline.kd-headline-worse { background: #fee2e2; color: #7f1d1d; }
+.kd-headline.kd-headline-noise, .kd-headline.kd-headline-single { background: #f1f5f9; color: #334155; }
+.kd-subline.kd-headline-better { color: #15803d; }
+.kd-subline.kd-headline-worse { color: #b91c1c; }
+.kd-lesson { font-size: 1.3em; }
+.kd-banner { font-size: 1.1em; background: #ffedd5; border-radius: 6px; }
 """
 
 INTRO = """# KD Playground
@@ -95,10 +113,11 @@ here and not always:** with 1,000 labelled images the teacher's soft targets car
 garments look alike), and KD wins in every seed; with all 55,000 labels the CE student learns that itself
 (the *Full data* preset: no gain beyond seed noise)."""
 
-FORMULA = r"""$$L_{KD} = \alpha \, T^2 \, \mathrm{KL}\big(\mathrm{softmax}(t/T) \,\|\,
-\mathrm{softmax}(s/T)\big) + (1-\alpha)\, \mathrm{CE}(s, y)$$
-**α weighs the teacher's soft targets** (Hinton et al. 2015): α = 0 is plain cross-entropy, α = 1 pure
-distillation. t, s: teacher and student logits; y: the true labels."""
+# one line: the loss, and which side α weighs (t, s: teacher and student logits; y: the labels)
+FORMULA = (r"$L = \alpha T^2 \, \mathrm{KL}(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(s/T)) + (1-\alpha)\,"
+           r"\mathrm{CE}(s, y)$ · **α weighs the teacher's soft targets** (t, s: teacher, student logits; y: labels)")
+INLINE_LATEX = [{"left": "$", "right": "$", "display": False}]
+START_ID = "kd-start"  # the Train tab's Start button, which the Lesson tab's steps press
 
 
 def header() -> str:
@@ -185,6 +204,11 @@ def auto_bias(students: session.SessionStudents | None) -> float:
     if students is None or students.bias_report is None:
         raise gr.Error("the automatic bias needs a run with a hidden class", print_exception=False)
     return round(students.bias_report["auto_bias"] * 4) / 4  # the slider's step
+
+
+def show_headline(students: session.SessionStudents | None) -> str:
+    """After a run: the verdict as the headline above the charts (kd_core.headline)."""
+    return headline.headline_html(None if students is None else students.summary)
 
 
 def show_downloads(students: session.SessionStudents | None):
@@ -297,56 +321,82 @@ def soften(image: dict | str | None, temperature: float):
 
 # ------------------------------------------------------------------------------------------- layout
 
-def train_tab(students: gr.State) -> None:
-    gr.Markdown(FORMULA)
+class TrainControls(NamedTuple):
+    """What the Lesson tab sets on the Train tab: the preset picker, the widgets a preset fills, and the folded
+    groups whose labels (group_labels) follow them."""
+
+    preset: gr.Dropdown
+    preset_outputs: list  # apply_preset's outputs, in its order
+    group_inputs: list  # group_labels' inputs, in its order
+    groups: list  # the Data, Students and Methods accordions
+
+
+def group_labels(dataset: str, train_size: int, hide_class: str, unlabeled: int, student: str, lr: float,
+                 epochs: int, seed: int, repeats: int, methods: list[str], dkd_beta: float, feature_weight: float):
+    """The folded groups' labels: each its one-line summary of its widgets' values (kd_core.panels)."""
+    return (gr.Accordion(label=panels.data_label(dataset, train_size, hide_class, unlabeled)),
+            gr.Accordion(label=panels.students_label(student, lr, epochs, seed, repeats)),
+            gr.Accordion(label=panels.methods_label(methods, dkd_beta, feature_weight)))
+
+
+def train_tab(students: gr.State) -> TrainControls:
+    gr.Markdown(FORMULA, latex_delimiters=INLINE_LATEX)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            with gr.Row():
-                preset_buttons = [gr.Button(name, size="sm") for name in settings.PRESETS]
-            dataset = gr.Dropdown([(settings.DATASET_LABELS[name], name) for name in settings.app_datasets()],
-                                  value=DEFAULTS.dataset, label="Dataset",
-                                  info=settings.dataset_hint() or None)
-            teacher = gr.Markdown(settings.teacher_summary(DEFAULTS.dataset))
+            # the gesture first (a preset, T, α); everything else folded into groups that say their values
+            preset = gr.Dropdown(list(settings.PRESETS), value=next(iter(settings.PRESETS)), label="Preset",
+                                 info="sets every knob; chosen on the validation split")
             temperature = gr.Slider(*settings.APP_TEMPERATURES, DEFAULTS.temperature, step=0.5,
                                     label="Temperature T",
                                     info="softens the teacher's and the KD student's softmax")
             alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05,
                               label="α: weight on the teacher's soft targets",
                               info="1 − α weighs cross-entropy with the labels")
-            epochs = gr.Slider(1, settings.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
-            lr = gr.Dropdown([(f"{rate:g}", rate) for rate in settings.LEARNING_RATES], value=DEFAULTS.lr,
-                             label="Learning rate (Adam, both students)")
-            # allow_custom_value on the two pickers whose choices follow the dataset: Gradio checks a value
-            # against the page's first choices, so an API call for another dataset would be refused;
-            # settings.make_config checks every value against its dataset instead, with a clear message
-            student = gr.Dropdown(list(settings.app_students(DEFAULTS.dataset)), value=DEFAULTS.student,
-                                  label="Student size", allow_custom_value=True)
-            train_size = gr.Dropdown(settings.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
-                                     label="Training images (class-balanced)")
-            hide_class = gr.Dropdown(settings.hidden_class_choices(DEFAULTS.dataset),
-                                     value=settings.NO_HIDDEN_CLASS, label="Hide one class from the students",
-                                     allow_custom_value=True,
-                                     info="the teacher still knows it; can the KD student learn it?")
-            unlabeled = gr.Dropdown(settings.unlabeled_choices(), value=DEFAULTS.unlabeled,
-                                    label="Unlabelled images, labelled by the teacher (transfer set)",
-                                    info="only the KD student learns from them, through the soft targets")
-            methods = gr.CheckboxGroup(list(METHODS), value=list(DEFAULTS.methods), label="Distillation methods",
-                                       info="one student each, beside the CE student, same init and batches")
-            gr.Markdown("\n".join(f"- **{name}**: {formula}" for name, formula in METHODS.items()),
-                        elem_classes="kd-small")
-            dkd_beta = gr.Slider(0, settings.MAX_DKD_BETA, DEFAULTS.dkd_beta, step=0.5,
-                                 label="DKD β: weight on the non-target classes (dkd, dkd-std)")
-            feature_weight = gr.Slider(0, 1, DEFAULTS.feature_weight, step=0.05,
-                                       label="Feature weight w: on the feature loss, 1 − w on CE (hint, cosine)")
-            with gr.Row():
-                seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="First seed")
-                repeats = gr.Slider(1, MAX_REPEATS, DEFAULTS.repeats, step=1, label="Seeds",
-                                    info="pairs trained together; the spread tells luck from a real effect")
+            with gr.Accordion(panels.data_label(DEFAULTS.dataset, DEFAULTS.train_size, settings.NO_HIDDEN_CLASS,
+                                                DEFAULTS.unlabeled), open=False) as data_group:
+                dataset = gr.Dropdown([(settings.DATASET_LABELS[name], name) for name in settings.app_datasets()],
+                                      value=DEFAULTS.dataset, label="Dataset",
+                                      info=settings.dataset_hint() or None)
+                teacher = gr.Markdown(settings.teacher_summary(DEFAULTS.dataset))
+                train_size = gr.Dropdown(settings.train_size_choices(DEFAULTS.dataset), value=DEFAULTS.train_size,
+                                         label="Training images (class-balanced)")
+                # allow_custom_value on the two pickers whose choices follow the dataset: Gradio checks a value
+                # against the page's first choices, so an API call for another dataset would be refused;
+                # settings.make_config checks every value against its dataset instead, with a clear message
+                hide_class = gr.Dropdown(settings.hidden_class_choices(DEFAULTS.dataset),
+                                         value=settings.NO_HIDDEN_CLASS, label="Hide one class from the students",
+                                         allow_custom_value=True,
+                                         info="the teacher still knows it; can the KD student learn it?")
+                unlabeled = gr.Dropdown(settings.unlabeled_choices(), value=DEFAULTS.unlabeled,
+                                        label="Unlabelled images, labelled by the teacher (transfer set)",
+                                        info="only the KD student learns from them, through the soft targets")
+            with gr.Accordion(panels.students_label(DEFAULTS.student, DEFAULTS.lr, DEFAULTS.epochs, DEFAULTS.seed,
+                                                    DEFAULTS.repeats), open=False) as students_group:
+                student = gr.Dropdown(list(settings.app_students(DEFAULTS.dataset)), value=DEFAULTS.student,
+                                      label="Student size", allow_custom_value=True)
+                lr = gr.Dropdown([(f"{rate:g}", rate) for rate in settings.LEARNING_RATES], value=DEFAULTS.lr,
+                                 label="Learning rate (Adam, both students)")
+                epochs = gr.Slider(1, settings.MAX_APP_EPOCHS, DEFAULTS.epochs, step=1, label="Epochs")
+                with gr.Row():
+                    seed = gr.Number(DEFAULTS.seed, precision=0, minimum=0, label="First seed")
+                    repeats = gr.Slider(1, MAX_REPEATS, DEFAULTS.repeats, step=1, label="Seeds",
+                                        info="pairs trained together; the spread tells luck from a real effect")
+            with gr.Accordion(panels.methods_label(DEFAULTS.methods, DEFAULTS.dkd_beta, DEFAULTS.feature_weight),
+                              open=False) as methods_group:
+                methods = gr.CheckboxGroup(list(METHODS), value=list(DEFAULTS.methods), label="Distillation methods",
+                                           info="one student each, beside the CE student, same init and batches")
+                gr.Markdown("\n".join(f"- **{name}**: {formula}" for name, formula in METHODS.items()),
+                            elem_classes="kd-small")
+                dkd_beta = gr.Slider(0, settings.MAX_DKD_BETA, DEFAULTS.dkd_beta, step=0.5,
+                                     label="DKD β: weight on the non-target classes (dkd, dkd-std)")
+                feature_weight = gr.Slider(0, 1, DEFAULTS.feature_weight, step=0.05,
+                                           label="Feature weight w: on the feature loss, 1 − w on CE (hint, cosine)")
         with gr.Column(scale=3):
             with gr.Row():
-                start = gr.Button("Start", variant="primary")
+                start = gr.Button("Start", variant="primary", elem_id=START_ID)
                 stop = gr.Button("Stop", variant="stop")
             status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
+            verdict_headline = gr.HTML()  # after a run: the verdict in words, coloured by it (kd_core.headline)
             with gr.Row():
                 losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                                      title="Training loss", x_title="step", y_title="loss")
@@ -381,15 +431,21 @@ def train_tab(students: gr.State) -> None:
             speedup = gr.Markdown()
     controls = [temperature, alpha, epochs, lr, student, train_size, hide_class, seed, dataset, repeats, unlabeled,
                 methods, dkd_beta, feature_weight]
-    for button in preset_buttons:
-        button.click(apply_preset, gr.State(button.value),
-                     [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, feature_weight,
-                      dataset, student,
-                      train_size, hide_class, teacher],
-                     api_visibility="private")
+    preset_outputs = [temperature, alpha, epochs, lr, seed, repeats, unlabeled, methods, dkd_beta, feature_weight,
+                      dataset, student, train_size, hide_class, teacher]
+    group_inputs = [dataset, train_size, hide_class, unlabeled, student, lr, epochs, seed, repeats, methods, dkd_beta,
+                    feature_weight]
+    groups = [data_group, students_group, methods_group]
+    # after a visitor's edit of one widget; after a preset or a dataset, once they have set every widget (the change
+    # events of a preset's widgets, fired one by one, summarised values that were still being set)
+    gr.on([widget.input for widget in group_inputs if widget is not dataset], group_labels, group_inputs, groups,
+          api_visibility="private", show_progress="hidden")
+    preset.input(apply_preset, preset, preset_outputs, api_visibility="private").then(
+        group_labels, group_inputs, groups, api_visibility="private", show_progress="hidden")
     # .input, not .change: a preset sets the dataset and these pickers itself
     dataset.input(dataset_widgets, [dataset, student, train_size, hide_class],
-                  [student, train_size, hide_class, teacher], api_visibility="private")
+                  [student, train_size, hide_class, teacher], api_visibility="private").then(
+        group_labels, group_inputs, groups, api_visibility="private", show_progress="hidden")
     run = start.click(distill, [*controls, students], [status, losses, accuracies, table, log_file, kd_file,
                                                      students],
                       api_name="distill", concurrency_limit=TRAINING_VISITORS, concurrency_id="training",
@@ -400,11 +456,14 @@ def train_tab(students: gr.State) -> None:
                                                                               api_visibility="private")
     run.success(show_bias, students, [bias_box, bias, bias_plot, bias_caption], api_visibility="private")
     run.success(show_downloads, students, [export_row, cards], api_visibility="private")
+    start.click(None, None, verdict_headline, js="() => ''", api_visibility="private")  # the new run's comes at its end
+    run.success(show_headline, students, verdict_headline, api_visibility="private")
     export.click(export_onnx, students, [cards, latency, speedup], api_visibility="private", concurrency_id="export",
                  concurrency_limit=1)
     bias.release(set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
     auto.click(auto_bias, students, bias, api_visibility="private").then(
         set_bias, [bias, students], [bias_plot, bias_caption, students], api_visibility="private")
+    return TrainControls(preset, preset_outputs, group_inputs, groups)
 
 
 def predict_tab(page: gr.Blocks, students: gr.State) -> None:
@@ -443,9 +502,99 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
     # (beyond SESSIONS_KEPT) while its page still shows their Labels
     gr.on([page.load, students.change, image.change, classify.click], show_students, students, methods,
           api_visibility="private")
+    take_out_panel(students, image, sketch, classify)
 
 
-def dark_knowledge_tab(page: gr.Blocks) -> None:
+# ------------------------------------------------------------- take the student out: the browser and the Hub
+# The KD student in the visitor's browser (kd_core.browser_student, onnxruntime-web vendored by
+# kd_core.web_runtime) and its publication on the Hub (kd_core.hub), both in the Predict tab.
+
+ON_SPACES = bool(os.environ.get("SPACE_ID"))  # set by Hugging Face Spaces: sign-in with the visitor's account
+if web_runtime.present():
+    gr.set_static_paths([web_runtime.ASSETS])  # served from the app's origin: no CDN, works offline
+
+
+def browser_panel(picture, students: session.SessionStudents | None) -> str:
+    """The in-browser panel's payload for a picture: the KD student's ONNX, the prepared input, the server's
+    ONNX Runtime answer (the page's script then runs the student itself)."""
+    if picture is None:
+        return ""
+    try:
+        kd = students.kd if students is not None else predict.default_students()[1]
+        pixels = predict.prepare_image(picture, kd.in_shape).pixels
+        folder = served.folder(get_upload_folder()) / browser_student.MODEL_FOLDER
+        return browser_student.panel_html(browser_student.panel_data(kd, pixels, folder))
+    except USER_ERRORS as error:
+        return f"<div class='kd-browser'>{error}</div>"
+
+
+def browser_upload(image: dict | str | None, students: session.SessionStudents | None) -> str:
+    try:
+        return browser_panel(None if image is None else open_picture(image), students)
+    except ValueError:  # /predict, on the same event, already tells the visitor
+        return ""
+
+
+def browser_sketch(sketch: dict, students: session.SessionStudents | None) -> str:
+    try:
+        return browser_panel(open_picture(sketch["composite"]), students)
+    except (ValueError, KeyError, TypeError):  # /predict_sketch tells the visitor
+        return ""
+
+
+def publish(repo: str, private: bool, students: session.SessionStudents | None,
+            token: gr.OAuthToken | None) -> str:
+    """Publish this session's KD student on the Hub with the visitor's own token (Spaces sign-in)."""
+    if token is None:
+        raise gr.Error("Sign in with Hugging Face first (the button above).", print_exception=False)
+    if students is None or students.summary is None:
+        raise gr.Error("Train a pair first: this publishes your run's KD student.", print_exception=False)
+    try:
+        published = hub.push(students.run_dir, repo.strip(), private=private, token=token.token,
+                             summary=students.summary)
+    except ValueError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+    return f"Published: [{published.repo_id}]({published.repo_url}) · commit: {published.commit_url}"
+
+
+def take_out_panel(students: gr.State, image: gr.Image, sketch: gr.Sketchpad, classify: gr.Button) -> None:
+    gr.Markdown("### Run the KD student in your browser")
+    if not web_runtime.present():
+        gr.Markdown(web_runtime.how_to_vendor())
+    with gr.Group(visible=web_runtime.present()):
+        gr.Markdown("The KD student's ONNX file runs on your own device through onnxruntime-web (one WebAssembly "
+                    "thread), on the same 28×28 input as the server's models above; the runtime (3.9 MB) comes "
+                    "from this app, not from a CDN.", elem_classes="kd-small")
+        panel = gr.HTML()
+        result = gr.HTML(elem_id="browser-student")
+        run_here = gr.Button("Run the KD student in your browser", size="sm")
+    if web_runtime.present():
+        # only on the visitor's own actions, one export at a time: an export on every page load and after every
+        # run cost each of a classroom's 30 visitors an ONNX export (5-21 s on a busy CPU) beside the others'
+        # training; preprocess=False: the pictures arrive as /predict's and /predict_sketch's do (open_picture)
+        exports = dict(api_visibility="private", preprocess=False, concurrency_id="export", concurrency_limit=1)
+        for event in (gr.on([image.change, run_here.click], browser_upload, [image, students], panel, **exports),
+                      classify.click(browser_sketch, [sketch, students], panel, **exports)):
+            event.then(None, panel, result, js=browser_student.script())
+    gr.Markdown("### Publish the KD student on the Hugging Face Hub")
+    if not ON_SPACES:
+        gr.Markdown("From the command line, with a token in `HF_TOKEN` (or after `hf auth login`): "
+                    "`python -m kd_core distill --save-students students` then "
+                    "`python -m kd_core push students --repo NAME` (it exports ONNX, writes the card with the "
+                    "CE twin's figures and prints the commit URL). On a Space, a Sign-in button appears here.",
+                    elem_classes="kd-small")
+        return
+    gr.LoginButton()
+    with gr.Row():
+        repo = gr.Textbox(label="Repository (NAME or OWNER/NAME)", value="kd-playground-student")
+        private = gr.Checkbox(label="Private", value=True)
+        button = gr.Button("Publish the KD student", variant="primary")
+    published = gr.Markdown()
+    button.click(publish, [repo, private, students], published, api_visibility="private", concurrency_id="export",
+                 concurrency_limit=1)
+
+
+def dark_knowledge_tab(page: gr.Blocks) -> gr.Slider:
     gr.Markdown("A trained teacher is confident: at T = 1 almost all its probability sits on one class. "
                 "Dividing its logits by T > 1 before the softmax shows how it ranks the *wrong* classes. "
                 "That ranking is what a KD student is trained to match.")
@@ -463,6 +612,7 @@ def dark_knowledge_tab(page: gr.Blocks) -> None:
             caption = gr.Markdown()
     gr.on([image.change, temperature.change, page.load], soften, [image, temperature],
           [preview, plain, softened, caption], api_name="soften", preprocess=False)
+    return temperature
 
 
 def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats: int):
@@ -603,6 +753,46 @@ def own_data_tab() -> None:
                    api_visibility="private")
 
 
+# ------------------------------------------------------------------------------------------- lesson
+
+# after a Train step is shown, the page presses the Train tab's own Start: the same /distill event, so Stop, the
+# queue, the headline and the bias panel work as for any run (a chained copy of the event would have none of them)
+PRESS_START = (f"(index) => {{ if ({json.dumps([i for i, step in enumerate(lesson.STEPS) if step.preset])}"
+               f".includes(index)) document.getElementById('{START_ID}').click(); }}")
+
+
+def show_step(index: int, preset_widgets: int):
+    """Show step `index`: its tab and its question above the tabs, with the Dark knowledge tab's T set, or the Train
+    tab's preset picker and the `preset_widgets` widgets apply_preset fills."""
+    step = lesson.STEPS[int(index)]
+    shown = gr.Tabs(selected=step.tab), gr.Markdown(lesson.step_banner(int(index)), visible=True)
+    if step.preset is None:
+        return *shown, step.temperature, *[gr.skip()] * (1 + preset_widgets)
+    return *shown, gr.skip(), step.preset, *apply_preset(step.preset)
+
+
+def next_step(index: int):
+    following = lesson.next_index(int(index))
+    return following, lesson.step_markdown(following), gr.Button(lesson.STEPS[following].button)
+
+
+def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls, dark_temperature: gr.Slider) -> None:
+    """Five steps for a projector (kd_core.lesson.STEPS): each sets and shows another tab's own widgets, and puts
+    its question in `banner`, above the tabs, while the class watches."""
+    index = gr.Number(0, visible=False)  # the step shown; a Number, not a State, so PRESS_START can read it
+    card = gr.Markdown(lesson.step_markdown(0), elem_classes="kd-lesson")
+    with gr.Row():
+        go = gr.Button(lesson.STEPS[0].button, variant="primary", size="lg")
+        following = gr.Button("Next step", size="lg")
+    gr.Markdown("The steps: " + " · ".join(f"{i}. {step.title}" for i, step in enumerate(lesson.STEPS, 1)))
+    go.click(functools.partial(show_step, preset_widgets=len(train.preset_outputs)), index,
+             [tabs, banner, dark_temperature, train.preset, *train.preset_outputs],
+             api_visibility="private").then(
+        group_labels, train.group_inputs, train.groups, api_visibility="private", show_progress="hidden").then(
+        None, index, None, js=PRESS_START)
+    following.click(next_step, index, [index, card, go], api_visibility="private")
+
+
 def delete_session_state(page: gr.Blocks, session_hash: str) -> None:
     """Run the delete_callback of every gr.State of one session now and drop the values.
 
@@ -651,16 +841,20 @@ def build(delete_cache: tuple[int, int] = CACHE_CLEANUP) -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(header())
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students
-        with gr.Tab("Train"):
-            train_tab(students)
-        with gr.Tab("Predict"):
-            predict_tab(page, students)
-        with gr.Tab("Dark knowledge"):
-            dark_knowledge_tab(page)
-        with gr.Tab("Sweep"):
-            sweep_tab()
-        with gr.Tab("Your data"):
-            own_data_tab()
+        lesson_banner = gr.Markdown(visible=False, elem_classes="kd-banner")  # the lesson's question, once it runs
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                train = train_tab(students)
+            with gr.Tab("Predict"):
+                predict_tab(page, students)
+            with gr.Tab("Dark knowledge", id="dark-knowledge"):
+                dark_temperature = dark_knowledge_tab(page)
+            with gr.Tab("Sweep"):
+                sweep_tab()
+            with gr.Tab("Lesson", id="lesson"):
+                lesson_tab(tabs, lesson_banner, train, dark_temperature)
+            with gr.Tab("Your data"):
+                own_data_tab()
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)
 

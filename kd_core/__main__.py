@@ -1,4 +1,4 @@
-"""Command line: `python -m kd_core {train-teacher,distill,sweep,study,bench,export} …`.
+"""Command line: `python -m kd_core {train-teacher,distill,sweep,study,bench,export,push} …`.
 
 Every subcommand maps its flags onto `RunConfig` (the single home of defaults) and consumes the same
 event stream as the app. With `--json` the last stdout line is one JSON object (docs/contracts.md). Bad
@@ -6,7 +6,8 @@ arguments, a teacher that does not fit the dataset, or unavailable data exit wit
 `error: …` line on stderr, no traceback; the teacher is checked before any data is loaded or downloaded.
 `distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
 `kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
-built in; see kd_core.export) with its card `PATH.md`, and needs the optional ONNX packages.
+built in; see kd_core.export) with its card `PATH.md`, and needs the optional ONNX packages. `push RUN_DIR --repo
+NAME` publishes a run folder's KD student, its ONNX export and a Hub model card (kd_core.hub).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, hub
 from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from .data import DatasetUnavailable
 from .export import ExportUnavailable
@@ -241,6 +242,7 @@ def build_parser() -> Parser:
     export.add_argument("checkpoint", help="a teacher or student checkpoint (.safetensors)")
     export.add_argument("--out", required=True, help="the .onnx file to write; the card goes beside it (.md)")
     export.add_argument("--json", action="store_true")
+    add_push_parser(commands)
     return parser
 
 
@@ -308,6 +310,25 @@ def cmd_study(args: argparse.Namespace) -> dict:
     if not (args.best or args.summary):
         check_before_work(cfg)
     return study.command(args, cfg)
+
+
+# ------------------------------------------------------------------------ push (kd_core.hub)
+
+def add_push_parser(commands) -> None:
+    push = commands.add_parser("push", help="publish a run's KD student (safetensors, ONNX, model card) on the Hub")
+    push.add_argument("run_dir", help="what `distill --save-students DIR` wrote (ONNX is exported when missing)")
+    push.add_argument("--repo", required=True, help="NAME or OWNER/NAME of the model repository (made if new)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--endpoint", default=None, help="another Hub (default: huggingface.co or $HF_ENDPOINT)")
+    push.add_argument("--license", default=hub.DEFAULT_LICENSE,
+                      help="the card's licence (Fashion-MNIST's and MNIST's is mit)")
+    push.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+
+
+def cmd_push(args: argparse.Namespace) -> dict:
+    published = hub.push(args.run_dir, args.repo, private=args.private, endpoint=args.endpoint,
+                         license=args.license)
+    return published.summary()  # its commit_url is the last line without --json
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
@@ -450,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.argv = argv  # recorded in checkpoints as the recipe that made them
         handler = {"train-teacher": cmd_train_teacher, "distill": cmd_distill, "sweep": cmd_sweep,
-                   "bench": cmd_bench, "export": cmd_export, "study": cmd_study}[args.command]
+                   "bench": cmd_bench, "export": cmd_export, "study": cmd_study,
+                   "push": cmd_push}[args.command]
         print_result(handler(args), getattr(args, "json", False))
     except (CliError, ValueError, DatasetUnavailable, TrainingDiverged, ExportUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -128,6 +128,16 @@ def spec_json(spec: dict) -> str:
     return json.dumps(spec, allow_nan=False, separators=(",", ":"))
 
 
+def figure_data_url(figure, fmt: str = "webp") -> str:
+    """A matplotlib Figure rendered once as a data URL, the form gr.Plot sends to the browser."""
+    import base64
+    import io
+
+    with io.BytesIO() as buffer:
+        figure.savefig(buffer, format=fmt)
+        return f"data:image/{fmt};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
 def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
     """`frame` after one row per name in `series` at x = 0 with every other number missing.
 

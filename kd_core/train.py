@@ -237,6 +237,7 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
             "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
             "test_acc": round(accuracies[0], 4), "seed": cfg.seed,
             "val_acc": round(result.accuracies(role, "val")[0], 4),
+            "val_acc_per_seed": [round(a, 4) for a in result.accuracies(role, "val")],
             "seeds": list(result.seeds), "test_acc_per_seed": [round(a, 4) for a in accuracies],
             "teacher_acc": round(result.teacher_acc, 4),
             "kd_minus_ce": result.difference.summary(), "verdict": result.verdict,

@@ -1,12 +1,14 @@
 """Screenshots of every tab of the app, taken with headless Chromium (Playwright, system browser).
 
-    .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/] [--readme]
+    .venv/bin/python scripts/screenshots.py [--url URL] [--out screenshots/] [--readme] [--lesson]
 
-Without --url it serves app.py in-process on a free port. The Train tab is shot after a short run
+Without --url it serves app.py in-process on a free port. First the page as it opens at 1280×720 and at
+390×844 (a viewport each, no scrolling). The Train tab is shot after a short run
 of the default preset, so its curves and results table are filled in, after the methods preset (and the
 Predict tab with that run's student of each method), and again after the hidden-class preset with the
-automatic bias applied. `--readme` also writes small WebP copies of five of them to
-docs/screenshots/: the four pictures on README.md's first screen and the methods run. Uses the Chromium at
+automatic bias applied. `--lesson` also walks the Lesson tab, a shot per step. `--readme` also writes small
+WebP copies to docs/screenshots/: the four pictures on README.md's first screen, the methods run, the first
+screens and the lesson's steps. Uses the Chromium at
 $KD_CHROMIUM (default /usr/bin/chromium, Debian's `chromium` package); never downloads a browser.
 """
 
@@ -40,7 +42,8 @@ def capture(url: str, out_dir: str | Path, *, preset: str = TRAIN_PRESET,
             expect.set_options(timeout=timeout_s * 1000)
             page.goto(url)
             expect(page.get_by_text("KD Playground").first).to_be_visible()
-            paths = [shoot_train(page, out_dir / "train.png", preset),
+            paths = [*(out_dir / name for name in first_screens(browser, url, out_dir)),
+                     shoot_train(page, out_dir / "train.png", preset),
                      shoot_methods(page, out_dir / "methods.png"),
                      shoot_predict_methods(page, out_dir / "predict-methods.png"),
                      shoot_hidden_class(page, out_dir / "hidden-class-bias.png"),
@@ -63,10 +66,28 @@ def open_tab(page: Page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def pick_preset(page: Page, name: str) -> None:
+    """Choose a preset in the Train tab's preset picker."""
+    page.get_by_label("Preset", exact=True).click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def group(page: Page, name: str):
+    """The header of the Train tab's folded group `name` ("Data", "Students", "Methods"): its one-line summary."""
+    return page.locator("button.label-wrap", has_text=f"{name}:")
+
+
+def open_group(page: Page, name: str) -> None:
+    """Unfold a Train tab group (its widgets are in the page only while it is open); an open one stays open."""
+    header = group(page, name)
+    if "open" not in (header.get_attribute("class") or "").split():
+        header.click()
+
+
 def shoot_train(page: Page, path: Path, preset: str) -> Path:
     open_tab(page, "Train")
-    page.get_by_role("button", name=preset).click()
-    expect(page.get_by_label("Training images (class-balanced)")).not_to_have_value("all 60,000")
+    pick_preset(page, preset)
+    expect(group(page, "Data")).not_to_contain_text("all 60,000")
     page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator(".kd-status")).to_contain_text("done:")
     expect(page.get_by_text("Results on the 10,000 test images")).to_be_visible()
@@ -78,7 +99,8 @@ def shoot_train(page: Page, path: Path, preset: str) -> Path:
 def shoot_methods(page: Page, path: Path) -> Path:
     """The methods preset: KD, DKD, DIST, hint and cosine beside CE, their curves and results rows."""
     open_tab(page, "Train")
-    page.get_by_role("button", name="Methods side by side: KD, DKD, DIST, hint, cosine").click()
+    pick_preset(page, "Methods side by side: KD, DKD, DIST, hint, cosine")
+    expect(group(page, "Methods")).to_contain_text("Cosine")
     page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator(".kd-status")).to_contain_text("done:")
     expect(page.get_by_role("gridcell", name="DIST student")).to_be_visible()
@@ -109,8 +131,8 @@ def shoot_predict_methods(page: Page, path: Path) -> Path:
 def shoot_hidden_class(page: Page, path: Path) -> Path:
     """The hidden-class preset's run, then the automatic bias: the bias curve and its caption."""
     open_tab(page, "Train")
-    page.get_by_role("button", name="Hidden class: no dresses for the students").click()
-    expect(page.get_by_label("Hide one class from the students")).to_have_value("Dress")
+    pick_preset(page, "Hidden class: no dresses for the students")
+    expect(group(page, "Data")).to_contain_text("Dress hidden")
     page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator(".kd-status")).to_contain_text("done:")
     page.get_by_role("button", name="Automatic bias (no labels used)").click()
@@ -124,23 +146,33 @@ def shoot_hidden_class(page: Page, path: Path) -> Path:
 README_SHOTS = {"train.png": "train.webp", "hidden-class-bias.png": "hidden-class-bias.webp",
                 "predict.png": "predict.webp", "sweep.png": "sweep.webp", "methods.png": "methods.webp"}
 README_WIDTH = 900  # pixels: legible on GitHub and the Space page, ~50-100 KB each as WebP
+FIRST_SCREENS_WIDTH = 1280  # the first screens keep a laptop's pixels
 
 
 def readme_copies(shots: list[Path], out_dir: Path = ROOT / "docs" / "screenshots") -> list[Path]:
-    """Small WebP copies of the README's screenshots (four on its first screen, the methods one further down)."""
-    from PIL import Image
-
+    """Small WebP copies of the README's screenshots (four on its first screen, the methods one further down), of
+    the first screens (at their own width) and of the lesson's steps."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for shot in shots:
         if shot.name in README_SHOTS:
-            with Image.open(shot) as image:
-                small = image.convert("RGB").resize(
-                    (README_WIDTH, round(image.height * README_WIDTH / image.width)), Image.Resampling.LANCZOS)
-                target = out_dir / README_SHOTS[shot.name]
-                small.save(target, "WEBP", quality=70, method=6)
-                written.append(target)
+            written.append(small_copy(shot, out_dir / README_SHOTS[shot.name], README_WIDTH))
+        elif shot.name in FIRST_SCREENS:
+            written.append(small_copy(shot, out_dir / f"{shot.stem}.webp", FIRST_SCREENS_WIDTH))
+        elif shot.name.startswith("lesson-"):
+            written.append(small_copy(shot, out_dir / f"{shot.stem}.webp", README_WIDTH))
     return written
+
+
+def small_copy(shot: Path, target: Path, width: int) -> Path:
+    """`shot` as a WebP at most `width` pixels wide."""
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+        image.convert("RGB").save(target, "WEBP", quality=70, method=6)
+    return target
 
 
 def shoot_sweep(page: Page, path: Path) -> Path:
@@ -193,21 +225,82 @@ def shoot_dark_knowledge(page: Page, path: Path) -> Path:
     return path
 
 
+FIRST_SCREENS = {"first-screen-1280.png": {"width": 1280, "height": 720},  # a laptop, a 720p projector
+                 "first-screen-390.png": {"width": 390, "height": 844}}  # a phone
+
+
+def first_screens(browser: Browser, url: str, out_dir: Path) -> dict[str, dict]:
+    """What a visitor sees before scrolling, at each of FIRST_SCREENS; the bounding boxes of T, α and Start there."""
+    boxes = {}
+    for name, viewport in FIRST_SCREENS.items():
+        page = browser.new_page(viewport=viewport)
+        page.goto(url)
+        controls = {"T": page.get_by_label("Temperature T").first,  # its number box (the Train tab's is first)
+                    "alpha": page.get_by_label("α: weight on the teacher's soft targets").first,
+                    "Start": page.get_by_role("button", name="Start", exact=True)}
+        expect(controls["Start"]).to_be_visible()
+        page.wait_for_timeout(500)  # the formula's KaTeX and the sliders settle
+        boxes[name] = {control: locator.bounding_box() for control, locator in controls.items()}
+        page.screenshot(path=out_dir / name)
+        page.close()
+    return boxes
+
+
+def capture_lesson(url: str, out_dir: str | Path, timeout_s: float = 600.0) -> list[Path]:
+    """Walk the Lesson tab's five steps (kd_core.lesson.STEPS): press each step's button, wait for what it shows
+    (a finished run's headline, or the Dark knowledge charts) and shoot that tab, then press Next step."""
+    from kd_core.lesson import STEPS
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.set_default_timeout(timeout_s * 1000)
+            expect.set_options(timeout=timeout_s * 1000)
+            page.goto(url)
+            for number, step in enumerate(STEPS, 1):
+                open_tab(page, "Lesson")
+                expect(page.get_by_text(f"Step {number} of {len(STEPS)}: {step.title}")).to_be_visible()
+                page.get_by_role("button", name=step.button, exact=True).click()
+                if step.preset is None:
+                    expect(page.get_by_text("The teacher says")).to_be_visible()
+                else:  # the previous run's headline goes when Start is pressed; this run's comes when it ends
+                    expect(page.locator(".kd-headline")).to_have_count(0)
+                    expect(page.locator(".kd-headline")).to_be_visible()
+                page.wait_for_timeout(1000)
+                paths.append(out_dir / f"lesson-{number}.png")
+                page.screenshot(path=paths[-1], full_page=True)
+                open_tab(page, "Lesson")
+                page.get_by_role("button", name="Next step").click()
+        finally:
+            browser.close()
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running app; default: serve app.py in-process")
     parser.add_argument("--out", default=str(ROOT / "screenshots"), help="directory for the PNGs")
     parser.add_argument("--readme", action="store_true", help="also refresh docs/screenshots/*.webp")
+    parser.add_argument("--lesson", action="store_true",
+                        help="also walk the Lesson tab's five steps, a shot each (several minutes of training)")
     args = parser.parse_args(argv)
+
+    def shoot(url: str) -> list[Path]:
+        return capture(url, args.out) + (capture_lesson(url, args.out) if args.lesson else [])
+
     if args.url:
-        paths = capture(args.url, args.out)
+        paths = shoot(args.url)
     else:
         sys.path.insert(0, str(ROOT))
         import app
 
         app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
         try:
-            paths = capture(app.demo.local_url, args.out)
+            paths = shoot(app.demo.local_url)
         finally:
             app.demo.close()
     if args.readme:

@@ -4,6 +4,7 @@ on a free port, real Fashion-MNIST, the shipped teacher, tiny runs (2,000 images
 import csv
 import gc
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -90,8 +91,13 @@ def test_distill_streams_updates_then_results_and_files(client, fashion):
     drawn = {row[2] for row in losses["value"]["data"] if isinstance(row[1], float) and row[1] == row[1]}
     assert drawn == {"CE", "KD"}  # (every other student name is a placeholder row, see plots)
     assert losses["colors_in_legend"] == ["CE", "KD"]  # the legend names this run's students only
-    assert updates[-1][2]["type"] == "matplotlib"  # the accuracy curves with their seed bands
-    assert all(u[3]["visible"] is False for u in updates[:-1])  # the table appears at the end only
+    accuracy = updates[-1][2]  # the accuracy curves with their seed bands: a Vega-Lite spec the browser draws
+    assert accuracy["type"] == "altair"
+    spec = json.loads(accuracy["plot"])
+    assert {row["student"] for row in spec["data"]["values"]} == {"CE student", "KD student"}
+    # the table appears at the end only: the first update hides a previous run's, none before the end shows it
+    assert updates[0][3]["visible"] is False and updates[-1][3]["visible"] is True
+    assert not any(isinstance(u[3], dict) and u[3].get("visible") for u in updates[1:-1])
 
     table = updates[-1][3]["value"]
     assert table["headers"] == ["model", "test acc. (%)", "per seed (%)", "validation acc. (%)", "params",
@@ -451,8 +457,9 @@ def screenshots():
 def test_screenshot_of_each_tab(server, screenshots):
     """Headless Chromium runs a short training, draws a sketch, and saves one PNG per tab."""
     paths = screenshots.capture(server, ROOT / "screenshots")
-    assert [p.name for p in paths] == ["train.png", "methods.png", "predict-methods.png", "hidden-class-bias.png",
-                                       "predict.png", "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
+    assert [p.name for p in paths] == ["first-screen-1280.png", "first-screen-390.png", "train.png", "methods.png",
+                                       "predict-methods.png", "hidden-class-bias.png", "predict.png",
+                                       "predict-sketch.png", "dark-knowledge.png", "sweep.png"]
     assert all(p.stat().st_size > 20_000 for p in paths)
 
 
@@ -462,7 +469,8 @@ def start_a_long_run(browser, server: str, screenshots):
 
     page = browser.new_page(viewport=screenshots.VIEWPORT)
     page.goto(server)
-    page.get_by_role("button", name="Full data: no gain here").click()
+    screenshots.pick_preset(page, "Full data: no gain here")
+    screenshots.open_group(page, "Students")
     expect(page.get_by_label("number input for Epochs")).to_have_value("3")
     epochs = page.get_by_label("number input for Epochs")
     epochs.fill("20")
@@ -505,7 +513,8 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
             before = live_students()
             page = browser.new_page(viewport=screenshots.VIEWPORT)  # the next visitor, at once
             page.goto(server)
-            page.get_by_role("button", name=screenshots.TRAIN_PRESET).click()  # 1,000 images
+            screenshots.pick_preset(page, screenshots.TRAIN_PRESET)  # 1,000 images
+            screenshots.open_group(page, "Students")
             expect(page.get_by_label("number input for Epochs")).to_have_value("20")
             page.get_by_label("number input for Epochs").fill("2")
             page.get_by_label("number input for Epochs").press("Enter")
