@@ -18,21 +18,13 @@ from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import plots, predict, served, session, settings, shared_runs
+from kd_core import plots, predict, served, session, settings, shared_runs, zerogpu
 from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
 from kd_core.roles import METHODS, NAMES
 from kd_core.sweep import MAX_GRID
 from kd_core.train import TrainingDiverged
-
-try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
-    import spaces
-
-    gpu = spaces.GPU(duration=int(settings.max_run_seconds()) + 60)
-except ImportError:  # anywhere else: a no-op
-    def gpu(fn):
-        return fn
 
 DEFAULTS = RunConfig()
 CLASS_NAMES = CLASSES[DEFAULTS.dataset]
@@ -90,10 +82,12 @@ def header() -> str:
 
 # ----------------------------------------------------------------------------------------- handlers
 
-@gpu
-def train_on_device(cfg: RunConfig):
-    """The only code that touches the GPU; what it yields (frames, CPU students) is plain CPU data."""
-    yield from session.live_run(cfg)
+# ---- ZeroGPU (kd_core.zerogpu): the only code that touches the GPU; what it yields (frames, CPU students) is
+# plain CPU data. Each call declares the GPU time its run needs; a run over one call's cap is refused, saying
+# what to lower; a run ZeroGPU refuses (quota, no GPU) trains on the CPU in a fresh process, saying so. Their
+# first argument may be a RunConfig or a list of them (one stacked call)
+train_on_device = zerogpu.on_gpu(session.live_run)
+sweep_on_device = zerogpu.on_gpu(session.live_sweep, zerogpu.sweep_duration)
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
@@ -106,7 +100,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
-        for view in shared_runs.live_run(RUNS, cfg, train_on_device):
+        for view in shared_runs.live_run(RUNS, cfg, zerogpu.in_caller_context(train_on_device)):
             done = view.table is not None
             yield (view.status_html(),
                    # the browser keeps a chart's first x range, so none is sent before the run's is known
@@ -428,7 +422,7 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     try:
         cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (session.parse_values("temperatures", temperatures), session.parse_values("alphas", alphas))
-        for view in shared_runs.live_sweep(RUNS, cfg, *grid):
+        for view in shared_runs.live_sweep(RUNS, cfg, *grid, start=zerogpu.in_caller_context(sweep_on_device)):
             yield (view.status, gr.skip() if view.heatmap is None else view.heatmap,
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))
