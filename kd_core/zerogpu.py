@@ -214,8 +214,8 @@ def visitor_line(kind: str, seconds: int) -> str:
         ILLEGAL_DURATION: f"ZeroGPU: {seconds} s of GPU time is more than your account may reserve for one run; "
                           f"log in, or lower the epochs, seeds or training images",
         NO_GPU: "ZeroGPU: no GPU is free right now; try again in a minute",
-        ABORTED: f"ZeroGPU stopped this run at the end of its {seconds} s of GPU time, before it finished; "
-                 f"lower the epochs, seeds or training images and start again",
+        ABORTED: f"ZeroGPU stopped this run before it finished (it may have used up its {seconds} s of GPU "
+                 f"time); lower the epochs, seeds or training images and start again",
     }[kind]
 
 

@@ -42,6 +42,14 @@ def test_the_defaults_every_preset_and_the_default_sweep_declare_well_under_a_mi
     assert max(DECLARED.values()) <= 40
 
 
+def test_the_readme_table_shows_what_the_app_declares():
+    section = (ROOT / "README.md").read_text().split("## Deploy on ZeroGPU")[1].split("\n## ")[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ") and "|---" not in line]
+    declared = {row[0].strip(): int(row[3]) for row in rows if len(row) == 5 and row[3].strip().isdigit()}
+    sweep = next(name for name in declared if name.startswith("Sweep defaults"))
+    assert declared == {**DECLARED, sweep: zerogpu.sweep_duration(*default_sweep())}
+
+
 def test_the_declared_duration_never_exceeds_the_cap():
     assert zerogpu.gpu_seconds(BIGGEST) > CAP_SECONDS
     assert zerogpu.duration(BIGGEST) == CAP_SECONDS
@@ -209,8 +217,8 @@ def test_gpu_time_running_out_mid_run_is_one_line_and_no_second_run():
     views, run = [], zerogpu.on_gpu(session.live_run, gpu=stand_in)(TINY)
     with pytest.raises(ValueError) as raised:
         views.extend(run)
-    assert str(raised.value) == ("ZeroGPU stopped this run at the end of its 20 s of GPU time, before it finished; "
-                                 "lower the epochs, seeds or training images and start again")
+    assert str(raised.value) == ("ZeroGPU stopped this run before it finished (it may have used up its 20 s of GPU "
+                                 "time); lower the epochs, seeds or training images and start again")
     assert len(views) == 2 and "CPU instead" not in views[-1].status
 
 
