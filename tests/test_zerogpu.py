@@ -282,3 +282,14 @@ def test_nothing_touches_cuda_outside_the_decorated_call():
     done = subprocess.run([sys.executable, "-c", NO_CUDA], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_stop_during_the_cpu_fallback_ends_its_process(monkeypatch):
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(zerogpu.subprocess, "Popen", lambda *args, **kwargs: started.append(popen(*args, **kwargs))
+                        or started[-1])
+    views = zerogpu.on_gpu(session.live_run, gpu=StandIn(zerogpu_error(*NO_GPU)))(TINY)
+    assert next(views).status.endswith(f" · {LINES[NO_GPU]}; training on the CPU instead")
+    views.close()  # what Stop does
+    assert len(started) == 1 and started[0].poll() is not None
