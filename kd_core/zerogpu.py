@@ -48,8 +48,8 @@ from .run_data import LIVE_VALIDATION
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
 # A conservative rate, derived, NOT measured (no GPU was lent to measure it): ZeroGPU's default `large` slice
 # is half an H200 (spaces 0.51: "NVIDIA H200 MIG 3g.71gb", 60 of 132 SMs), about 30 TFLOP/s of fp32 from
-# the H100/H200's published 67; a T4 gives 8.1. Small students at batch 256 reach a few per cent of that:
-# 1 TFLOP/s is 1/30 of the slice and 1/8 of a T4
+# the H100/H200's published 67; a T4 gives 8.1. Assumed: small students at batch 256 use a few per cent of
+# it, so 1 TFLOP/s, 1/30 of the slice and 1/8 of a T4 (14 × this CPU's measured config.CPU_TFLOP_PER_S)
 GPU_FLOP_PER_S = 1.0e12
 # a training step or evaluation of the stack, launch-bound for these students: a step dispatches about 100 aten
 # ops (defaults), 130 (a transfer set), 480 (five methods), counted on the CPU (bench/zerogpu_durations.py

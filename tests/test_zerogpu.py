@@ -130,6 +130,15 @@ def test_spaces_gpu_is_given_a_callable_and_off_spaces_hands_the_run_back(monkey
     assert given[0]["duration"](RunConfig(), "ignored") == 20
 
 
+def test_without_the_spaces_package_the_run_is_handed_back(monkeypatch):
+    monkeypatch.setitem(sys.modules, "spaces", None)  # `import spaces` raises ImportError
+
+    def run(cfg):
+        yield cfg
+
+    assert zerogpu.on_gpu(run) is run
+
+
 def comparable(views: list) -> tuple:
     """A run's results as two runs with the same config share them: the curves, the table (but its latency),
     the verdict."""
