@@ -1,16 +1,20 @@
 """Classroom rush: N visitors press Start at once. `.venv/bin/python bench/classroom.py [options]`.
 
-For each candidate setting (`RUNSxTHREADS`: $KD_CONCURRENT_RUNS training runs at once, $KD_TRAINING_THREADS
-torch threads each) this starts `python app.py` on 127.0.0.1 in a fresh process, times one visitor alone
-(twice: "cold", the app's first run, loads the data), then fires N simultaneous `/distill` calls through
-gradio_client in two cases: all with identical settings, and all with distinct seeds. Per case it reports
-finished / errors and
-p50 / p95 / max, from each client's submit, of the time to the first update (any), to the first curve (the
-first update whose accuracy chart has a point: training has begun) and to the result; then each candidate's
-distinct-seed p95s as ratios to the first candidate's, measured in the same invocation. Finally it trains the
-identical settings once in this process and checks every visitor's accuracies against that solo run.
+Starts `python app.py` on 127.0.0.1 in a fresh process and fires simultaneous `/distill` calls through
+gradio_client, each load with fresh seeds (nothing is replayed):
+- cold: one visitor on the fresh server (its first run loads the data and the teacher);
+- alone: one visitor on the warm server (the solo time the identical load is held against);
+- identical: N visitors with the same settings;
+- temperatures: N visitors with T = 0.5, 1.0, …, 0.5·N and one seed;
+- seeds: N visitors with seeds s+1 … s+N.
+During each rush one more visitor starts a run and presses Stop (a cancel) after its first update: the time
+until that cancel has ended its run is the "stop" figure. Per load it reports finished / errors, p50 / p95 /
+max from each client's submit of the time to the first curve (the first update whose loss chart carries
+data, not a queue notice) and to the result, and the server's CPU-seconds per visitor (its process's user +
+system time over the load). Finally it trains `--check` visitors of each load once in this process and
+compares their accuracies with what the app told them.
 
-    .venv/bin/python bench/classroom.py --visitors 30 --candidates 1x1 2x1 1x2 --json bench/classroom.json
+    .venv/bin/python bench/classroom.py --visitors 30 --json bench/classroom-wave3.json
     .venv/bin/python bench/classroom.py --visitors 6 --train-size 500 --epochs 1   # a quick check
 """
 
@@ -41,12 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(runs: int, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    """`python app.py` on loopback with the candidate's environment; returns it once the page answers."""
+def start_app(log: Path) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on loopback with the app's own settings; returns it once the page answers."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "KD_CONCURRENT_RUNS": str(runs),
-           "KD_TRAINING_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+           "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log.open("w"),
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -63,9 +66,19 @@ def start_app(runs: int, threads: int, log: Path) -> tuple[subprocess.Popen, str
     raise RuntimeError(f"the app did not start; see {log}")
 
 
-def has_points(plot) -> bool:
-    """Whether the accuracy chart (a matplotlib figure, first sent with the evaluation before training) is drawn."""
-    return isinstance(plot, dict) and plot.get("type") == "matplotlib" and bool(plot.get("plot"))
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def has_curve(plot) -> bool:
+    """Whether a loss-chart update carries a loss (the frame's placeholder rows, one per student, carry none)."""
+    if not isinstance(plot, dict) or "data" not in plot.get("value", plot):
+        return False
+    value = plot.get("value", plot)
+    column = value["columns"].index("loss")
+    return any(row[column] is not None and row[column] == row[column] for row in value["data"])
 
 
 def visit(client, settings: dict, go: threading.Barrier) -> dict:
@@ -81,7 +94,7 @@ def visit(client, settings: dict, go: threading.Barrier) -> dict:
         now = time.perf_counter() - submitted
         for update in outputs[seen:]:
             first = now if first is None else first
-            if curve is None and has_points(update[2]):
+            if curve is None and has_curve(update[1]):
                 curve = now
         seen = len(outputs)
         if done:
@@ -102,14 +115,31 @@ def mean_of(cell: str) -> float:
     return float(str(cell).split(" ± ")[0])
 
 
-def rush(url: str, settings: list[dict]) -> list[dict]:
-    """One visitor per settings dict, all submitting at the same instant."""
+def stop_probe(client, settings: dict, go: threading.Barrier) -> dict:
+    """A visitor who presses Stop after the first update: seconds from the cancel until the run has ended."""
+    go.wait()
+    job = client.submit(**settings, api_name="/distill")
+    deadline = time.monotonic() + 120
+    while not job.outputs() and not job.done() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    pressed = time.perf_counter()
+    job.cancel()
+    while not job.done() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    return {"stop_s": time.perf_counter() - pressed, "ended": job.done()}
+
+
+def rush(url: str, settings: list[dict], stop: dict | None = None) -> tuple[list[dict], dict | None]:
+    """One visitor per settings dict, all submitting at the same instant; with `stop`, one more who presses
+    Stop (its result second)."""
     from gradio_client import Client
 
-    clients = [Client(url, verbose=False) for _ in settings]
-    go = threading.Barrier(len(settings))
-    with ThreadPoolExecutor(len(settings)) as pool:
-        return list(pool.map(lambda pair: visit(pair[0], pair[1], go), zip(clients, settings, strict=True)))
+    clients = [Client(url, verbose=False) for _ in range(len(settings) + (stop is not None))]
+    go = threading.Barrier(len(clients))
+    with ThreadPoolExecutor(len(clients)) as pool:
+        probe = pool.submit(stop_probe, clients[-1], stop, go) if stop is not None else None
+        visits = list(pool.map(lambda pair: visit(pair[0], pair[1], go), zip(clients, settings, strict=False)))
+        return visits, probe.result() if probe else None
 
 
 def summarise(visits: list[dict]) -> dict:
@@ -124,98 +154,103 @@ def summarise(visits: list[dict]) -> dict:
     return summary
 
 
-def run_candidate(runs: int, threads: int, args: argparse.Namespace, logs: Path) -> dict:
+def loads(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Each load's visitors' settings (the rest: the app's defaults), every load on seeds of its own."""
     base = {key: value for key, value in (("epochs", args.epochs), ("train_size", args.train_size))
-            if value is not None}  # the rest: the app's defaults
-    process, url = start_app(runs, threads, logs / f"app-{runs}x{threads}.log")
+            if value is not None}
+    s, n = args.seed, args.visitors
+    return {"cold": [{**base, "seed": s}], "alone": [{**base, "seed": s + 1}],
+            "identical": [{**base, "seed": s + 2}] * n,
+            "temperatures": [{**base, "seed": s + 3, "temperature": 0.5 * (i + 1)} for i in range(n)],
+            "seeds": [{**base, "seed": s + 10 + i} for i in range(n)]}
+
+
+def run_loads(args: argparse.Namespace, logs: Path) -> dict:
+    process, url = start_app(logs / "app.log")
+    results = {}
     try:
-        cold = rush(url, [{**base, "seed": 10_000}])  # the app's first run loads the data and the teacher
-        alone = rush(url, [{**base, "seed": 10_001}])
-        identical = rush(url, [{**base, "seed": args.seed}] * args.visitors)
-        distinct = rush(url, [{**base, "seed": 20_000 + i} for i in range(args.visitors)])
+        for name, settings in loads(args).items():
+            probe = {**settings[0], "seed": args.seed + 1000 + len(results)} if len(settings) > 1 else None
+            before, started = cpu_seconds(process.pid), time.perf_counter()
+            visits, stop = rush(url, settings, probe)
+            summary = summarise(visits)
+            summary.update(wall_s=time.perf_counter() - started, stop=stop,
+                           cpu_s_per_visitor=(cpu_seconds(process.pid) - before) / len(settings))
+            results[name] = {"summary": summary, "visits": visits, "settings": settings}
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return {"candidate": f"{runs}x{threads}", "concurrent_runs": runs, "threads_per_run": threads,
-            **{case: summarise(visits) for case, visits in
-               (("cold", cold), ("alone", alone), ("identical", identical), ("distinct", distinct))},
-            "identical_accuracies": sorted({(v["ce_acc"], v["kd_acc"]) for v in identical
-                                            if "error" not in v})}
+    return results
 
 
-def solo_accuracies(args: argparse.Namespace) -> tuple[float, float]:
-    """The identical settings trained once in this process, as the app's table rounds them."""
+def solo_accuracies(settings: dict) -> tuple[float, float]:
+    """One visitor's settings trained alone in this process, as the app's table rounds them."""
     sys.path.insert(0, str(ROOT))
-    from kd_core import settings
+    from kd_core import settings as app_settings
     from kd_core.config import RunConfig
     from kd_core.train import run
 
     defaults = RunConfig()
-    cfg = settings.make_config(temperature=defaults.temperature, alpha=defaults.alpha,
-                               epochs=defaults.epochs if args.epochs is None else args.epochs, lr=defaults.lr,
-                               student=defaults.student, hide_class="none", seed=args.seed,
-                               train_size=defaults.train_size if args.train_size is None else args.train_size)
+    cfg = app_settings.make_config(**{"temperature": defaults.temperature, "alpha": defaults.alpha,
+                                      "epochs": defaults.epochs, "lr": defaults.lr, "student": defaults.student,
+                                      "hide_class": "none", "train_size": defaults.train_size, **settings})
     result = run(cfg)
     return round(100 * result.ce_acc, 2), round(100 * result.kd_acc, 2)
+
+
+def check_against_solo(results: dict, per_load: int) -> list[str]:
+    """Lines saying whether the first `per_load` visitors of each load got their solo run's accuracies."""
+    lines = []
+    for name, load in results.items():
+        checked = [(v, solo_accuracies(s)) for v, s in zip(load["visits"], load["settings"], strict=True)
+                   if "error" not in v][:per_load]
+        equal = sum((v["ce_acc"], v["kd_acc"]) == solo for v, solo in checked)
+        lines.append(f"- {name}: {equal} of {len(checked)} checked visitors got their solo run's accuracies"
+                     + "".join(f"; DIFFERENT: app {(v['ce_acc'], v['kd_acc'])}, solo {solo}"
+                               for v, solo in checked if (v["ce_acc"], v["kd_acc"]) != solo))
+    return lines
 
 
 def seconds(stats: dict | None) -> str:
     return "–" if stats is None else f"{stats['p50']:.1f} / {stats['p95']:.1f} / {stats['max']:.1f} s"
 
 
-def report(results: list[dict], solo: tuple[float, float]) -> str:
-    lines = ["| candidate (runs × threads) | case | finished | errors | shared | first update p50/p95/max | "
-             "first curve p50/p95/max | result p50/p95/max |", "|---|---|---:|---:|---:|---|---|---|"]
-    for result in results:
-        for case in ("cold", "alone", "identical", "distinct"):
-            s = result[case]
-            lines.append(f"| {result['candidate']} | {case} | {s['finished']}/{s['visitors']} | "
-                         f"{s['errors']} | {s['shared']} | {seconds(s['first_update_s'])} | "
-                         f"{seconds(s['first_curve_s'])} | {seconds(s['result_s'])} |")
-    base = results[0]["distinct"]
-    lines += ["", f"distinct seeds, p95 as a ratio to {results[0]['candidate']} (lower is better):"]
-    for result in results:
-        s = result["distinct"]
-        ratios = [f"{name} {s[name]['p95'] / base[name]['p95']:.2f}" for name in
-                  ("first_update_s", "first_curve_s", "result_s") if s[name] and base[name]]
-        lines.append(f"- {result['candidate']}: " + ", ".join(ratios))
-    lines.append("")
-    for result in results:
-        equal = result["identical_accuracies"] == [solo]
-        lines.append(f"- {result['candidate']}: identical visitors' (CE, KD) accuracies "
-                     f"{result['identical_accuracies']}; solo run {solo}: "
-                     f"{'equal' if equal else 'DIFFERENT'}")
-    for result in results:
-        for case in ("identical", "distinct"):
-            for message in result[case]["error_messages"]:
-                lines.append(f"- error ({result['candidate']}, {case}): {message}")
+def report(results: dict) -> str:
+    lines = ["| load | finished | errors | shared | first curve p50/p95/max | result p50/p95/max | "
+             "server CPU-s per visitor | Stop answered in |", "|---|---:|---:|---:|---|---|---:|---:|"]
+    for name, load in results.items():
+        s = load["summary"]
+        stop = "–" if s["stop"] is None else f"{s['stop']['stop_s']:.2f} s" + ("" if s["stop"]["ended"] else
+                                                                                  " (NOT ended)")
+        lines.append(f"| {name} | {s['finished']}/{s['visitors']} | {s['errors']} | {s['shared']} | "
+                     f"{seconds(s['first_curve_s'])} | {seconds(s['result_s'])} | {s['cpu_s_per_visitor']:.2f} | "
+                     f"{stop} |")
+        lines += [f"- error ({name}): {message}" for message in s["error_messages"]]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visitors", type=int, default=30)
-    parser.add_argument("--candidates", nargs="+", default=["1x1", "2x1", "1x2"],
-                        help="RUNSxTHREADS: $KD_CONCURRENT_RUNS x $KD_TRAINING_THREADS; the first is the "
-                             "baseline of the ratios")
     parser.add_argument("--epochs", type=int, help="default: the app's")
     parser.add_argument("--train-size", type=int, help="default: the app's")
-    parser.add_argument("--seed", type=int, default=0, help="the identical visitors' seed")
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000 * 10,
+                        help="first seed of the loads (default: fresh from the clock, so nothing is replayed)")
+    parser.add_argument("--check", type=int, default=3, help="visitors per load checked against a solo run")
     parser.add_argument("--json", type=Path, help="also write every visit's figures here")
     args = parser.parse_args(argv)
-    candidates = [tuple(int(part) for part in name.split("x")) for name in args.candidates]
     logs = Path(tempfile.mkdtemp(prefix="kd-classroom-"))
     started = time.perf_counter()
-    results = [run_candidate(runs, threads, args, logs) for runs, threads in candidates]
-    solo = solo_accuracies(args)
+    results = run_loads(args, logs)
     print(f"{args.visitors} visitors, epochs {args.epochs or 'default'}, train_size "
-          f"{'default' if args.train_size is None else args.train_size or 'all'}, "
+          f"{'default' if args.train_size is None else args.train_size or 'all'}, seeds from {args.seed}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
-          f"{time.perf_counter() - started:.0f} s in all; app logs in {logs}\n")
-    print(report(results, solo))
+          f"{time.perf_counter() - started:.0f} s in all; app log in {logs}\n")
+    print(report(results))
+    print("\n".join(check_against_solo(results, args.check)))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "solo": solo, "results": results}, indent=1))
+                                         "results": {k: v["summary"] for k, v in results.items()}}, indent=1))
     return 0
 
 

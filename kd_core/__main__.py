@@ -217,28 +217,29 @@ def check_before_work(cfg: RunConfig) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from .train import Evaluated, Finished, Started, distill
+    from .engine import StackEvaluated, StackFinished, StackStarted
+    from .train import distill, kd_index, run_result
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
                      pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
                      feature_weight=args.feature_weight)
     check_before_work(cfg)
-    result = None
+    result, kd = None, kd_index(cfg)
     for event in distill(cfg):
-        if isinstance(event, Started):
+        if isinstance(event, StackStarted):
             for note in event.notes:
                 print(note, file=sys.stderr, flush=True)
             transfer = f" + {event.transfer_samples} unlabelled" if event.transfer_samples else ""
             print(f"teacher acc {event.teacher_acc:.4f} ({event.logits_source} logits, "
                   f"{event.logits_seconds:.1f}s); {event.train_samples} training samples{transfer} per seed, "
                   f"{len(event.seeds)} seed(s), on {event.device}", file=sys.stderr, flush=True)
-        elif isinstance(event, Evaluated) and event.step > 0:
-            hidden = (f"  hidden class: CE {event.ce_hidden_acc:.3f} KD {event.kd_hidden_acc:.3f}"
-                      if event.ce_hidden_acc is not None else "")
-            print(f"epoch {event.progress:.2f}/{cfg.epochs}  validation: CE acc {event.ce_acc:.4f}  KD acc "
-                  f"{event.kd_acc:.4f}{hidden}  {event.elapsed_s:.1f}s", file=sys.stderr, flush=True)
-        elif isinstance(event, Finished):
-            result = event.result
+        elif isinstance(event, StackEvaluated) and event.step > 0:
+            hidden = (f"  hidden class: CE {event.hidden_mean(0):.3f} KD {event.hidden_mean(kd):.3f}"
+                      if event.hidden_accuracy is not None else "")
+            print(f"epoch {event.progress:.2f}/{cfg.epochs}  validation: CE acc {event.mean(0):.4f}  KD acc "
+                  f"{event.mean(kd):.4f}{hidden}  {event.elapsed_s:.1f}s", file=sys.stderr, flush=True)
+        elif isinstance(event, StackFinished):
+            result = run_result(event.result)
             print(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}", file=sys.stderr,
                   flush=True)
             for method in result.methods() if len(cfg.methods) > 1 else ():

@@ -35,9 +35,10 @@ from torch import nn
 from . import checkpoints, models
 from .config import MAX_EPOCHS, RunConfig
 from .data import Dataset, load_dataset, student_indices
+from .engine import StackFinished, StackStarted, StackStep
 from .losses import kd_loss
 from .teacher import clear_memory_cache, predict_logits
-from .train import Finished, Started, Step, distill, new_student, predictions
+from .train import distill, new_student, predictions, run_result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,12 +125,12 @@ def engine_run(cfg: RunConfig, dataset: Dataset) -> dict:
     start = time.perf_counter()
     first_event, source = None, ""
     for event in distill(cfg, dataset):
-        if isinstance(event, Started):
+        if isinstance(event, StackStarted):
             source = event.logits_source
-        if isinstance(event, Step) and first_event is None:
+        if isinstance(event, StackStep) and first_event is None:
             first_event = time.perf_counter() - start
-        if isinstance(event, Finished):
-            result = event.result
+        if isinstance(event, StackFinished):
+            result = run_result(event.result)
     # training samples seen by each student: samples_per_s is samples / seconds exactly
     seen = round(result.samples_per_s * result.seconds)
     return {"seconds": result.seconds, "samples_per_s": result.samples_per_s, "samples_seen": seen,

@@ -81,6 +81,11 @@ class StackStarted:
     notes: tuple[str, ...] = ()
 
 
+def seed_mean(table: Sequence[Sequence[float]], role: int) -> float:
+    """The mean over seeds of one role's column of a [seed][role] table."""
+    return sum(row[role] for row in table) / len(table)
+
+
 @dataclass(frozen=True)
 class StackStep:
     epoch: int  # 1-based epoch this step belongs to
@@ -88,6 +93,10 @@ class StackStep:
     total_steps: int
     losses: tuple[tuple[float, ...], ...]  # [seed][role], mean over the steps since the previous StackStep
     elapsed_s: float  # training wall time so far (evaluation excluded)
+
+    def loss(self, role: int) -> float:
+        """Role `role`'s loss, mean over the seeds."""
+        return seed_mean(self.losses, role)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,16 @@ class StackEvaluated:
     accuracy: tuple[tuple[float, ...], ...]  # [seed][role] on the live validation subset
     hidden_accuracy: tuple[tuple[float, ...], ...] | None  # on its images of the hidden class
     elapsed_s: float
+
+    def mean(self, role: int) -> float:
+        """Role `role`'s accuracy, mean over the seeds."""
+        return seed_mean(self.accuracy, role)
+
+    def hidden_mean(self, role: int) -> float | None:
+        return None if self.hidden_accuracy is None else seed_mean(self.hidden_accuracy, role)
+
+    def per_seed(self, role: int) -> tuple[float, ...]:
+        return tuple(row[role] for row in self.accuracy)
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,8 +157,12 @@ StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None) -> Iterator[StackEvent]:
-    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished."""
+def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
+                seeds: Sequence[int] | None = None) -> Iterator[StackEvent]:
+    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
+
+    `seeds` replaces cfg's (seed, seed + 1, …): several visitors' runs trained as one stack
+    (`kd_core.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others."""
     roles = tuple(role.check() for role in roles)
     teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
@@ -147,7 +170,7 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
     cfg.validate(dataset.num_classes)
     if cfg.unlabeled and cfg.augment:
         raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
-    trainer = Trainer(cfg, roles, dataset, teacher_path)
+    trainer = Trainer(cfg, roles, dataset, teacher_path, seeds)
     try:
         yield from trainer.run()
     finally:
@@ -157,13 +180,14 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
 class Trainer:
     """One run of `train_stack`: its data, its stack of students and optimiser, and the steps of the loop."""
 
-    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path):
+    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path,
+                 seeds: Sequence[int] | None = None):
         self.cfg, self.roles, self.dataset = cfg, roles, dataset
         self.device = device = resolve_device(cfg.device)
         self.logits = teacher_logits(teacher_path, dataset, device)
         val = dataset.validation_index
         self.teacher_val_acc = (self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
-        self.seeds = tuple(cfg.seed + i for i in range(cfg.repeats))
+        self.seeds = tuple(seeds) if seeds else tuple(cfg.seed + i for i in range(cfg.repeats))
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
         initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]
@@ -291,7 +315,9 @@ class Trainer:
         labels = data.labels[rows[:, :labelled.shape[1]]]
         if not self.cfg.augment:
             features = None if data.teacher_features is None else data.teacher_features[rows]
-            return data.images[rows], data.teacher[rows].transpose(1, 2), labels, features
+            images = data.images[rows]  # [G, B, C, H, W] uint8
+            x = self.dataset.normalize(images.flatten(0, 1)).view(*images.shape[:2], *images.shape[2:])
+            return x, data.teacher[rows].transpose(1, 2), labels, features
         flat = augment(data.images[rows.flatten()], self.augment_rng, pad=self.dataset.image_shape[-1] // 8,
                        flip=self.dataset.name != "mnist")  # a mirrored digit is another symbol
         x = self.dataset.normalize(flat)

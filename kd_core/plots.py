@@ -3,9 +3,9 @@
 Each frame is "long" (one row per point, a column naming the series) so a chart colours by that
 column: loss curves per student, one image's class probabilities at a temperature (the app draws T = 1
 beside the chosen T), and a T × α sweep's accuracies. The app (gr.LinePlot, gr.BarPlot) or a notebook
-(`frame.pivot(...).plot()`) draws the frames. Charts Gradio has no native form for are matplotlib figures
-(imported only when one is drawn): the validation-accuracy curves with their band over seeds, the sweep
-heatmap, and the hidden-class bias curve.
+(`frame.pivot(...).plot()`) draws the frames. Charts Gradio has no native form for are Vega-Lite specs, which
+the browser draws too (the validation-accuracy curves with their band over seeds, the hidden-class bias
+curve), or a matplotlib figure (the sweep heatmap, drawn once per sweep).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
+from .engine import StackEvaluated, StackStep
 from .predict import softened
-from .train import Evaluated, Step
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
 # a colour per student name (kd_core.roles.NAMES), the same in every chart
@@ -34,87 +34,98 @@ def short_name(student: str) -> str:
 
 LOSS_COLOURS = {short_name(name): COLOURS[name] for name in STUDENT_NAMES}  # the loss chart's colour per series
 CE_HIDDEN, KD_HIDDEN = "CE hidden", "KD hidden"
+HIDDEN_COLOURS = {CE_HIDDEN: "#f4a259", KD_HIDDEN: "#76c7e8"}  # lighter than their students' lines
 
 
-def loss_frame(steps: Sequence[Step], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
-    """Columns step, loss, student: each Step event gives a point per student (CE and KD; with more methods,
-    one per name of `names`, from Step.losses), the student by its `short_name`."""
-    rows = [(s.step, loss, short_name(student)) for s in steps
-            for loss, student in zip(s.losses if len(names) > 2 else (s.ce_loss, s.kd_loss), names, strict=True)]
+def loss_frame(steps: Sequence[StackStep], names: Sequence[str] = (CE, KD)) -> pd.DataFrame:
+    """Columns step, loss, student: each engine step event gives a point per student (role), its loss the mean
+    over the seeds, the student by its `short_name`."""
+    rows = [(s.step, s.loss(role), short_name(student)) for s in steps for role, student in enumerate(names)]
     return typed(pd.DataFrame(rows, columns=["step", "loss", "student"]), step="int64", loss="float64")
 
 
-def accuracy_figure(evaluations: Sequence[Evaluated], teacher_acc: float | None, total_epochs: int,
-                    hidden: bool = False, names: Sequence[str] = (CE, KD)):
-    """A matplotlib Figure: each student's mean validation accuracy over its seeds as a line, with a band of
-    ± one standard deviation across seeds, against epochs (fractional); the teacher as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: render to images only
-    from matplotlib.figure import Figure
-
+def accuracy_spec(evaluations: Sequence[StackEvaluated], teacher_acc: float | None, total_epochs: int,
+                  names: Sequence[str] = (CE, KD), kd: int = 1) -> dict:
+    """A Vega-Lite spec (the browser draws it; gr.Plot takes it as an "altair" plot): each student's (role's)
+    mean validation accuracy over its seeds as a line, with a band of ± one standard deviation across seeds,
+    against epochs (fractional); the teacher as a dashed rule; with a hidden class, the accuracy on it of the CE
+    students (role 0) and the KD students (role `kd`)."""
     from .stats import mean_std
 
-    figure = Figure(figsize=(6.4, 3.4), layout="constrained")
-    axes = figure.subplots()
-    x = [e.progress for e in evaluations]
-    for role, name in enumerate(names):
-        colour = COLOURS.get(name, None)
-        stats = [mean_std(e.accs[role]) if e.accs else (math.nan, 0.0) for e in evaluations]
-        mean = [100 * m for m, _ in stats]
-        low, high = [100 * (m - s) for m, s in stats], [100 * (m + s) for m, s in stats]
-        axes.plot(x, mean, color=colour, label=name, linewidth=2)
-        axes.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
-    if hidden:
-        for name, field, colour in ((CE_HIDDEN, "ce_hidden_acc", "#f4a259"), (KD_HIDDEN, "kd_hidden_acc", "#76c7e8")):
-            axes.plot(x, [100 * getattr(e, field) for e in evaluations], color=colour, label=name, linestyle=":")
+    rows = []
+    hidden = bool(evaluations) and evaluations[0].hidden_accuracy is not None
+    for e in evaluations:
+        for role, name in enumerate(names):
+            mean, std = mean_std(e.per_seed(role))
+            if math.isnan(mean):  # a diverged student: no point (Vega-Lite's JSON has no NaN)
+                continue
+            rows.append({"epoch": e.progress, "student": name, "accuracy": 100 * mean,
+                         "low": 100 * (mean - std), "high": 100 * (mean + std)})
+        if hidden:
+            rows += [{"epoch": e.progress, "student": name, "accuracy": 100 * e.hidden_mean(role), "low": None,
+                      "high": None} for name, role in ((CE_HIDDEN, 0), (KD_HIDDEN, kd))]
+    series = [*names, *((CE_HIDDEN, KD_HIDDEN) if hidden else ())]
+    colour = {"field": "student", "type": "nominal", "title": None, "legend": {"orient": "bottom-right"},
+              "scale": {"domain": series,
+                        "range": [{**COLOURS, **HIDDEN_COLOURS}.get(name, "#333333") for name in series]}}
+    x = {"field": "epoch", "type": "quantitative", "title": "epoch", "scale": {"domain": [0, total_epochs]}}
+    y = {"field": "accuracy", "type": "quantitative", "title": "validation accuracy (%)",
+         "scale": {"zero": False}}
+    layers = [
+        {"mark": {"type": "area", "opacity": 0.2}, "transform": [{"filter": "datum.low != null"}],
+         "encoding": {"x": x, "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"},
+                      "color": colour}},
+        {"mark": {"type": "line", "strokeWidth": 2},
+         "encoding": {"x": x, "y": y, "color": colour,
+                      "strokeDash": {"condition": {"test": "datum.low == null", "value": [2, 2]}, "value": [1, 0]},
+                      "tooltip": [{"field": "student"}, {"field": "epoch", "format": ".2f"},
+                                  {"field": "accuracy", "format": ".1f"}]}},
+    ]
     if teacher_acc is not None:
-        axes.axhline(100 * teacher_acc, color="#7f7f7f", linestyle="--", label=TEACHER)
-    seeds = len(evaluations[-1].ce_accs) if evaluations else 0
-    axes.set_xlim(0, total_epochs)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation accuracy (%)")
-    axes.set_title(f"Validation accuracy (500 held-out images): mean of {seeds} seed(s), band ± 1 std",
-                   fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    return figure
+        layers.append({"data": {"values": [{"teacher": 100 * teacher_acc}]},
+                       "mark": {"type": "rule", "strokeDash": [6, 4], "color": COLOURS[TEACHER]},
+                       "encoding": {"y": {"field": "teacher", "type": "quantitative"},
+                                    "tooltip": [{"field": "teacher", "title": "teacher (%)", "format": ".1f"}]}})
+    seeds = len(evaluations[-1].accuracy) if evaluations else 0
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": "container", "height": 260,
+            "title": {"text": f"Validation accuracy (500 held-out images): mean of {seeds} seed(s), band ± 1 std",
+                      "fontSize": 12},
+            "data": {"values": rows}, "layer": layers}
 
 
-def bias_figure(curve: Sequence[dict], value: float, auto: float, class_name: str):
-    """A matplotlib Figure: accuracy on the hidden class and overall, for both students, against the bias
-    added to the hidden class's logit; the current value and the automatic bias marked."""
-    import matplotlib
+def bias_spec(curve: Sequence[dict], value: float, auto: float, class_name: str) -> dict:
+    """A Vega-Lite spec: accuracy on the hidden class and overall, for both students, against the bias added to
+    the hidden class's logit; the current value and the automatic bias marked."""
+    lines = (("kd_hidden_acc", f"KD: {class_name}", COLOURS[KD], [1, 0]), ("kd_acc", "KD: all classes", COLOURS[KD],
+             [2, 2]), ("ce_hidden_acc", f"CE: {class_name}", COLOURS[CE], [1, 0]),
+             ("ce_acc", "CE: all classes", COLOURS[CE], [2, 2]))
+    rows = [{"bias": row["bias"], "curve": label, "accuracy": 100 * row[key]} for row in curve
+            for key, label, _, _ in lines]
+    domain = [label for _, label, _, _ in lines]
+    marks = [{"bias": value, "mark": f"chosen +{value:g}"}, {"bias": auto, "mark": f"automatic +{auto:.2f}"}]
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": "container", "height": 240,
+            "data": {"values": rows},
+            "layer": [
+                {"mark": "line", "encoding": {
+                    "x": {"field": "bias", "type": "quantitative", "title": f"bias added to the {class_name} logit"},
+                    "y": {"field": "accuracy", "type": "quantitative", "title": "test accuracy (%)",
+                          "scale": {"domain": [0, 100]}},
+                    "color": {"field": "curve", "type": "nominal", "title": None,
+                              "scale": {"domain": domain, "range": [c for _, _, c, _ in lines]}},
+                    "strokeDash": {"field": "curve", "type": "nominal", "legend": None,
+                                   "scale": {"domain": domain, "range": [d for _, _, _, d in lines]}}}},
+                {"data": {"values": marks}, "mark": {"type": "rule"},
+                 "encoding": {"x": {"field": "bias", "type": "quantitative"},
+                              "strokeDash": {"field": "mark", "type": "nominal", "title": None,
+                                             "scale": {"range": [[1, 0], [6, 4]]}},
+                              "tooltip": [{"field": "mark"}]}}]}
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 3.0), layout="constrained")
-    axes = figure.subplots()
-    x = [row["bias"] for row in curve]
-    for key, label, colour, style in (("kd_hidden_acc", f"KD: {class_name}", "#2e86ab", "-"),
-                                      ("kd_acc", "KD: all classes", "#2e86ab", ":"),
-                                      ("ce_hidden_acc", f"CE: {class_name}", "#e4572e", "-"),
-                                      ("ce_acc", "CE: all classes", "#e4572e", ":")):
-        axes.plot(x, [100 * row[key] for row in curve], color=colour, linestyle=style, label=label)
-    axes.axvline(value, color="black", linewidth=1, label=f"chosen +{value:g}")
-    axes.axvline(auto, color="#7f7f7f", linestyle="--", linewidth=1, label=f"automatic +{auto:.2f}")
-    axes.set_xlabel(f"bias added to the {class_name} logit")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center right")
-    return figure
+def spec_json(spec: dict) -> str:
+    """A Vega-Lite spec as the JSON string gr.Plot's "altair" PlotData carries (no altair package needed)."""
+    import json
 
-
-def figure_data_url(figure, fmt: str = "webp") -> str:
-    """A matplotlib Figure rendered once as a data URL, the form gr.Plot sends to the browser."""
-    import base64
-    import io
-
-    with io.BytesIO() as buffer:
-        figure.savefig(buffer, format=fmt)
-        return f"data:image/{fmt};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    return json.dumps(spec, allow_nan=False, separators=(",", ":"))
 
 
 def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *, x: str) -> pd.DataFrame:
@@ -128,6 +139,17 @@ def with_every_series(frame: pd.DataFrame, column: str, series: Sequence[str], *
     placeholders[column] = list(series)
     placeholders[x] = 0
     return pd.concat([placeholders.astype(frame.dtypes.to_dict()), frame], ignore_index=True)
+
+
+def split_frame(frame: pd.DataFrame) -> dict:
+    """A frame as the browser's native charts take it: {"columns", "data" (rows), "datatypes"} (Gradio's
+    LinePlot payload, with "mark" added by the app), missing numbers as null."""
+    import json
+
+    kinds = {column: "quantitative" if pd.api.types.is_numeric_dtype(frame[column]) else "nominal"
+             for column in frame.columns}
+    split = json.loads(frame.to_json(orient="split"))
+    return {"columns": split["columns"], "data": split["data"], "datatypes": kinds}
 
 
 def probability_frame(logits: torch.Tensor, classes: Sequence[str], temperature: float = 1.0) -> pd.DataFrame:

@@ -2,15 +2,17 @@
 
 A classroom presses Start at once with the same settings; the runs are deterministic, so one run serves
 them all. `SharedRuns.subscribe(key, start)` returns a `Subscription`, an iterator over every item of the
-run for `key`: the first subscriber's `start()` makes the generator (say `session.live_run(cfg)`), later
+run for `key`: the first subscriber's `start()` makes the generator (say `run_view.live_run(cfg)`), later
 ones join it and get its backlog, then the live items, and a request equal to one of the last
 `keep_finished` finished runs replays its recorded items. Each run's generator is driven by a thread of
 its own. One subscriber leaving does not stop the run; when the last one leaves, the thread closes the
 generator at its next item (as a Gradio cancel closes a lone run's). At most `max_running` runs train at once;
 the others wait in arrival order, and their subscribers receive a `Queued` item about once a second: how
-many runs are ahead and an estimated wait taken from recent run times.
+many runs are ahead and an estimated wait taken from recent run times. (The app's Train tab lets every distinct
+request through, `max_running` = its visitors, and its `kd_core.stack_pool` trains compatible ones as one stack
+with its own slots; the Sweep tab's runs take slots here.)
 
-The second half applies it to the app: `live_run` / `live_sweep` key a run by its `RunConfig` and the
+The second half applies it to the app: `join_run` / `join_sweep` key a run by its `RunConfig` and the
 teacher checkpoint's file hash, give every subscriber its own copy of what it could change (students,
 run directory, CSV, checkpoint, figures), and say in the status line when the results are shared.
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import heapq
 import math
 import shutil
 import statistics
@@ -29,12 +30,12 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import checkpoints, plots, session
+from . import checkpoints, plots, run_view, sweep
 from .config import RunConfig
+from .stack_pool import Queued, queued_status, wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTICES = {  # appended to the status line of a run that is not the visitor's own
@@ -44,17 +45,6 @@ NOTICES = {  # appended to the status line of a run that is not the visitor's ow
     REPLAY: " · same settings as a run that just finished: replaying its results (change the seed for "
             "your own run)",
 }
-
-
-@dataclass(frozen=True)
-class Queued:
-    """What a subscriber of a run still waiting for a training slot is told (about once a second)."""
-
-    runs_ahead: int  # runs asked for earlier, also waiting
-    running: int  # runs training now
-    estimate_s: float | None  # until this run starts; None until a run has finished
-    recent_runs: int  # how many recent run times the estimate comes from
-    mean_run_s: float | None
 
 
 # ------------------------------------------------------------------------------------ the registry
@@ -231,15 +221,7 @@ class SharedRuns:
 
     def _estimate(self, ahead: int, running: list[_Run], mean: float | None) -> float | None:
         """Seconds until a run with `ahead` runs before it starts, if every run takes `mean` seconds."""
-        if mean is None:
-            return None
-        now = time.monotonic()
-        slots = [max(0.0, mean - (now - run.started_at)) for run in running]  # when each slot frees
-        slots += [0.0] * (self.max_running - len(slots))
-        heapq.heapify(slots)
-        for _ in range(ahead):
-            heapq.heapreplace(slots, slots[0] + mean)
-        return slots[0]
+        return wait_estimate(ahead, [run.started_at for run in running], mean, self.max_running)
 
     def _leave(self, sub: Subscription) -> None:
         """Unsubscribe; when a run's last subscriber leaves, it stops (at its generator's next item)."""
@@ -280,30 +262,21 @@ def sweep_key(cfg: RunConfig, temperatures: list[float], alphas: list[float]) ->
     return ("sweep", cfg, teacher_hash(cfg), tuple(temperatures), tuple(alphas))
 
 
-def queued_status(item: Queued) -> str:
-    ahead = f"{item.runs_ahead} run{'s' if item.runs_ahead != 1 else ''} ahead of yours"
-    status = f"waiting for a free training slot: {ahead}, {item.running} training now"
-    if item.estimate_s is None:
-        return status + " · no wait estimate until a run has finished"
-    return (status + f" · estimated wait {item.estimate_s:.0f} s (from the last {item.recent_runs} "
-                     f"run{'s' if item.recent_runs != 1 else ''}: {item.mean_run_s:.1f} s each on average)")
+def join_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iterator] = run_view.live_run,
+             key: Hashable | None = None) -> Iterator[run_view.RunView]:
+    """`run_view.live_run(cfg)` shared with identical requests: every view this visitor's own to keep.
 
-
-def live_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iterator] = session.live_run,
-             key: Hashable | None = None) -> Iterator[session.RunView]:
-    """`session.live_run(cfg)` shared with identical requests: every view this visitor's own to keep.
-
-    `start(cfg)` makes the run's generator of RunViews (the app passes its GPU-decorated wrapper);
-    `key` defaults to `distill_key(cfg)`.
+    `start(cfg)` makes the run's generator of RunViews (the app passes `run_view.live_run` training through its
+    stack pool); `key` defaults to `distill_key(cfg)`.
     """
     asked = time.perf_counter()
     sub = runs.subscribe(distill_key(cfg) if key is None else key, lambda: start(cfg))
-    empty = session.RunLog(cfg)
+    empty = run_view.RunLog(cfg)
     try:
         for item in sub:
             elapsed = time.perf_counter() - asked
             if isinstance(item, Queued):
-                yield session.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(),
+                yield run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(),
                                       None, 0, cfg.epochs)
             else:
                 yield own_view(item, sub.how, elapsed)
@@ -311,7 +284,7 @@ def live_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iter
         sub.close()
 
 
-def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunView:
+def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.RunView:
     """`view` for one subscriber: its own elapsed time and notice; at the end its own students and files."""
     view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s)
     if view.students is None:
@@ -324,19 +297,19 @@ def own_view(view: session.RunView, how: str, elapsed_s: float) -> session.RunVi
     # copied together, so that `kd` stays one of `methods` in the copy
     ce, kd, methods = copy.deepcopy((view.students.ce, view.students.kd, view.students.methods))
     students = dataclasses.replace(view.students, ce=ce, kd=kd, methods=methods, run_dir=run_dir)
-    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as session.finished_view
+    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as run_view.finished_view
     return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
 
 
-def live_sweep(runs: SharedRuns, cfg: RunConfig, temperatures: list[float], alphas: list[float],
-               start: Callable[..., Iterator] = session.live_sweep) -> Iterator[session.SweepView]:
-    """`session.live_sweep` shared with identical requests; each visitor gets its own heatmap figures."""
+def join_sweep(runs: SharedRuns, cfg: RunConfig, temperatures: list[float], alphas: list[float],
+               start: Callable[..., Iterator] = sweep.live_sweep) -> Iterator[sweep.SweepView]:
+    """`sweep.live_sweep` shared with identical requests; each visitor gets its own heatmap figures."""
     sub = runs.subscribe(sweep_key(cfg, temperatures, alphas), lambda: start(cfg, temperatures, alphas))
     empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
     try:
         for item in sub:
             if isinstance(item, Queued):
-                yield session.SweepView(queued_status(item) + NOTICES[sub.how], None, empty, False)
+                yield sweep.SweepView(queued_status(item) + NOTICES[sub.how], None, empty, False)
             else:  # Gradio renders and closes each Figure it is given: one copy per visitor
                 yield dataclasses.replace(item, status=item.status + NOTICES[sub.how],
                                           heatmap=copy.deepcopy(item.heatmap))

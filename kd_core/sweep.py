@@ -18,10 +18,14 @@ set by T and α alone (kd_core.roles).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pandas as pd
 from torch import nn
 
+from . import plots
 from .config import RunConfig
 from .data import Dataset
 from .engine import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
@@ -229,3 +233,69 @@ def run_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float],
         if isinstance(event, SweepFinished):
             return event.result
     raise RuntimeError("sweep ended without a SweepFinished event")
+
+
+# ------------------------------------------------------------------------------------ the Sweep tab's view
+
+@dataclass(frozen=True, eq=False)
+class SweepView:
+    """What the Sweep tab shows after one sweep event."""
+    status: str
+    heatmap: object | None  # a matplotlib Figure after each evaluated epoch; None = keep the last one
+    frame: pd.DataFrame  # T, alpha, accuracy (%); accuracy missing until an epoch has been evaluated
+    done: bool
+
+
+def finished_sweep_view(result, temperatures: list[float], alphas: list[float]) -> SweepView:
+    """The heatmap of test accuracy coloured by the gain beyond seed noise, and the best cell chosen on the
+    validation split."""
+    grid = result.grid
+    frame = plots.sweep_frame(temperatures, alphas, result.kd_acc).assign(
+        gain=[round(100 * g["kd_minus_ce"]["mean"], 2) for g in grid],
+        wins=[g["kd_wins"] for g in grid], beyond_noise=[g["beyond_noise"] for g in grid],
+        seeds=len(result.stack.seeds))
+    ce_mean, ce_std = mean_std(result.accuracies(0))
+    T, alpha = result.best()
+    beyond = sum(g["beyond_noise"] and g["kd_minus_ce"]["mean"] > 0 for g in grid)
+    status = (f"done in {result.seconds:.1f} s ({result.epochs} epoch(s), {len(result.stack.seeds)} seeds): best "
+              f"on validation T={T:g}, α={alpha:g}; {beyond} of {len(grid)} cells beat CE "
+              f"({100 * ce_mean:.1f} ± {100 * ce_std:.1f}% test) beyond seed noise")
+    return SweepView(status, plots.sweep_heatmap(frame, ce_mean, ce_std=ce_std), frame, True)
+
+
+def parse_values(name: str, text: str) -> list[float]:
+    """'1, 2, 4' -> [1.0, 2.0, 4.0]; ValueError naming the field otherwise (duplicates dropped)."""
+    try:
+        values = [float(part) for part in str(text).replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers like 1, 2, 4; got {text!r}") from None
+    return sorted(set(values))
+
+
+def live_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Iterator[SweepView]:
+    """Train the T × α grid; yield a SweepView per event, the heatmap after every epoch."""
+    # every (T, α) cell from the first update on, accuracy missing: the line charts fix their colour
+    # legend on their first frame (see plots.with_every_series), so each line must be named already
+    empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
+    events = sweep(cfg, temperatures, alphas)
+    try:
+        yield SweepView("loading the data and the teacher's logits…", None, empty, False)
+        total = 1
+        for event in events:
+            if isinstance(event, SweepStarted):
+                total = event.total_steps
+                yield SweepView(f"{len(event.grid)} KD students + the CE baseline, trained together on "
+                                f"{event.device}: {total:,} steps", None, empty, False)
+            elif isinstance(event, SweepStep):
+                yield SweepView(f"epoch {event.epoch}/{cfg.epochs} · step {event.step:,}/{total:,} · "
+                                f"{event.elapsed_s:.1f} s", None, empty, False)
+            elif isinstance(event, SweepEvaluated):
+                frame = plots.sweep_frame(temperatures, alphas, event.kd_acc)
+                status = (f"epoch {event.epoch}/{cfg.epochs}, validation subset: CE baseline "
+                          f"{100 * event.ce_acc:.1f}%, best KD cell so far {frame['accuracy'].max():.1f}%")
+                yield SweepView(status, None, frame, False)
+            elif isinstance(event, SweepFinished):
+                yield finished_sweep_view(event.result, temperatures, alphas)
+    finally:
+        events.close()
+

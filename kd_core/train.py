@@ -1,20 +1,23 @@
 """`distill(cfg)`: CE students and KD students trained side by side, one pair per seed, as a stream of events.
 
-A view over the one engine (`kd_core.engine.train_stack`) with two roles, CE and Hinton KD at (T, α), times
-`cfg.repeats` seeds. Seed i's CE and KD students start from the same initial weights and see the same
-batches of the same subset, in one loop, so any difference between them is the loss; the seeds show how
-much of it is luck. The generator yields:
+A view over the one engine (`kd_core.engine.train_stack`) with two roles, CE and Hinton KD at (T, α) (and one
+role per further method of `cfg.methods`), times `cfg.repeats` seeds. Seed i's CE and KD students start from
+the same initial weights and see the same batches of the same subset, in one loop, so any difference between
+them is the loss; the seeds show how much of it is luck. The events are the engine's own, [seed][role]:
 
-    Started  ->  Evaluated(step 0)  ->  { Step* (at most one per `event_interval_s`) | Evaluated }*  ->  Finished
+    StackStarted -> StackEvaluated(step 0) -> { StackStep* (≤ 1 per `event_interval_s`) | StackEvaluated }*
+    -> StackFinished(StackResult)
 
-`Evaluated` carries accuracies on a fixed 500-image subset of the validation split (`cfg.evaluations`
-times per run, the live curves); `Finished.result` the test accuracies (reported) and the whole validation
-split's (which choose). Every accuracy is the mean over seeds, with the per-seed values beside it. It never
-prints; closing it (a consumer that stops iterating, a Gradio cancel) stops training at the next event.
+`StackEvaluated` carries accuracies on a fixed 500-image subset of the validation split (`cfg.evaluations`
+times per run, the live curves); `RunResult` (`run_result(finished.result)`, or `run(cfg)`) reads the pair
+out of the result: test accuracies (reported) and the whole validation split's (which choose), means over
+seeds with the per-seed values beside them. Nothing here prints; closing `distill` (a consumer that stops
+iterating, a Gradio cancel) stops training at the next event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -24,10 +27,9 @@ from . import bias, checkpoints, models
 from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from .data import Dataset, load_dataset, student_indices
 from .engine import (
-    StackEvaluated,
+    StackEvent,
+    StackFinished,
     StackResult,
-    StackStarted,
-    StackStep,
     TrainingDiverged,
     class_accuracy,
     new_student,
@@ -42,50 +44,7 @@ from .teacher import logits_cached
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
 
 
-# ----------------------------------------------------------------------------------------- events
-
-@dataclass(frozen=True)
-class Started:
-    config: RunConfig
-    device: str
-    teacher_acc: float  # on the test set
-    train_samples: int  # labelled samples per epoch each student sees (after train_size / hide_class)
-    steps_per_epoch: int
-    total_steps: int
-    logits_seconds: float  # time to get the teacher's logits (0 when already in memory)
-    logits_source: str  # "memory", "disk" or "computed"
-    notes: tuple[str, ...] = ()  # things to tell the user, e.g. that ImageNet weights were unavailable
-    seeds: tuple[int, ...] = (0,)
-    teacher_val_acc: float = 0.0  # on the validation split
-    transfer_samples: int = 0  # unlabelled images per seed that only the KD students learn from
-    roles: tuple[str, ...] = ("CE student", "KD student")  # every student's name, CE first
-
-
-@dataclass(frozen=True)
-class Step:
-    epoch: int  # 1-based epoch this step belongs to
-    step: int  # steps done so far, over all epochs
-    total_steps: int
-    ce_loss: float  # CE students' cross-entropy, mean over seeds and over the steps since the last Step
-    kd_loss: float  # KD students' full loss (α·soft + (1−α)·CE), same averaging
-    elapsed_s: float  # training wall time so far (evaluation excluded)
-    losses: tuple[float, ...] = ()  # every role's, in Started.roles order
-
-
-@dataclass(frozen=True)
-class Evaluated:
-    epoch: int  # the epoch in progress (completed at its end); 0 = before training
-    step: int
-    ce_acc: float  # mean over seeds, on the live validation subset (LIVE_VALIDATION images), in [0, 1]
-    kd_acc: float
-    ce_hidden_acc: float | None  # on the subset's images of the hidden class, when one is hidden
-    kd_hidden_acc: float | None
-    elapsed_s: float
-    progress: float = 0.0  # epochs done, fractional
-    ce_accs: tuple[float, ...] = ()  # per seed
-    kd_accs: tuple[float, ...] = ()
-    accs: tuple[tuple[float, ...], ...] = ()  # [role][seed], every role in Started.roles order
-
+# ----------------------------------------------------------------------------------------- the result
 
 @dataclass(frozen=True, eq=False)
 class RunResult:
@@ -208,14 +167,6 @@ class RunResult:
         }
 
 
-@dataclass(frozen=True)
-class Finished:
-    result: RunResult
-
-
-Event = Started | Step | Evaluated | Finished
-
-
 # ------------------------------------------------------------------------------------------- the view
 
 def roles(cfg: RunConfig) -> list[Role]:
@@ -229,33 +180,15 @@ def kd_index(cfg: RunConfig) -> int:
     return 1 + (cfg.methods.index("kd") if "kd" in cfg.methods else 0)
 
 
-def distill(cfg: RunConfig, dataset: Dataset | None = None):
-    """Train cfg's CE and KD students for each of cfg.repeats seeds; yields Started, Step, Evaluated, Finished."""
-    kd = kd_index(cfg)
-    for event in train_stack(cfg, roles(cfg), dataset):
-        yield pair_event(event, kd)
+def distill(cfg: RunConfig, dataset: Dataset | None = None) -> Iterator[StackEvent]:
+    """Train cfg's CE and KD students for each of cfg.repeats seeds: the engine's events for `roles(cfg)`."""
+    return train_stack(cfg, roles(cfg), dataset)
 
 
-def pair_event(event, kd: int = 1) -> Event:
-    """One engine event as the pair's event: means over seeds of role 0 (CE) and role `kd` (KD), and every
-    role's per-seed values beside them."""
-    if isinstance(event, StackStarted):
-        return Started(event.config, event.device, event.teacher_acc, event.train_samples, event.steps_per_epoch,
-                       event.total_steps, event.logits_seconds, event.logits_source, event.notes, event.seeds,
-                       event.teacher_val_acc, event.transfer_samples, tuple(r.name for r in event.roles))
-    if isinstance(event, StackStep):
-        means = [mean_std([row[i] for row in event.losses])[0] for i in range(len(event.losses[0]))]
-        return Step(event.epoch, event.step, event.total_steps, means[0], means[kd], event.elapsed_s, tuple(means))
-    if isinstance(event, StackEvaluated):
-        accs = tuple(tuple(row[i] for row in event.accuracy) for i in range(len(event.accuracy[0])))
-        hidden = (None, None) if event.hidden_accuracy is None else (
-            mean_std([row[i] for row in event.hidden_accuracy])[0] for i in (0, kd))
-        return Evaluated(event.epoch, event.step, mean_std(accs[0])[0], mean_std(accs[kd])[0], *hidden,
-                         event.elapsed_s, event.progress, accs[0], accs[kd], accs)
-    return Finished(pair_result(event.result, kd))
+def run_result(stack: StackResult) -> RunResult:
+    """The pair's view of a finished stack: role 0 (CE) and role `kd_index` (KD), means over seeds."""
+    kd = kd_index(stack.config)
 
-
-def pair_result(stack: StackResult, kd: int = 1) -> RunResult:
     def mean_over_seeds(role: int, table: list) -> list[float] | float:
         values = torch.tensor([row[role] for row in table])
         return values.mean(0).tolist()
@@ -274,9 +207,9 @@ def pair_result(stack: StackResult, kd: int = 1) -> RunResult:
 def run(cfg: RunConfig, dataset: Dataset | None = None) -> RunResult:
     """Run `distill(cfg)` to the end and return its result (for scripts and tests)."""
     for event in distill(cfg, dataset):
-        if isinstance(event, Finished):
-            return event.result
-    raise RuntimeError("distill ended without a Finished event")
+        if isinstance(event, StackFinished):
+            return run_result(event.result)
+    raise RuntimeError("distill ended without a StackFinished event")
 
 
 def predictions(model: nn.Module, dataset: Dataset, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:

@@ -10,8 +10,9 @@ its work (README "Deploy on ZeroGPU"), never more than `CAP_SECONDS`:
 FLOPs: every student's training (3 × its forward FLOPs, counted by torch's FlopCounterMode on the zoo model)
 over every training sample (labelled and transfer images, every epoch) and its evaluations, plus the
 teacher's forward passes the run needs (its logits when they are not shipped, its features for hint and
-cosine, every augmented batch). A list of RunConfigs is one stacked call: the configs train together over
-the same batches, so the CE twin of each seed is counted once.
+cosine, every augmented batch). One call trains one stack (`engine.train_stack(cfg, roles, seeds=...)`):
+every visitor's roles that `kd_core.stack_pool` put together, for the union of their seeds, so a stack of
+thirty visitors is one call, its students counted as len(roles) × len(seeds).
 
 `on_gpu(run)` is what the app decorates its training generator with: `spaces.GPU(duration=duration)` where
 the `spaces` package is installed, nothing where it is not (or off Spaces, where `spaces.GPU` hands the
@@ -31,10 +32,8 @@ import functools
 import math
 import os
 import pickle
-import shutil
 import subprocess
 import sys
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from typing import Any
 from . import checkpoints, models, teacher
 from .config import RunConfig
 from .data import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
-from .roles import FEATURE_METHODS
+from .roles import FEATURE_METHODS, Role
 from .run_data import LIVE_VALIDATION
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
@@ -72,22 +71,17 @@ class Work:
     flops: float  # students' training and evaluation, the teacher's passes
 
 
-def run_work(cfg: RunConfig, grid: int = 0) -> Work:
-    """The work of one run: CE plus each method per seed, or CE plus `grid` KD students per seed (a sweep)."""
-    return stacked_work([cfg], grid)
-
-
-def stacked_work(cfgs: Sequence[RunConfig], grid: int = 0) -> Work:
-    """The work of configs trained together: the longest one's steps, the CE twin of each seed counted once
-    (the configs share batches), every config's distilling students, each at the largest student's FLOPs."""
-    longest = max(cfgs, key=lambda cfg: _samples(cfg)[1])
-    steps, samples = _samples(longest)
-    seeds = {cfg.seed + i for cfg in cfgs for i in range(cfg.repeats)}
-    students = len(seeds) + sum((grid or len(cfg.methods)) * cfg.repeats for cfg in cfgs)
-    forward = max(student_flops(cfg.student, cfg.dataset) for cfg in cfgs)
-    evaluated = LIVE_VALIDATION * (longest.evaluations + 1) + VALIDATION_SIZE + TEST_SET_SIZE
-    flops = students * forward * (3 * samples + evaluated) + sum(_teacher_flops(cfg) for cfg in cfgs)
-    return Work(steps, longest.evaluations + 3, flops)
+def stack_work(cfg: RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None,
+               grid: int = 0) -> Work:
+    """The work of one call: `roles` (default: CE and cfg's methods, or CE and `grid` KD students for a sweep)
+    for every one of `seeds` (default: cfg's repeats), over cfg's data."""
+    steps, samples = _samples(cfg)
+    per_seed = len(roles) if roles is not None else 1 + (grid or len(cfg.methods))
+    students = per_seed * (len(seeds) if seeds is not None else cfg.repeats)
+    methods = {role.method for role in roles} if roles is not None else set(cfg.methods)
+    evaluated = LIVE_VALIDATION * (cfg.evaluations + 1) + VALIDATION_SIZE + TEST_SET_SIZE
+    flops = students * student_flops(cfg.student, cfg.dataset) * (3 * samples + evaluated)
+    return Work(steps, cfg.evaluations + 3, flops + _teacher_flops(cfg, methods, students // per_seed))
 
 
 def _labelled(cfg: RunConfig) -> int:
@@ -105,17 +99,17 @@ def _samples(cfg: RunConfig) -> tuple[int, int]:
     return math.ceil(labelled / cfg.batch_size) * cfg.epochs, labelled * cfg.epochs
 
 
-def _teacher_flops(cfg: RunConfig) -> float:
+def _teacher_flops(cfg: RunConfig, methods: set[str], seeds: int) -> float:
     """The teacher's forward passes: its logits when none are shipped beside the checkpoint, its features
     for the feature methods (cached or not: an upper bound), every augmented batch of every seed."""
     path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     samples = 0
     if not teacher.logits_paths(path, key="")[0].is_file():  # the shipped copy's name has no key in it
         samples += TRAIN_SET_SIZES[cfg.dataset] + TEST_SET_SIZE
-    if any(method in FEATURE_METHODS for method in cfg.methods):
-        samples += min(TRAIN_SET_SIZES[cfg.dataset], (_labelled(cfg) + cfg.unlabeled) * cfg.repeats)
+    if methods & set(FEATURE_METHODS):
+        samples += min(TRAIN_SET_SIZES[cfg.dataset], (_labelled(cfg) + cfg.unlabeled) * seeds)
     if cfg.augment:
-        samples += _samples(cfg)[1] * cfg.repeats
+        samples += _samples(cfg)[1] * seeds
     if not samples:
         return 0.0
     return samples * _forward_flops(checkpoints.read_metadata(path)["arch"], IMAGE_SHAPES[cfg.dataset])
@@ -145,25 +139,21 @@ def estimate_seconds(work: Work) -> int:
     return ROUND_S * math.ceil(SAFETY * seconds / ROUND_S)
 
 
-def _configs(cfg_or_cfgs: RunConfig | Sequence[RunConfig]) -> list[RunConfig]:
-    return [cfg_or_cfgs] if isinstance(cfg_or_cfgs, RunConfig) else list(cfg_or_cfgs)
-
-
-def gpu_seconds(cfg_or_cfgs: RunConfig | Sequence[RunConfig]) -> int:
-    """Estimated GPU seconds of a run, or of a stacked call of several, uncapped."""
-    return estimate_seconds(stacked_work(_configs(cfg_or_cfgs)))
+def gpu_seconds(cfg: RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None) -> int:
+    """Estimated GPU seconds of one call training `roles` × `seeds` (default: cfg's run), uncapped."""
+    return estimate_seconds(stack_work(cfg, roles, seeds))
 
 
 def sweep_gpu_seconds(cfg: RunConfig, temperatures: Sequence[float], alphas: Sequence[float]) -> int:
     """Estimated GPU seconds of a sweep: CE plus a KD student per (T, α) cell for every seed, uncapped."""
-    return estimate_seconds(run_work(cfg, grid=len(set(temperatures)) * len(set(alphas))))
+    return estimate_seconds(stack_work(cfg, grid=len(set(temperatures)) * len(set(alphas))))
 
 
-def duration(cfg_or_cfgs: RunConfig | Sequence[RunConfig], *args: Any, cap: float = CAP_SECONDS,
-             **kwargs: Any) -> int:
-    """What `spaces.GPU(duration=...)` is given: the run's estimate, at most `cap`. ZeroGPU calls it with the
-    decorated function's arguments; all but the first are ignored."""
-    return int(min(cap, gpu_seconds(cfg_or_cfgs)))
+def duration(cfg: RunConfig, roles: Sequence[Role] | None = None, *args: Any, seeds: Sequence[int] | None = None,
+             cap: float = CAP_SECONDS, **kwargs: Any) -> int:
+    """What `spaces.GPU(duration=...)` is given for `engine.train_stack(cfg, roles, seeds=...)`: the call's
+    estimate, at most `cap`. ZeroGPU calls it with the decorated function's arguments; others are ignored."""
+    return int(min(cap, gpu_seconds(cfg, roles, seeds)))
 
 
 def sweep_duration(cfg: RunConfig, temperatures: Sequence[float], alphas: Sequence[float], *args: Any,
@@ -223,8 +213,8 @@ def visitor_line(kind: str, seconds: int) -> str:
 
 def on_gpu(run: Callable[..., Iterator], duration_of: Callable[..., int] = duration, *,
            gpu: Callable[..., Callable] | None = None, cpu_fallback: bool = True) -> Callable[..., Iterator]:
-    """`run` (a generator function whose first argument is a RunConfig or a list of them, importable by name:
-    the CPU fallback runs it in another process) for ZeroGPU.
+    """`run` (a generator function whose first argument is the RunConfig, importable by name: the CPU fallback
+    runs it in another process) for ZeroGPU.
 
     `gpu`: the decorator factory, `spaces.GPU` when the package is installed (tests pass a stand-in). Where
     there is none, or where it hands `run` back (off Spaces), `run` itself is returned, unchanged. Else each
@@ -300,20 +290,11 @@ def in_a_fresh_process(run: Callable[..., Iterator], args: tuple, kwargs: dict) 
                 raise value
             if kind == "end":
                 return
-            yield _owning_files(value)
+            yield value
     finally:
         child.kill()
         child.wait()
         child.stdout.close()
-
-
-def _owning_files(item: Any) -> Any:
-    """`item`, whose students' run folder (a RunView's, session.finished_view) is now deleted with this copy
-    of them, as it would be with the original: the child left without running its finalizers."""
-    students = getattr(item, "students", None)
-    if getattr(students, "run_dir", None) is not None:
-        weakref.finalize(students, shutil.rmtree, students.run_dir, ignore_errors=True)
-    return item
 
 
 def _serve_one_run() -> None:
@@ -329,21 +310,21 @@ def _serve_one_run() -> None:
     except Exception as error:  # noqa: BLE001 -- handed to the parent, which raises it
         pickle.dump(("error", error), out)
     out.flush()
-    os._exit(0)  # no finalizers: the run's files now belong to the parent's copy of its students
 
 
-def on_cpu(cfg_or_cfgs: RunConfig | Sequence[RunConfig]) -> RunConfig | list[RunConfig]:
-    """The same run(s) on the CPU ("auto" would pick the GPU ZeroGPU pretends to have outside a call)."""
-    if isinstance(cfg_or_cfgs, RunConfig):
-        return cfg_or_cfgs.replace(device="cpu")
-    return [cfg.replace(device="cpu") for cfg in cfg_or_cfgs]
+def on_cpu(cfg: RunConfig) -> RunConfig:
+    """The same run on the CPU ("auto" would pick the GPU ZeroGPU pretends to have outside a call)."""
+    return cfg.replace(device="cpu")
 
 
 def noted(item: Any, note: str) -> Any:
-    """`item` with `note` after its status line (RunView, SweepView: a dataclass with a `status` text)."""
-    status = getattr(item, "status", None)
+    """`item` telling `note`: a view (SweepView) after its status line, the engine's StackStarted among its
+    notes (the Train tab's status line shows them); any other item as it is."""
+    status, notes = getattr(item, "status", None), getattr(item, "notes", None)
     if dataclasses.is_dataclass(item) and isinstance(status, str):
         return dataclasses.replace(item, status=f"{status} · {note}")
+    if dataclasses.is_dataclass(item) and isinstance(notes, tuple):
+        return dataclasses.replace(item, notes=(*notes, note))
     return item
 
 

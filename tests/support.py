@@ -26,16 +26,18 @@ def wait_for(condition, seconds: float = 60.0, every: float = 0.02) -> bool:
 
 
 def finished_session(cfg):
-    """cfg's run ended as the app ends one (`session.finished_view`): (its RunResult, the session's students)."""
-    from kd_core import session
-    from kd_core.train import Finished, distill
+    """cfg's run ended as the app ends one (`run_view.finished_view`): (its RunResult, the session's students)."""
+    from kd_core import run_view
+    from kd_core.engine import StackFinished
+    from kd_core.train import distill, run_result
 
-    log = session.RunLog(cfg)
+    log = run_view.RunLog(cfg)
     for event in distill(cfg):
+        if isinstance(event, StackFinished):
+            result = run_result(event.result)
+            return result, run_view.finished_view(result, log, 0.0).students
         log.add(event)
-        if isinstance(event, Finished):
-            return event.result, session.finished_view(event.result, log, 0.0).students
-    raise RuntimeError("distill ended without a Finished event")
+    raise RuntimeError("distill ended without a StackFinished event")
 
 
 def own_top_k(model, dataset, image, k: int = 3, logit_bias: tuple[int, float] | None = None) -> dict[str, float]:

@@ -20,7 +20,7 @@ from gradio_client.utils import Status
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
-from kd_core import checkpoints, predict, session, settings
+from kd_core import checkpoints, picture_views, predict, run_view, session, settings
 from kd_core.config import RunConfig
 from kd_core.roles import METHODS, NAMES
 from kd_core.teacher import teacher_logits
@@ -139,9 +139,9 @@ def test_stop_cancels_a_run_mid_way_and_the_app_keeps_serving(client):
         received += 1
         if received == 4:  # preparing, Started, Evaluated(0), the first Step: training is under way
             break
-    assert session.active_runs() == 1
+    assert run_view.active_runs() == 1
     job.cancel()
-    assert wait_for(lambda: session.active_runs() == 0, seconds=10), "the training loop kept running"
+    assert wait_for(lambda: run_view.active_runs() == 0, seconds=10), "the training loop kept running"
     assert wait_for(job.done, seconds=10)
     assert all("done" not in output[0] for output in job.outputs())
     result = client.predict(handle_file(DRESS), api_name="/predict")
@@ -167,7 +167,7 @@ def test_a_client_that_leaves_frees_its_students_and_run_files(server, monkeypat
 def test_run_files_go_with_the_students_however_they_are_dropped():
     """Beyond state_session_capacity Gradio forgets a session without calling its delete_callback."""
     cfg = settings.make_config(**TINY, lr=1e-3, student="mlp-tiny", hide_class="none", seed=0)
-    *_, last = session.live_run(cfg)
+    *_, last = run_view.live_run(cfg)
     run_dir = last.students.run_dir
     assert run_dir.is_dir()
     del last  # the students' last reference
@@ -257,14 +257,14 @@ def test_session_students_are_named_by_their_method(fashion):
     assert list(students.methods) == ["dkd"] and students.kd is students.methods["dkd"]
     assert [students.ce.name, students.kd.name] == ["CE student", "DKD student"]
     dress = predict.open_image(DRESS)
-    view = session.predict_picture(dress, students)
+    view = picture_views.predict_picture(dress, students)
     assert list(view.predictions) == ["teacher", "ce", "dkd"]
     assert view.predictions["dkd"] == pytest.approx(
         own_top_k(result.stack.module(0, 1), fashion, fashion.test_images[13]), abs=1e-6)
     assert {method: label.visible for method, label in zip(app.PREDICT_METHODS, app.show_students(students),
                                                            strict=True)} == {m: m == "dkd" for m in METHODS}
     assert [label.visible for label in app.show_students(None)] == [m == "kd" for m in app.PREDICT_METHODS]
-    assert list(session.predict_picture(dress, None).predictions) == ["teacher", "ce", "kd"]  # the shipped pair
+    assert list(picture_views.predict_picture(dress, None).predictions) == ["teacher", "ce", "kd"]  # the shipped pair
 
 
 def test_predict_sketch_classifies_a_drawing(client, tmp_path):
@@ -469,7 +469,7 @@ def start_a_long_run(browser, server: str, screenshots):
     epochs.press("Enter")
     page.get_by_role("button", name="Start", exact=True).click()
     expect(page.locator(".kd-status")).to_contain_text("epoch 1/20", timeout=60_000)
-    assert session.active_runs() == 1
+    assert run_view.active_runs() == 1
     return page
 
 
@@ -484,7 +484,7 @@ def test_stop_button_cancels_a_run_in_the_browser(server, screenshots):
             status = page.locator(".kd-status")
             page.get_by_role("button", name="Stop", exact=True).click()
             expect(status).to_contain_text("Stopped")
-            assert wait_for(lambda: session.active_runs() == 0, seconds=10), "training kept running"
+            assert wait_for(lambda: run_view.active_runs() == 0, seconds=10), "training kept running"
             expect(page.get_by_text("Results on the 10,000 test images")).not_to_be_visible()
         finally:
             browser.close()
@@ -500,7 +500,7 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
         try:
             page = start_a_long_run(browser, server, screenshots)
             page.close()  # the visitor leaves mid-run: Gradio closes the run's generator at its next update
-            assert wait_for(lambda: session.active_runs() == 0, seconds=10), "training outlived the tab"
+            assert wait_for(lambda: run_view.active_runs() == 0, seconds=10), "training outlived the tab"
 
             before = live_students()
             page = browser.new_page(viewport=screenshots.VIEWPORT)  # the next visitor, at once
@@ -582,7 +582,7 @@ def test_ten_sessions_at_once_get_their_own_results(server, fashion, capfd):
         expected = run(RunConfig(**{**TINY, "temperature": T}))  # the same run, outside the app
         assert kd_acc == pytest.approx(100 * expected.kd_acc, abs=0.01), T
         assert f"this session's run: T={T:g}," in described
-    assert wait_for(lambda: session.active_runs() == 0, seconds=30)
+    assert wait_for(lambda: run_view.active_runs() == 0, seconds=30)
     logged = "".join(capfd.readouterr())
     assert "Traceback" not in logged and "Error" not in logged, logged  # the server logged no exception
 

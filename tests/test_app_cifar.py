@@ -15,7 +15,7 @@ from PIL import Image
 from support import free_port
 
 import app
-from kd_core import checkpoints, data, session, settings
+from kd_core import checkpoints, data, run_view, settings
 from kd_core.data import CLASSES, NORMALISATION, Dataset
 from kd_core.teacher import train_teacher
 
@@ -140,7 +140,7 @@ def test_a_run_too_big_for_a_cpu_is_refused_with_the_reason(cifar_server):
                                        r"CPU, over the CPU limit of 20 TFLOP"):
         client.predict(student="resnet18-cifar", epochs=20, train_size=0, dataset="cifar10",
                        api_name="/distill")
-    assert session.active_runs() == 0
+    assert run_view.active_runs() == 0
     with pytest.raises(AppError, match="student must be one of .* for fashion-mnist"):
         client.predict(student="resnet18-cifar", dataset="fashion-mnist", api_name="/distill")
 

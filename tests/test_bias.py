@@ -1,11 +1,13 @@
 """The omitted class's bias: the curve is a direct re-evaluation, the automatic choice reads no label."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
 from support import finished_session, own_top_k
 
-from kd_core import bias, session
+from kd_core import bias, picture_views, session
 from kd_core.config import RunConfig
 from kd_core.train import run
 
@@ -62,8 +64,13 @@ def test_session_bias_moves_the_predict_tabs_students(hidden_run):
     biased = session.with_hidden_bias(students, 2.5)
     assert torch.allclose(biased.kd.logits(images)[:, 3], students.kd.logits(images)[:, 3] + 2.5)
     assert torch.equal(biased.kd.logits(images)[:, :3], students.kd.logits(images)[:, :3])
-    figure, caption = session.bias_view(biased)
-    assert "+2.5" in caption and "Dress" in caption and figure is not None
+    spec, caption = bias.bias_view(biased)
+    assert "+2.5" in caption and "Dress" in caption
+    layers = json.loads(spec)["layer"]  # the curves for the browser to draw, the chosen bias marked
+    assert {row["mark"] for row in layers[1]["data"]["values"]} >= {"chosen +2.5"}
+    curve = hidden_run.bias_report()["bias_curve"]
+    kd_dress = [row["accuracy"] for row in json.loads(spec)["data"]["values"] if row["curve"] == "KD: Dress"]
+    assert kd_dress == pytest.approx([100 * row["kd_hidden_acc"] for row in curve])
     with pytest.raises(ValueError, match=r"bias must be a number in \[0, 8\]"):
         session.with_hidden_bias(students, -1)
     with pytest.raises(ValueError, match="hidden class"):
@@ -78,7 +85,7 @@ def test_the_bias_moves_every_students_predictions_in_the_predict_tab(fashion):
     biased = session.with_hidden_bias(students, 8.0)
     assert biased.kd is biased.methods["dkd"] and biased.hidden_bias == 8.0
     image = fashion.test_images[13]  # a dress: no student saw one
-    view = session.predict_picture(Image.fromarray(image[0].numpy()), biased)
+    view = picture_views.predict_picture(Image.fromarray(image[0].numpy()), biased)
     assert list(view.predictions) == ["teacher", "ce", "dkd", "dist"] and "+8 on the Dress logit" in view.students
     for role in ("ce", "dkd", "dist"):
         model = result.stack.module(0, result.column(role))

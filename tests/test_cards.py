@@ -6,13 +6,13 @@ import shlex
 
 import pytest
 
-from kd_core import session
+from kd_core import deploy, run_view, session
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 
 
 def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
-    views = list(session.live_run(RunConfig(repeats=2, epochs=2, train_size=500, temperature=3.0)))
+    views = list(run_view.live_run(RunConfig(repeats=2, epochs=2, train_size=500, temperature=3.0)))
     students = views[-1].students
     card = (students.run_dir / "kd-student.md").read_text()
     command = re.search(r"```bash\n(python -m kd_core distill .*)\n```", card).group(1)
@@ -26,6 +26,6 @@ def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
     assert result["repeats"] == 2 and result["config"]["temperature"] == 3.0
     session.discard(students)
     pytest.importorskip("onnxruntime")  # the ONNX export of the same student, with its card
-    view = session.export_onnx(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
+    view = deploy.export_view(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
     assert [p.name for p in view.files] == ["kd-student.md", "kd-student.onnx"]
     assert list(view.latency["model"]) == ["teacher", "KD student"] and "faster" in view.words

@@ -127,7 +127,7 @@ def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
     started = next(stream)
     students = stream.gi_frame.f_locals["trainer"].students  # a ModuleStack: ResNets are not stacked
     ce_student, kd_student = students.module(0), students.module(1)
-    stream.close()  # no training needed: the students exist once Started is out
+    stream.close()  # no training needed: the students exist once StackStarted is out
     assert len(started.notes) == 1
     if online:
         assert started.notes[0].startswith("loaded ImageNet weights for ")
@@ -237,10 +237,10 @@ def test_augmented_batches_reach_the_teacher_and_both_students_identically(cifar
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="mlp-tiny", epochs=2,
                     batch_size=16, augment=True, event_interval_s=0.0, repeats=2, train_size=0)
     stream = train.distill(cfg, dataset)
-    next(stream)  # Started: models exist now; the teacher's cached-logit passes are behind us
+    next(stream)  # StackStarted: models exist now; the teacher's cached-logit passes are behind us
     seen["teacher"].clear()
     events = list(stream)
-    assert type(events[-1]).__name__ == "Finished"
+    assert type(events[-1]).__name__ == "StackFinished"
     steps = 2 * -(-(64 - 6) // 16)  # 58 images outside the validation split, batches of 16, 2 epochs
     assert len(seen["teacher"]) == len(seen["students"]) == steps
     for teacher_in, students_in in zip(seen["teacher"], seen["students"], strict=True):

@@ -207,7 +207,7 @@ def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(method
     def noisy(self, *args, **kwargs):
         original(self, *args, **kwargs)
         transfer = self.transfer.flatten()
-        self.images[transfer] = torch.randn_like(self.images[transfer])
+        self.images[transfer] = torch.randint_like(self.images[transfer], 0, 256)
         self.teacher[transfer] = torch.randn_like(self.teacher[transfer])
 
     monkeypatch.setattr(run_data.RunData, "__init__", noisy)

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 from support import wait_for
 
 import app
-from kd_core import session, settings
+from kd_core import run_view, session, settings
 from kd_core.config import RunConfig
 from kd_core.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
 from kd_core.train import run as solo_run
@@ -267,8 +267,9 @@ def test_the_classroom_benchmark_times_six_identical_visitors(server):
     classroom = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(classroom)
     settings_ = {"epochs": 1, "train_size": 500, "seed": 404, "repeats": 2}
-    visits = classroom.rush(server, [settings_] * 6)
+    visits, stop = classroom.rush(server, [settings_] * 6, stop={**settings_, "seed": 405})
     summary = classroom.summarise(visits)
+    assert stop["ended"] and stop["stop_s"] > 0  # the visitor who pressed Stop was answered
     assert (summary["finished"], summary["errors"], summary["shared"]) == (6, 0, 5)
     assert summary["result_s"]["max"] >= summary["first_curve_s"]["max"] >= summary["first_update_s"]["max"]
     defaults = RunConfig()  # the rush leaves T and α to the app's defaults
@@ -298,11 +299,11 @@ def test_a_visitor_who_cancels_does_not_stop_the_shared_run(server):
 
 
 def test_identical_sweeps_share_one_run(server):
-    started = app.RUNS.runs_started
+    started = app.SWEEPS.runs_started
     clients = [Client(server, verbose=False) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
         finals = list(pool.map(lambda c: c.predict("4, 1", "0.5", 1, 500, 1, api_name="/sweep"), clients))
-    assert app.RUNS.runs_started == started + 1
+    assert app.SWEEPS.runs_started == started + 1
     assert all(final[0].startswith("done in") for final in finals)
     assert sum("sharing its results" in f[0] or "replaying its results" in f[0] for f in finals) == 2
     assert len({str(final[4]["value"]["data"]) for final in finals}) == 1  # the same grid for all three
@@ -310,11 +311,13 @@ def test_identical_sweeps_share_one_run(server):
 
 def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(server, monkeypatch):
     long = {"epochs": 20, "train_size": 0, "student": "mlp-medium"}  # minutes each
-    monkeypatch.setattr(app.RUNS, "max_running", 1)  # one slot, so that a second run must wait for it
+    monkeypatch.setattr(app.POOL, "max_running", 1)  # one slot, so that a second stack must wait for it
     clients = [Client(server, verbose=False) for _ in range(2)]
-    jobs = [client.submit(**long, seed=300 + i, api_name="/distill") for i, client in enumerate(clients)]
+    # another student each: two stacks (runs that differ in their seeds alone would train as one)
+    jobs = [client.submit(**{**long, "student": student}, seed=300, api_name="/distill")
+            for client, student in zip(clients, ("mlp-medium", "mlp-small"), strict=True)]
     try:
-        assert wait_for(lambda: app.RUNS.running() == 1 and
+        assert wait_for(lambda: app.POOL.running() == 1 and
                           any("waiting for a free training slot" in (job.outputs() or [[""]])[-1][0]
                               for job in jobs))
         visitor = Client(server, verbose=False)
@@ -324,4 +327,4 @@ def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(ser
     finally:
         for job in jobs:
             job.cancel()
-    assert wait_for(lambda: app.RUNS.running() == 0 and session.active_runs() == 0, seconds=30)
+    assert wait_for(lambda: app.POOL.running() == 0 and run_view.active_runs() == 0, seconds=30)

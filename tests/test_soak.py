@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from support import free_port, wait_for
 
 import app
-from kd_core import session
+from kd_core import run_view
 from tests.test_served_images import fetch_whole_picture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,20 +191,20 @@ def soak_page(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.25")
     monkeypatch.setenv("KD_MAX_RUN_SECONDS", str(RUN_CAP_S))
     runs: list[list] = []  # [start, end, how it ended] per run; only [start] while it trains
-    live_run = session.live_run
+    live_run = run_view.live_run
 
-    def recorded(cfg):
+    def recorded(cfg, **options):
         times, ended = [time.monotonic()], "closed"  # closed: cancelled, or its client left
         runs.append(times)
         try:
-            for view in live_run(cfg):
+            for view in live_run(cfg, **options):
                 if view.students is not None:
                     ended = "finished" if "stopped early" not in view.status else "capped"
                 yield view
         finally:
             times += [time.monotonic(), ended]
 
-    monkeypatch.setattr(session, "live_run", recorded)
+    monkeypatch.setattr(run_view, "live_run", recorded)
     page = app.build(delete_cache=(1, 10))
     page.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
     yield page, runs, tmp_path
@@ -239,7 +239,7 @@ def soak(page, runs, tmp_path: Path, clients: int, seconds: float) -> dict:
         thread.join()
     stop.set()
     sampler.join()
-    ended = wait_for(lambda: session.active_runs() == 0 and all(len(times) == 3 for times in runs), 60)
+    ended = wait_for(lambda: run_view.active_runs() == 0 and all(len(times) == 3 for times in runs), 60)
     folders_gone = wait_for(lambda: not run_folders(), 30)
     cache_back = wait_for(lambda: files_in(cache) == baseline["cache_files"], 30)
     fds_back = wait_for(lambda: open_fds()[0] <= baseline["fds"][0] + 3, 15)

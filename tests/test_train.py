@@ -5,7 +5,8 @@ import torch
 
 from kd_core import roles, train
 from kd_core.config import RunConfig
-from kd_core.train import Evaluated, Finished, Started, Step, distill, run
+from kd_core.engine import StackEvaluated, StackFinished, StackStarted, StackStep
+from kd_core.train import distill, run
 
 SMALL = RunConfig(train_size=2000, epochs=2, repeats=1, event_interval_s=0.0)
 
@@ -18,20 +19,21 @@ def test_event_order_and_counts(fashion):
     events = list(distill(SMALL.replace(batch_size=500, evaluations=4)))
     # 2000 samples / 500 per batch = 4 steps per epoch, 8 in all; interval 0 -> every step is an event;
     # 4 live evaluations, evenly spaced: after steps 2, 4, 6, 8
-    assert kinds(events) == (["Started", "Evaluated"] + ["Step", "Step", "Evaluated"] * 4 + ["Finished"])
+    assert kinds(events) == (["StackStarted", "StackEvaluated"] + ["StackStep", "StackStep", "StackEvaluated"] * 4
+                             + ["StackFinished"])
     started = events[0]
     assert started.train_samples == 2000 and started.steps_per_epoch == 4 and started.total_steps == 8
-    evaluated = [e for e in events if isinstance(e, Evaluated)]
+    evaluated = [e for e in events if isinstance(e, StackEvaluated)]
     assert [e.step for e in evaluated] == [0, 2, 4, 6, 8] and [e.epoch for e in evaluated] == [0, 1, 1, 2, 2]
     assert [e.progress for e in evaluated] == [0.0, 0.5, 1.0, 1.5, 2.0]
-    assert [e.step for e in events if isinstance(e, Step)] == list(range(1, 9))
-    elapsed = [e.elapsed_s for e in events if isinstance(e, Step)]
+    assert [e.step for e in events if isinstance(e, StackStep)] == list(range(1, 9))
+    elapsed = [e.elapsed_s for e in events if isinstance(e, StackStep)]
     assert elapsed == sorted(elapsed)
 
 
 def test_step_events_are_rate_limited(fashion):
     events = list(distill(SMALL.replace(event_interval_s=3600.0, batch_size=100)))
-    steps = [e for e in events if isinstance(e, Step)]
+    steps = [e for e in events if isinstance(e, StackStep)]
     # first step (time-to-first-event) and the last step only; losses averaged over the steps between
     assert [s.step for s in steps] == [1, 40]
 
@@ -91,9 +93,9 @@ def test_closing_the_generator_cancels_and_cleans_up(fashion):
     seen = []
     for event in stream:
         seen.append(event)
-        if isinstance(event, Step) and event.step == 3:
+        if isinstance(event, StackStep) and event.step == 3:
             stream.close()
-    assert kinds(seen)[-1] == "Step" and not any(isinstance(e, Finished) for e in seen)
+    assert kinds(seen)[-1] == "StackStep" and not any(isinstance(e, StackFinished) for e in seen)
     assert stream.gi_frame is None  # finished: its finally block ran
 
 
@@ -128,7 +130,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def test_started_reports_the_device_and_cached_logits(fashion):
     started = next(distill(SMALL.replace(device="auto")))
-    assert isinstance(started, Started)
+    assert isinstance(started, StackStarted)
     assert started.device == ("cuda" if torch.cuda.is_available() else "cpu")
     assert started.logits_source in {"memory", "disk"}
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kd_core import models, session, settings, zerogpu
+from kd_core import models, settings, zerogpu
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
+from kd_core.engine import StackFinished, StackStarted, train_stack
 from kd_core.roles import METHODS
+from kd_core.sweep import SweepView, live_sweep, parse_values
+from kd_core.train import roles
 from kd_core.zerogpu import CAP_SECONDS, Work
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,7 @@ DECLARED = {"Defaults: 1,000 images, KD beats CE": 20, "Full data: no gain here"
 def default_sweep() -> tuple[RunConfig, list[float], list[float]]:
     s = settings.SWEEP_DEFAULTS
     return (settings.sweep_config(s["epochs"], s["train_size"], s["repeats"]),
-            session.parse_values("temperatures", s["temperatures"]), session.parse_values("alphas", s["alphas"]))
+            parse_values("temperatures", s["temperatures"]), parse_values("alphas", s["alphas"]))
 
 
 # ------------------------------------------------------------------------------------------ durations
@@ -62,7 +65,7 @@ def test_the_estimate_follows_its_formula():
     assert zerogpu.estimate_seconds(Work(steps=0, evaluations=0, flops=0.0)) == 15  # 1.5 × 10 s start-up
     # 1.5 × (10 + 0.005 × 1,000 + 2e12 / 1e12) = 25.5, rounded up to 30
     assert zerogpu.estimate_seconds(Work(steps=990, evaluations=10, flops=2e12)) == 30
-    work = zerogpu.run_work(RunConfig())  # 4 steps × 20 epochs; CE + KD × 5 seeds, 3 × forward per sample
+    work = zerogpu.stack_work(RunConfig())  # 4 steps × 20 epochs; CE + KD × 5 seeds, 3 × forward per sample
     evaluated = 500 * 13 + 5_000 + 10_000
     assert (work.steps, work.evaluations) == (80, 15)
     assert work.flops == 10 * models.flops_per_sample(models.build("mlp-small"), (1, 28, 28)) * (3 * 20_000 + evaluated)
@@ -78,7 +81,7 @@ def test_flop_counter_agrees_with_the_zoo_count(student):
 def test_a_run_over_the_cap_is_beyond_the_cpu_budget_too():
     """Why such a run is refused, not sent to the CPU: the app's longest run in steps, with a CPU budget's
     worth of FLOPs, still fits the cap."""
-    longest = zerogpu.run_work(BIGGEST.replace(student="mlp-tiny", repeats=1, methods=("kd",)))
+    longest = zerogpu.stack_work(BIGGEST.replace(student="mlp-tiny", repeats=1, methods=("kd",)))
     assert longest.steps == 4300
     assert zerogpu.estimate_seconds(Work(longest.steps, longest.evaluations, CPU_MAX_TFLOP * 1e12)) <= CAP_SECONDS
 
@@ -102,14 +105,15 @@ def test_more_epochs_seeds_methods_or_images_never_declare_less(base):
     assert grids == sorted(grids)
 
 
-def test_a_stacked_call_counts_each_seeds_ce_twin_once():
-    kd, dkd = RunConfig(), RunConfig(methods=("dkd",))
-    assert zerogpu.stacked_work([kd, dkd]) == zerogpu.run_work(RunConfig(methods=("kd", "dkd")))
-    alone = zerogpu.run_work(kd).flops  # 5 CE + 5 KD students
-    assert zerogpu.stacked_work([kd, kd]).flops == 1.5 * alone  # the same 5 seeds: 5 CE + 10 KD
-    assert zerogpu.stacked_work([kd, kd.replace(seed=100)]).flops == 2 * alone  # other seeds: nothing shared
-    assert zerogpu.gpu_seconds(kd) <= zerogpu.gpu_seconds([kd, kd.replace(seed=100)]) <= 2 * zerogpu.gpu_seconds(kd)
-    assert zerogpu.duration([kd] * 3) == zerogpu.duration(zerogpu.on_cpu([kd] * 3))
+def test_a_stack_of_visitors_is_counted_as_its_roles_times_its_seeds():
+    cfg = RunConfig()
+    alone = zerogpu.stack_work(cfg).flops  # CE + KD × 5 seeds
+    kd_and_dkd = roles(cfg.replace(methods=("kd", "dkd")))  # two visitors' runs sharing CE: 3 roles
+    assert zerogpu.stack_work(cfg, kd_and_dkd, seeds=range(5)) == zerogpu.stack_work(cfg.replace(methods=("kd", "dkd")))
+    assert zerogpu.stack_work(cfg, roles(cfg), seeds=range(10)).flops == 2 * alone  # other visitors' seeds too
+    assert zerogpu.duration(cfg, roles(cfg), seeds=range(5)) == zerogpu.duration(cfg)
+    assert [zerogpu.gpu_seconds(cfg, kd_and_dkd, range(n)) for n in range(1, 9)] == sorted(
+        zerogpu.gpu_seconds(cfg, kd_and_dkd, range(n)) for n in range(1, 9))
 
 
 # ---------------------------------------------------------------------- the decorator, off Spaces
@@ -127,7 +131,7 @@ def test_spaces_gpu_is_given_a_callable_and_off_spaces_hands_the_run_back(monkey
     assert zerogpu.on_gpu(run, zerogpu.sweep_duration) is run
     assert [sorted(kwargs) for kwargs in given] == [["duration"], ["duration"]]
     assert given[0]["duration"] is zerogpu.duration and given[1]["duration"] is zerogpu.sweep_duration
-    assert given[0]["duration"](RunConfig(), "ignored") == 20
+    assert given[0]["duration"](RunConfig(), roles(RunConfig()), seeds=range(5)) == 20
 
 
 def test_without_the_spaces_package_the_run_is_handed_back(monkeypatch):
@@ -139,21 +143,18 @@ def test_without_the_spaces_package_the_run_is_handed_back(monkeypatch):
     assert zerogpu.on_gpu(run) is run
 
 
-def comparable(views: list) -> tuple:
-    """A run's results as two runs with the same config share them: the curves, the table (but its latency),
-    the verdict."""
-    last = views[-1]
-    curves = [tuple(None if value != value else value for value in row)  # NaN (no loss yet) != NaN
-              for row in last.losses.frame().itertuples(index=False)]
-    return curves, last.table.drop(columns="CPU ms/img").to_dict("list"), last.verdict
+def results(events: list) -> tuple:
+    """A run's results as two runs with the same config share them: every accuracy of every seed and role."""
+    result = events[-1].result
+    assert isinstance(events[-1], StackFinished)
+    return result.device, result.test_acc, result.val_acc, result.agreement
 
 
-def test_the_apps_training_function_runs_unchanged_off_spaces():
+def test_the_apps_training_functions_are_the_engines_off_spaces():
     pytest.importorskip("spaces")
     import app
 
-    assert app.train_on_device is session.live_run and app.sweep_on_device is session.live_sweep
-    assert comparable(list(app.train_on_device(TINY))) == comparable(list(session.live_run(TINY)))
+    assert app.train_on_device is train_stack and app.sweep_on_device is live_sweep
 
 
 # -------------------------------------------------------------------- ZeroGPU's refusals, stood in for
@@ -207,42 +208,52 @@ class StandIn:
 @pytest.mark.parametrize("refusal", list(LINES))
 def test_each_refusal_reaches_the_visitor_as_its_one_line(refusal):
     stand_in = StandIn(zerogpu_error(*refusal))
-    run = zerogpu.on_gpu(session.live_run, gpu=stand_in, cpu_fallback=False)
+    run = zerogpu.on_gpu(train_stack, gpu=stand_in, cpu_fallback=False)
     with pytest.raises(ValueError) as raised:
-        next(run(TINY))
+        next(run(TINY, roles(TINY)))
     assert str(raised.value) == LINES[refusal]
     assert stand_in.durations == [zerogpu.duration] and len(stand_in.calls) == 1
 
 
 def test_a_refused_run_trains_on_the_cpu_with_the_same_results_saying_why():
     stand_in = StandIn(zerogpu_error(*QUOTA))
-    views = list(zerogpu.on_gpu(session.live_run, gpu=stand_in)(TINY))
-    assert all(view.status.endswith(f" · {LINES[QUOTA]}; training on the CPU instead") for view in views)
-    assert comparable(views) == comparable(list(session.live_run(TINY.replace(device="cpu"))))
+    events = list(zerogpu.on_gpu(train_stack, gpu=stand_in)(TINY, roles(TINY), seeds=(0, 1)))
+    started = next(event for event in events if isinstance(event, StackStarted))
+    assert started.notes[-1] == f"{LINES[QUOTA]}; training on the CPU instead"  # shown in the status line
+    assert results(events) == results(list(train_stack(TINY.replace(device="cpu"), roles(TINY), seeds=(0, 1))))
+    assert results(events)[0] == "cpu"
+
+
+def test_a_refused_sweep_says_so_in_its_status_line():
+    frame = None
+    view = SweepView("epoch 1/20", None, frame, False)
+    assert zerogpu.noted(view, "ZeroGPU: no GPU is free right now").status == (
+        "epoch 1/20 · ZeroGPU: no GPU is free right now")
+    assert zerogpu.noted("anything else", "a note") == "anything else"
 
 
 def test_gpu_time_running_out_mid_run_is_one_line_and_no_second_run():
     stand_in = StandIn(zerogpu_error("ZeroGPU worker error", "GPU task aborted"), before=2)
-    views, run = [], zerogpu.on_gpu(session.live_run, gpu=stand_in)(TINY)
+    events, run = [], zerogpu.on_gpu(train_stack, gpu=stand_in)(TINY, roles(TINY))
     with pytest.raises(ValueError) as raised:
-        views.extend(run)
+        events.extend(run)
     assert str(raised.value) == ("ZeroGPU stopped this run before it finished (it may have used up its 20 s of GPU "
                                  "time); lower the epochs, seeds or training images and start again")
-    assert len(views) == 2 and "CPU instead" not in views[-1].status
+    assert len(events) == 2 and isinstance(events[0], StackStarted) and events[0].notes == ()
 
 
 def test_other_errors_pass_through_unchanged():
     for error in (ValueError("lr must be a number in (0, 1]; got 2"),
                   zerogpu_error("ZeroGPU worker error", "KeyError")):
         with pytest.raises(type(error)) as raised:
-            list(zerogpu.on_gpu(session.live_run, gpu=StandIn(error))(TINY))
+            list(zerogpu.on_gpu(train_stack, gpu=StandIn(error))(TINY, roles(TINY)))
         assert raised.value is error
 
 
 def test_a_run_over_the_cap_is_refused_before_the_call():
     stand_in = StandIn(zerogpu_error(*QUOTA))
     with pytest.raises(ValueError) as raised:
-        next(zerogpu.on_gpu(session.live_run, gpu=stand_in)(BIGGEST))
+        next(zerogpu.on_gpu(train_stack, gpu=stand_in)(BIGGEST, roles(BIGGEST)))
     assert str(raised.value) == (f"this run needs about {zerogpu.gpu_seconds(BIGGEST)} s of GPU time, over the 120 s "
                                  f"one ZeroGPU call may reserve; lower the epochs, seeds, methods, training or "
                                  f"transfer images, or pick a smaller student")
@@ -275,12 +286,13 @@ calls = []
 torch.cuda._lazy_init = lambda: calls.append("CUDA initialised")  # what creating any CUDA tensor calls first
 torch.cuda.is_available, torch.cuda.device_count = lambda: True, lambda: 1  # as ZeroGPU patches them outside a call
 import app
-from kd_core import settings, zerogpu
+from kd_core import run_view, settings, zerogpu
 from tests.test_zerogpu import QUOTA, TINY, StandIn, default_sweep, zerogpu_error
 [zerogpu.duration(settings.preset(name)) for name in settings.PRESETS]
 zerogpu.sweep_duration(*default_sweep())
-views = list(zerogpu.on_gpu(app.train_on_device, gpu=StandIn(zerogpu_error(*QUOTA)))(TINY))
-assert views[-1].table is not None
+refused = zerogpu.on_gpu(app.train_on_device, gpu=StandIn(zerogpu_error(*QUOTA)))
+views = list(run_view.live_run(TINY, train=refused))  # as the app's run thread does, the pool aside
+assert views[-1].table is not None and any("training on the CPU instead" in view.status for view in views)
 print(calls)
 """
 
@@ -298,7 +310,7 @@ def test_stop_during_the_cpu_fallback_ends_its_process(monkeypatch):
     popen = subprocess.Popen
     monkeypatch.setattr(zerogpu.subprocess, "Popen", lambda *args, **kwargs: started.append(popen(*args, **kwargs))
                         or started[-1])
-    views = zerogpu.on_gpu(session.live_run, gpu=StandIn(zerogpu_error(*NO_GPU)))(TINY)
-    assert next(views).status.endswith(f" · {LINES[NO_GPU]}; training on the CPU instead")
-    views.close()  # what Stop does
+    events = zerogpu.on_gpu(train_stack, gpu=StandIn(zerogpu_error(*NO_GPU)))(TINY, roles(TINY))
+    assert next(events).notes == (f"{LINES[NO_GPU]}; training on the CPU instead",)
+    events.close()  # what Stop does
     assert len(started) == 1 and started[0].poll() is not None

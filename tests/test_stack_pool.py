@@ -1,0 +1,145 @@
+"""Compatible visitors' runs as one stack: one engine pass, each visitor's results as if it had run alone."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from support import wait_for
+
+from kd_core.config import RunConfig
+from kd_core.engine import StackFinished, StackStarted, StackStep, train_stack
+from kd_core.stack_pool import Projection, Queued, StackPool, project, stack_key
+from kd_core.train import roles
+
+# the stacked arithmetic (one batched matmul over more students) may round differently in the last bits; seen:
+# equal accuracies; a student's weights within this of the solo run's
+WEIGHT_ATOL = 1e-5
+SMALL = dict(train_size=500, epochs=2, repeats=2, evaluations=2)
+
+
+def drain(events) -> list:
+    return list(events)
+
+
+def result_of(events: list):
+    return next(e.result for e in events if isinstance(e, StackFinished))
+
+
+def run_together(pool: StackPool, cfgs: list[RunConfig]) -> list[list]:
+    """Every cfg's events from `pool`, all asked for at once (threads), in cfgs' order."""
+    out: list[list | None] = [None] * len(cfgs)
+
+    def ask(i: int) -> None:
+        out[i] = drain(pool.events(cfgs[i], roles(cfgs[i])))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(cfgs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return out
+
+
+def test_the_key_ignores_only_what_a_stack_varies_per_role_or_seed():
+    base = RunConfig(**SMALL)
+    for change in (dict(temperature=8.0), dict(alpha=0.3), dict(methods=("dkd", "dist")), dict(dkd_beta=2.0),
+                   dict(feature_weight=0.5), dict(seed=7), dict(repeats=5)):
+        assert stack_key(RunConfig(**{**SMALL, **change})) == stack_key(base), change
+    for change in (dict(train_size=1000), dict(epochs=3), dict(lr=1e-3), dict(student="mlp-tiny"),
+                   dict(hide_class=3), dict(unlabeled=5000), dict(batch_size=128)):
+        assert stack_key(RunConfig(**{**SMALL, **change})) != stack_key(base), change
+    augmenting = RunConfig(**SMALL, augment=True)
+    assert stack_key(augmenting) != stack_key(augmenting)  # never pooled
+
+
+def test_projection_takes_the_members_seeds_and_roles_in_the_stacks_order():
+    cfg = RunConfig(**SMALL)
+    p = Projection(cfg, tuple(roles(cfg)), (5, 6), seed_rows=(2, 3), role_columns=(0, 2), stack_roles=3)
+    table = [[(s, r) for r in range(3)] for s in range(4)]
+    assert p.grid(table) == [[(2, 0), (2, 2)], [(3, 0), (3, 2)]]
+    assert p.flat() == [6, 8, 9, 11]
+    step = project(StackStep(1, 3, 8, tuple(tuple(float(10 * s + r) for r in range(3)) for s in range(4)), 0.1), p)
+    assert step.losses == ((20.0, 22.0), (30.0, 32.0))
+
+
+def test_compatible_visitors_train_as_one_stack_and_each_equals_its_solo_run(fashion):
+    """Three visitors (another T, other seeds, other methods) asking at once: one engine pass of the union, CE
+    once per seed; each visitor's events and results are its own run's, as if it had trained alone."""
+    cfgs = [RunConfig(**SMALL, seed=3), RunConfig(**SMALL, seed=3, temperature=8.0),
+            RunConfig(**SMALL, seed=4, methods=("kd", "dist"))]
+    calls = []
+
+    def engine(cfg, stack_roles, seeds):
+        calls.append((len(seeds), len(stack_roles)))
+        yield from train_stack(cfg, stack_roles, seeds=seeds)
+
+    pool = StackPool(train=engine, window_s=0.5)
+    together = run_together(pool, cfgs)
+    assert pool.stacks_started == 1 and calls == [(3, 4)]  # seeds 3, 4, 5 × CE, KD T=4, KD T=8, DIST
+    for cfg, events in zip(cfgs, together, strict=True):
+        started = next(e for e in events if isinstance(e, StackStarted))
+        assert started.config == cfg and started.seeds == (cfg.seed, cfg.seed + 1)
+        assert [r.name for r in started.roles] == [r.name for r in roles(cfg)]
+        shared, alone = result_of(events), result_of(drain(train_stack(cfg, roles(cfg))))
+        assert shared.test_acc == alone.test_acc and shared.val_acc == alone.val_acc, cfg
+        assert shared.test_logits.shape == alone.test_logits.shape
+        assert torch.allclose(shared.test_logits, alone.test_logits, atol=1e-3)
+        for i in range(len(alone.seeds) * len(alone.roles)):
+            for name, value in alone.students.state_dict(i).items():
+                assert torch.allclose(shared.students.state_dict(i)[name], value, atol=WEIGHT_ATOL), (cfg, i, name)
+
+
+def test_incompatible_requests_train_side_by_side(fashion):
+    pool = StackPool(window_s=0.2)
+    together = run_together(pool, [RunConfig(**SMALL), RunConfig(**{**SMALL, "train_size": 600})])
+    assert pool.stacks_started == 2 and all(isinstance(events[-1], StackFinished) for events in together)
+
+
+def test_a_full_stack_opens_a_second_one(fashion):
+    pool = StackPool(window_s=0.2, max_students=4)  # 2 seeds × (CE, KD, KD T=8) = 6 > 4
+    run_together(pool, [RunConfig(**SMALL), RunConfig(**SMALL, temperature=8.0)])
+    assert pool.stacks_started == 2
+
+
+def test_a_visitor_who_leaves_does_not_stop_the_others_and_the_last_one_stops_the_stack(fashion):
+    cfg = RunConfig(train_size=500, epochs=50, repeats=2, event_interval_s=0.0)
+    pool = StackPool(window_s=0.2)
+    first, second = pool.events(cfg, roles(cfg)), pool.events(RunConfig(**{**cfg.__dict__, "temperature": 2.0}),
+                                                                roles(cfg))
+    items = [next(first), next(second)]  # both joined the same pending stack: the window, then it starts
+    while not all(isinstance(i, StackStep) for i in items[-2:]):
+        items = [*items, next(first), next(second)]
+    assert pool.stacks_started == 1
+    first.close()
+    steps = [next(second) for _ in range(5)]  # the other visitor's students train on
+    assert all(isinstance(e, StackStep) for e in steps) and steps[-1].step > steps[0].step
+    second.close()
+    assert wait_for(lambda: pool.running() == 0, seconds=10)  # everyone left: the stack stopped
+
+
+def test_waiting_requests_are_told_and_join_the_next_stack(fashion):
+    """With the one slot busy, compatible requests wait together (Queued), then train as one stack."""
+    busy = RunConfig(train_size=500, epochs=50, repeats=1, event_interval_s=0.0)
+    pool = StackPool(max_running=1, window_s=0.1, queued_every_s=0.1)
+    running = pool.events(busy, roles(busy))
+    assert wait_for(lambda: isinstance(next(running), StackStep), seconds=30)
+    waiting = [pool.events(RunConfig(**SMALL, temperature=t), roles(RunConfig(**SMALL))) for t in (2.0, 3.0)]
+    assert all(isinstance(next(w), Queued) for w in waiting)
+    running.close()
+    rest = [drain(w) for w in waiting]
+    assert pool.stacks_started == 2 and all(isinstance(r[-1], StackFinished) for r in rest)
+
+
+def test_a_waiting_stack_everyone_left_never_starts(fashion):
+    busy = RunConfig(train_size=500, epochs=50, repeats=1, event_interval_s=0.0)
+    pool = StackPool(max_running=1, window_s=0.1, queued_every_s=0.1)
+    running = pool.events(busy, roles(busy))
+    assert wait_for(lambda: isinstance(next(running), StackStep), seconds=30)
+    waiting = [pool.events(RunConfig(**SMALL, seed=s), roles(RunConfig(**SMALL))) for s in (1, 2)]
+    assert all(isinstance(next(w), Queued) for w in waiting)
+    for w in waiting:
+        w.close()
+    running.close()
+    assert wait_for(lambda: pool.running() == 0, seconds=10)
+    assert pool.stacks_started == 1 and pool._pending == []
