@@ -333,7 +333,8 @@ def in_caller_context(run: Callable[..., Iterator]) -> Callable[..., Iterator]:
 
     ZeroGPU reads the visitor's Gradio request (their token, so their quota) from a context variable when the
     decorated call starts; the app's shared runs iterate it in a worker thread, which has none. Call this in
-    the handler, and hand the result to the worker."""
+    the handler, and hand the result to the worker. (The app's sweeps do; `kd_core.stack_pool` starts each
+    stack's thread without any context yet: running it in a copy of its first member's would do.)"""
     context = contextvars.copy_context()
 
     @functools.wraps(run)
