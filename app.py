@@ -49,17 +49,10 @@ from kd_core.data import CLASSES, DatasetUnavailable
 from kd_core.engine import resolve_device, train_stack
 from kd_core.roles import METHODS, NAMES
 from kd_core.sources import resolve_dataset
-from kd_core.sweep import MAX_GRID
+from kd_core.sweep import MAX_GRID, live_sweep
 from kd_core.sweep import parse_values as sweep_values
 from kd_core.train import TrainingDiverged, check_cpu_budget
-
-try:  # ZeroGPU on Hugging Face Spaces: the decorated call gets a GPU for its duration
-    import spaces
-
-    gpu = spaces.GPU(duration=int(settings.max_run_seconds()) + 60)
-except ImportError:  # anywhere else: a no-op
-    def gpu(fn):
-        return fn
+from kd_core.zerogpu import in_caller_context, on_gpu, sweep_duration
 
 DEFAULTS = RunConfig()
 CLASS_NAMES = CLASSES[DEFAULTS.dataset]
@@ -128,11 +121,12 @@ def header() -> str:
 
 # ----------------------------------------------------------------------------------------- handlers
 
-@gpu
-def train_on_device(cfg: RunConfig, roles, seeds):
-    """The only code that touches the GPU: one call per stack, however many visitors' runs it trains; what it
-    yields (the engine's events, the students on the CPU) is plain CPU data."""
-    yield from train_stack(cfg, roles, seeds=seeds)
+# ---- ZeroGPU (kd_core.zerogpu): the only code that touches the GPU, one call per stack however many visitors'
+# runs it trains (a sweep is a stack of its own); what it yields (the engine's events, the students on the CPU)
+# is plain CPU data. Each call declares the GPU time its stack needs; one over a call's cap is refused, saying
+# what to lower; one ZeroGPU refuses (quota, no GPU) trains on the CPU in a fresh process, saying so
+train_on_device = on_gpu(train_stack)
+sweep_on_device = on_gpu(live_sweep, sweep_duration)
 
 
 def stack_fits(cfg: RunConfig, seeds: int, roles: int) -> bool:
@@ -621,7 +615,8 @@ def sweep(temperatures: str, alphas: str, epochs: int, train_size: int, repeats:
     try:
         cfg = settings.sweep_config(epochs, train_size, repeats)
         grid = (sweep_values("temperatures", temperatures), sweep_values("alphas", alphas))
-        for view in shared_runs.join_sweep(SWEEPS, cfg, *grid):
+        on_device = in_caller_context(sweep_on_device)  # ZeroGPU then charges this visitor's quota
+        for view in shared_runs.join_sweep(SWEEPS, cfg, *grid, start=on_device):
             yield (view.status, gr.skip() if view.heatmap is None else PlotData(type="matplotlib", plot=view.heatmap),
                    plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                    gr.Dataframe(view.frame, visible=view.done))

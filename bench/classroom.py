@@ -66,6 +66,38 @@ def start_app(log: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"the app did not start; see {log}")
 
 
+RECEIVED: dict[str, int] = {}  # session hash -> bytes its server-sent event streams carried
+
+
+def count_streams() -> None:
+    """Count, per gradio_client session, the bytes of its event streams (httpx.Client.stream, wrapped once)."""
+    import contextlib
+
+    import httpx
+
+    original = httpx.Client.stream
+    if getattr(original, "counted", False):
+        return
+
+    @contextlib.contextmanager
+    def stream(self, method, url, *args, **kwargs):
+        with original(self, method, url, *args, **kwargs) as response:
+            session = (kwargs.get("params") or {}).get("session_hash")
+            if session:
+                chunks = response.iter_bytes
+
+                def counted(*a, **k):
+                    for chunk in chunks(*a, **k):
+                        RECEIVED[session] = RECEIVED.get(session, 0) + len(chunk)
+                        yield chunk
+
+                response.iter_bytes = counted
+            yield response
+
+    stream.counted = True
+    httpx.Client.stream = stream
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -106,6 +138,8 @@ def visit(client, settings: dict, go: threading.Barrier) -> dict:
         return {"error": f"{type(error).__name__}: {error}"[:200]}
     table = final[3]["value"]["data"]
     return {"first_update_s": first, "first_curve_s": curve, "result_s": time.perf_counter() - submitted,
+            "updates": seen, "received_bytes": RECEIVED.get(client.session_hash, 0),
+            "final_loss_bytes": len(json.dumps(final[1])),
             "finished": "done: " in final[0], "ce_acc": mean_of(table[1][1]), "kd_acc": mean_of(table[2][1]),
             "shared": "sharing its results" in final[0] or "replaying its results" in final[0]}
 
@@ -134,6 +168,7 @@ def rush(url: str, settings: list[dict], stop: dict | None = None) -> tuple[list
     Stop (its result second)."""
     from gradio_client import Client
 
+    count_streams()
     clients = [Client(url, verbose=False) for _ in range(len(settings) + (stop is not None))]
     go = threading.Barrier(len(clients))
     with ThreadPoolExecutor(len(clients)) as pool:
@@ -147,6 +182,10 @@ def summarise(visits: list[dict]) -> dict:
     summary = {"visitors": len(visits), "finished": sum(v["finished"] for v in ok),
                "errors": len(visits) - len(ok), "shared": sum(v["shared"] for v in ok),
                "error_messages": sorted({v["error"] for v in visits if "error" in v})}
+    if ok:  # what one visitor's stream carried (Gradio sends each update as a diff of the previous one)
+        summary["stream_kb_per_visitor"] = float(np.median([v["received_bytes"] for v in ok])) / 1e3
+        summary["final_loss_kb"] = float(np.median([v["final_loss_bytes"] for v in ok])) / 1e3
+        summary["updates_per_visitor"] = float(np.median([v["updates"] for v in ok]))
     for name in ("first_update_s", "first_curve_s", "result_s"):
         values = [v[name] for v in ok if v[name] is not None]
         summary[name] = ({"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
@@ -217,14 +256,16 @@ def seconds(stats: dict | None) -> str:
 
 def report(results: dict) -> str:
     lines = ["| load | finished | errors | shared | first curve p50/p95/max | result p50/p95/max | "
-             "server CPU-s per visitor | Stop answered in |", "|---|---:|---:|---:|---|---|---:|---:|"]
+             "server CPU-s per visitor | Stop answered in | stream per visitor |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for name, load in results.items():
         s = load["summary"]
         stop = "–" if s["stop"] is None else f"{s['stop']['stop_s']:.2f} s" + ("" if s["stop"]["ended"] else
                                                                                   " (NOT ended)")
         lines.append(f"| {name} | {s['finished']}/{s['visitors']} | {s['errors']} | {s['shared']} | "
                      f"{seconds(s['first_curve_s'])} | {seconds(s['result_s'])} | {s['cpu_s_per_visitor']:.2f} | "
-                     f"{stop} |")
+                     f"{stop} | {s.get('stream_kb_per_visitor', 0):.0f} kB in {s.get('updates_per_visitor', 0):.0f} "
+                     f"updates (last loss rows {s.get('final_loss_kb', 0):.0f} kB) |")
         lines += [f"- error ({name}): {message}" for message in s["error_messages"]]
     return "\n".join(lines)
 

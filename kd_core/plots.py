@@ -87,8 +87,9 @@ def accuracy_spec(evaluations: Sequence[StackEvaluated], teacher_acc: float | No
                        "encoding": {"y": {"field": "teacher", "type": "quantitative"},
                                     "tooltip": [{"field": "teacher", "title": "teacher (%)", "format": ".1f"}]}})
     seeds = len(evaluations[-1].accuracy) if evaluations else 0
-    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": "container", "height": 260,
-            "title": {"text": f"Validation accuracy (500 held-out images): mean of {seeds} seed(s), band ± 1 std",
+    # a width in pixels: gr.Plot fits only its own chart kinds to the page, and leaves "container" at zero width
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": 380, "height": 260,
+            "title": {"text": f"Validation accuracy: mean of {seeds} seed(s), band ± 1 std",
                       "fontSize": 12},
             "data": {"values": rows}, "layer": layers}
 
@@ -103,7 +104,7 @@ def bias_spec(curve: Sequence[dict], value: float, auto: float, class_name: str)
             for key, label, _, _ in lines]
     domain = [label for _, label, _, _ in lines]
     marks = [{"bias": value, "mark": f"chosen +{value:g}"}, {"bias": auto, "mark": f"automatic +{auto:.2f}"}]
-    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": "container", "height": 240,
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": 520, "height": 240,
             "data": {"values": rows},
             "layer": [
                 {"mark": "line", "encoding": {

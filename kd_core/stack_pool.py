@@ -18,6 +18,7 @@ members has a reader stops at its next event. While a stack waits for a slot its
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import heapq
@@ -167,6 +168,9 @@ class _Stack:
         self.state = "pending"  # -> running -> finished | failed | stopped
         self.events: list = []
         self.error: BaseException | None = None
+        # the first member's context (its Gradio request): the stack's thread runs in it, so that ZeroGPU charges
+        # the GPU call to a visitor rather than to no one
+        self.context = contextvars.copy_context()
 
     def grid_with(self, cfg: RunConfig, roles: Sequence[Role]) -> tuple[int, int]:
         """(seeds, roles) of this stack with cfg's request added."""
@@ -309,8 +313,8 @@ class StackPool:
                     tuple(stack.seeds.index(s) for s in seeds_of(member.cfg)),
                     tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
             self.stacks_started += 1
-            threading.Thread(target=self._produce, args=(stack,), name=f"stack-{self.stacks_started}",
-                             daemon=True).start()
+            threading.Thread(target=stack.context.run, args=(self._produce, stack),
+                             name=f"stack-{self.stacks_started}", daemon=True).start()
             self._changed.notify_all()
 
     def _produce(self, stack: _Stack) -> None:

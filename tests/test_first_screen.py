@@ -75,7 +75,8 @@ def test_the_lessons_first_steps_set_and_start_the_other_tabs(server, screenshot
     expect(page.get_by_text("Step 2 of 5: CE vs KD with 1,000 labels")).to_be_visible()
     page.get_by_role("button", name="Train CE and KD on 1,000 labels").click()
     expect(page.get_by_role("tab", name="Train")).to_have_attribute("aria-selected", "true")
-    expect(page.locator(".kd-status")).to_contain_text("1,000 training images · 5 seed(s)", timeout=120_000)
+    # (the run may replay an identical one an earlier test finished: its passing status lines then flash by)
+    expect(page.locator(".kd-status")).to_contain_text("done: KD better than CE", timeout=120_000)
     headline = page.locator(".kd-headline")
     expect(headline).to_contain_text("KD beat CE by +1.2 points (95 % interval +0.7 to +1.8), in 5 of 5 seeds",
                                       timeout=120_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 import torch
@@ -88,6 +89,21 @@ def test_compatible_visitors_train_as_one_stack_and_each_equals_its_solo_run(fas
         for i in range(len(alone.seeds) * len(alone.roles)):
             for name, value in alone.students.state_dict(i).items():
                 assert torch.allclose(shared.students.state_dict(i)[name], value, atol=WEIGHT_ATOL), (cfg, i, name)
+
+
+def test_a_stacks_thread_runs_in_its_first_members_context(fashion):
+    """ZeroGPU reads the visitor (whose quota a GPU call charges) from a context variable."""
+    visitor = contextvars.ContextVar("visitor", default=None)
+    seen = []
+
+    def engine(cfg, stack_roles, seeds):
+        seen.append(visitor.get())
+        yield from train_stack(cfg, stack_roles, seeds=seeds)
+
+    pool = StackPool(train=engine, window_s=0.1)
+    visitor.set("first visitor")
+    drain(pool.events(RunConfig(**SMALL), roles(RunConfig(**SMALL))))
+    assert seen == ["first visitor"]
 
 
 def test_incompatible_requests_train_side_by_side(fashion):
