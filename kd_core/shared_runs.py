@@ -38,6 +38,12 @@ from .config import RunConfig
 from .stack_pool import Queued, queued_status, wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
+NOTHING = object()  # what Subscription.next_within returns when no item came in time
+# a visitor's Train tab gets at most one update per VIEW_INTERVAL_S, or per VIEW_INTERVAL_S × viewers / VIEWERS_AT_BASE
+# when more watch: each update costs the server about 10 ms per viewer (Gradio's diff, JSON, the event stream),
+# and 30 viewers at 4 updates a second kept 2 cores busier than the training (bench/RESULTS.md, classroom)
+VIEW_INTERVAL_S = 0.25
+VIEWERS_AT_BASE = 8
 NOTICES = {  # appended to the status line of a run that is not the visitor's own
     OWN: "",
     SHARED: " · same settings as a run already in progress: sharing its results (change the seed for "
@@ -78,6 +84,10 @@ class Subscription:
 
     def __next__(self):
         return self._registry._next(self)
+
+    def next_within(self, seconds: float):
+        """The next item if one comes within `seconds`, else NOTHING (StopIteration at the run's end)."""
+        return self._registry._next(self, time.monotonic() + seconds)
 
     def close(self) -> None:
         self._registry._leave(self)
@@ -138,8 +148,9 @@ class SharedRuns:
         with self._changed:
             return [list(run.items) for run in self._finished.values()]
 
-    def _next(self, sub: Subscription):
-        """The subscriber's next item, as soon as the run has it; a Queued notice while it waits."""
+    def _next(self, sub: Subscription, deadline: float = math.inf):
+        """The subscriber's next item, as soon as the run has it; a Queued notice while it waits; NOTHING if
+        none came by `deadline` (time.monotonic())."""
         run = sub._run
         with self._changed:
             while True:
@@ -155,7 +166,9 @@ class SharedRuns:
                     raise copy.copy(run.error).with_traceback(None)
                 if run.state == "pending" and (notice := self._queued_notice(sub)) is not None:
                     return notice
-                self._changed.wait(self.queued_every_s / 4)
+                if time.monotonic() >= deadline:
+                    return NOTHING
+                self._changed.wait(min(self.queued_every_s / 4, max(0.0, deadline - time.monotonic())))
 
     def _start_waiting(self) -> None:
         """Start the earliest waiting runs while training slots are free (lock held)."""
@@ -272,16 +285,47 @@ def join_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iter
     asked = time.perf_counter()
     sub = runs.subscribe(distill_key(cfg) if key is None else key, lambda: start(cfg))
     empty = run_view.RunLog(cfg)
+    pending, last = None, -math.inf  # the newest view not yet sent (views are cumulative: the newest says all)
+    with _viewers_lock:
+        _viewers[0] += 1
     try:
-        for item in sub:
-            elapsed = time.perf_counter() - asked
-            if isinstance(item, Queued):
-                yield run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(),
-                                      None, 0, cfg.epochs)
-            else:
-                yield own_view(item, sub.how, elapsed)
+        while True:
+            wait = math.inf if pending is None else max(0.0, last + view_interval() - time.monotonic())
+            try:
+                item = sub.next_within(wait) if wait < math.inf else next(sub)
+            except StopIteration:
+                break
+            if item is not NOTHING:
+                elapsed = time.perf_counter() - asked
+                view = (run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(), None,
+                                         0, cfg.epochs)
+                        if isinstance(item, Queued) else own_view(item, sub.how, elapsed))
+                pending = newest(pending, view)
+                if view.students is None and time.monotonic() - last < view_interval():
+                    continue  # (the last view, with the results, always goes at once)
+            yield pending
+            pending, last = None, time.monotonic()
+        if pending is not None:
+            yield pending
     finally:
+        with _viewers_lock:
+            _viewers[0] -= 1
         sub.close()
+
+
+_viewers_lock = threading.Lock()
+_viewers = [0]  # Train-tab visitors watching a run now
+
+
+def view_interval() -> float:
+    return VIEW_INTERVAL_S * max(1.0, _viewers[0] / VIEWERS_AT_BASE)
+
+
+def newest(older: run_view.RunView | None, view: run_view.RunView) -> run_view.RunView:
+    """`view`, keeping the accuracy chart of an older unsent view when `view` leaves it unchanged (None)."""
+    if older is None or view.accuracies is not None or older.accuracies is None:
+        return view
+    return dataclasses.replace(view, accuracies=older.accuracies)
 
 
 def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.RunView:

@@ -37,7 +37,8 @@ from .roles import Role
 # the fields a stack varies per role (T, α, methods and their weights) or per seed: requests differing only here
 # are compatible (every other field, the teacher file and the device are the stack's)
 PER_ROLE_OR_SEED = ("temperature", "alpha", "methods", "dkd_beta", "feature_weight", "seed", "repeats")
-MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack: more is a second stack, trained beside it (2 cores)
+MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack: more is a second stack, trained beside it (2 cores;
+# 30 visitors with distinct T: result p95 35.6 s with 96, 53.1 s with 160, bench/RESULTS.md)
 WINDOW_S = 0.3  # a new stack waits this long for compatible requests (a classroom's clicks land within it)
 
 
