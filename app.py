@@ -143,6 +143,27 @@ def stack_fits(cfg: RunConfig, seeds: int, roles: int) -> bool:
 POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits)
 
 
+def at_end(view: run_view.RunView, value, first: bool):
+    """A result shown with the run's last view; hidden by its first (a previous run's), else left as it is."""
+    if view.table is not None:
+        return gr.update(value=value, visible=True)
+    return gr.update(visible=False) if first else gr.skip()
+
+
+def view_updates(view: run_view.RunView, first: bool) -> tuple:
+    """A run view's status line, loss chart, accuracy chart and results table. Updates, not components: built
+    from data made once per view and shared (a component per update per visitor cost more than the training
+    under a classroom's 30 streams)."""
+    return (view.status_html(),
+            # the browser keeps a chart's first x range, so none is sent before the run's is known;
+            # every series is in every frame (colours stay fixed); the legend names this run's students only
+            gr.update(value={**view.losses.split(), "mark": "line"}, x_lim=[0, view.total_steps],
+                      colors_in_legend=[plots.short_name(n) for n in view.losses.names])
+            if view.total_steps else gr.skip(),
+            gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
+            at_end(view, view.table, first))
+
+
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
             hide_class: str, seed: int, dataset: str, repeats: int, unlabeled: int, methods: list[str],
             dkd_beta: float, feature_weight: float, students: session.SessionStudents | None):
@@ -155,21 +176,8 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
         first = True
         for view in shared_runs.join_run(RUNS, cfg, partial(run_view.live_run, train=POOL.events)):
-            done = view.table is not None
-            # updates, not components: built once per view and shared (a component per update per visitor cost
-            # more than the training under a classroom's 30 streams); the results stay hidden until the end
-            hidden = gr.update(visible=False) if first else gr.skip()
-            yield (view.status_html(),
-                   # the browser keeps a chart's first x range, so none is sent before the run's is known;
-                   # every series is in every frame (colours stay fixed); the legend names this run's students only
-                   gr.update(value={**view.losses.split(), "mark": "line"}, x_lim=[0, view.total_steps],
-                             colors_in_legend=[plots.short_name(n) for n in view.losses.names])
-                   if view.total_steps else gr.skip(),
-                   gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
-                   gr.update(value=view.table, visible=True) if done else hidden,
-                   gr.update(value=view.log_csv, visible=True) if done else hidden,
-                   gr.update(value=view.kd_checkpoint, visible=True) if done else hidden,
-                   view.students if done else gr.skip())
+            yield (*view_updates(view, first), at_end(view, view.log_csv, first),
+                   at_end(view, view.kd_checkpoint, first), view.students if view.table is not None else gr.skip())
             first = False
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
@@ -674,14 +682,7 @@ def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: 
         first = True
         for view in shared_runs.join_run(RUNS, prepared.config, partial(run_view.live_run, train=POOL.events)):
             done = view.table is not None
-            hidden = gr.update(visible=False) if first else gr.skip()
-            yield (view.status_html(),
-                   gr.update(value={**view.losses.split(), "mark": "line"}, x_lim=[0, view.total_steps],
-                             colors_in_legend=[plots.short_name(n) for n in view.losses.names])
-                   if view.total_steps else gr.skip(),
-                   gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
-                   gr.update(value=view.table, visible=True) if done else hidden,
-                   view.students if done else gr.skip(), prepared if done else gr.skip())
+            yield (*view_updates(view, first), view.students if done else gr.skip(), prepared if done else gr.skip())
             first = False
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None

@@ -26,6 +26,19 @@ def server():
     app.demo.close()
 
 
+@pytest.fixture(scope="module")
+def screenshots():
+    """scripts/screenshots.py as a module: the browser tests' Chromium and their ways round the page."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def fashion():
     return load_dataset("fashion-mnist")

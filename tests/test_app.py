@@ -3,7 +3,6 @@ on a free port, real Fashion-MNIST, the shipped teacher, tiny runs (2,000 images
 
 import csv
 import gc
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ from gradio_client.utils import Status
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
-from kd_core import checkpoints, picture_views, predict, run_view, session, settings
+from kd_core import checkpoints, picture_views, predict, run_view, session, settings, shared_runs
 from kd_core.config import RunConfig
 from kd_core.roles import METHODS, NAMES
 from kd_core.teacher import teacher_logits
@@ -77,7 +76,8 @@ def test_api_names_and_distill_parameters(client):
         cfg.temperature, cfg.alpha, cfg.epochs, cfg.repeats)
 
 
-def test_distill_streams_updates_then_results_and_files(client, fashion):
+def test_distill_streams_updates_then_results_and_files(client, fashion, monkeypatch):
+    monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.0)  # every view sent (a busy page gets the newest only)
     job = client.submit(**TINY, api_name="/distill")
     updates = list(job)
     # preparing, Started, Evaluated(0), Step(s) and the live evaluations, Finished
@@ -444,14 +444,6 @@ def page_answers(url: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ the browser
-
-@pytest.fixture(scope="module")
-def screenshots():
-    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "scripts" / "screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.browser
 def test_screenshot_of_each_tab(server, screenshots):

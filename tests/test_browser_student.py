@@ -5,7 +5,6 @@ Python, a drawn picture, the ms per image."""
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -20,14 +19,6 @@ from kd_core.export import onnx_logits, onnx_session
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "checkpoints" / "examples" / "7-sneaker-test-9.png"  # a 28×28 Fashion-MNIST test image
 needs_runtime = pytest.mark.skipif(not web_runtime.present(), reason=web_runtime.how_to_vendor())
-
-
-@pytest.fixture(scope="module")
-def screenshots():
-    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "scripts" / "screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,11 @@
 """The first five minutes in headless Chromium: T, α and Start on the first screen, the folded groups' summaries,
 the verdict headline, and the lesson's first two steps pressing the Train tab's own Start."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def screenshots():
-    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "scripts" / "screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
