@@ -45,7 +45,8 @@ def visit(server, screenshots):
         start = time.perf_counter()
         page.goto(server, wait_until="load")
         load_s = time.perf_counter() - start
-        page.get_by_role("button", name=screenshots.TRAIN_PRESET).click()
+        screenshots.pick_preset(page, screenshots.TRAIN_PRESET)
+        screenshots.open_group(page, "Students")
         page.get_by_label("number input for Epochs").fill("1")
         page.get_by_label("number input for Epochs").press("Enter")
         page.get_by_role("button", name="Start", exact=True).click()
