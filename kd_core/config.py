@@ -111,6 +111,11 @@ class RunConfig:
             raise ValueError("teacher must be a checkpoint path or 'default'")
         return self
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The run's seeds: seed, seed + 1, … (`repeats` of them)."""
+        return tuple(self.seed + i for i in range(self.repeats))
+
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 

@@ -200,7 +200,7 @@ class Trainer:
         self.logits = teacher_logits(teacher_path, dataset, device)
         val = dataset.validation_index
         self.teacher_val_acc = (self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
-        self.seeds = tuple(seeds) if seeds else tuple(cfg.seed + i for i in range(cfg.repeats))
+        self.seeds = tuple(seeds) if seeds else cfg.seeds
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
         initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]

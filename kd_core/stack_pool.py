@@ -85,10 +85,6 @@ def stack_key(cfg: RunConfig) -> RunConfig | tuple:
     return dataclasses.replace(cfg, **{name: getattr(base, name) for name in PER_ROLE_OR_SEED})
 
 
-def seeds_of(cfg: RunConfig) -> tuple[int, ...]:
-    return tuple(cfg.seed + i for i in range(cfg.repeats))
-
-
 # ------------------------------------------------------------------------------------ projection
 
 class StudentsView:
@@ -175,11 +171,11 @@ class _Stack:
 
     def grid_with(self, cfg: RunConfig, roles: Sequence[Role]) -> tuple[int, int]:
         """(seeds, roles) of this stack with cfg's request added."""
-        return len(set(self.seeds) | set(seeds_of(cfg))), len(dict.fromkeys([*self.roles, *roles]))
+        return len(set(self.seeds) | set(cfg.seeds)), len(dict.fromkeys([*self.roles, *roles]))
 
     def add(self, member: _Member) -> None:
         self.members.append(member)
-        self.seeds = sorted(set(self.seeds) | set(seeds_of(member.cfg)))
+        self.seeds = sorted(set(self.seeds) | set(member.cfg.seeds))
         self.roles = list(dict.fromkeys([*self.roles, *member.roles]))
 
     def has_readers(self) -> bool:
@@ -258,7 +254,7 @@ class StackPool:
         member = _Member(cfg, roles)
         stack = next((s for s in self._pending if s.key == key and self._room(s, cfg, roles)), None)
         if stack is None:
-            stack = _Stack(key, dataclasses.replace(cfg, seed=min(seeds_of(cfg)), repeats=1))
+            stack = _Stack(key, dataclasses.replace(cfg, repeats=1))
             self._pending.append(stack)
         stack.add(member)
         self._changed.notify_all()
@@ -310,8 +306,8 @@ class StackPool:
             stack.state, stack.started_at = "running", now
             for member in stack.members:
                 member.projection = Projection(
-                    member.cfg, member.roles, seeds_of(member.cfg),
-                    tuple(stack.seeds.index(s) for s in seeds_of(member.cfg)),
+                    member.cfg, member.roles, member.cfg.seeds,
+                    tuple(stack.seeds.index(s) for s in member.cfg.seeds),
                     tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
             self.stacks_started += 1
             threading.Thread(target=stack.context.run, args=(self._produce, stack),
