@@ -2,14 +2,19 @@
 
 Visitors whose requests differ only in what a stack already varies per role or per seed (T, α, the methods
 and their weights, the seeds) need not train apart. `StackPool.events(cfg, roles)` puts a request into the
-pending stack of its kind (`stack_key`: same data, student, schedule and teacher) or opens one; a pending
-stack starts `window_s` after it opened, once one of `max_running` training slots is free, and takes every
-compatible request that arrived meanwhile (a classroom pressing Start together, or asking while the slots were
-busy). It trains the union of its members' seeds × the union of their roles (CE once per seed, however many
-visitors asked for it). Each member gets the engine's own events projected onto its seeds and roles
-(`project`): the same vocabulary, the same axis order (seed × role), as if `train_stack(cfg, roles)` had run
-alone. Every seed's students are the same whatever else the stack holds (seed-major, per-seed data and init);
-the stacked arithmetic may differ in the last bits (tests/test_stack_pool.py bounds it).
+pending requests of its kind (`stack_key`: same data, student, schedule and teacher) or opens them. They start
+once no compatible request has joined for `window_s` (a classroom's clicks reach the server over a second or
+so), or `max_window_s` after the first, when one of `max_running` training slots is free; requests that
+arrive while the slots are busy wait together. Then `plan` splits them into stacks. A stack trains the union
+of its members' seeds × the union of their roles (CE once per seed, however many visitors asked for it), so a
+member joins the stack it adds the fewest students to, unless it would add more than it trains alone (other
+seeds *and* other roles); and the stacks are balanced over the `parallel` stacks the machine trains at full
+speed side by side (its cores on a CPU, where each stack has one thread), so that a classroom's 160 students
+train as 80 on each core of a 2-core machine rather than 95 on one and 65 on the other. Each member gets the
+engine's own events projected onto its seeds and roles (`project`): the same vocabulary, the same axis order
+(seed × role), as if `train_stack(cfg, roles)` had run alone. Every seed's students are the same whatever
+else the stack holds (seed-major, per-seed data and init); the stacked arithmetic may differ in the last bits
+(tests/test_stack_pool.py bounds it).
 
 A member whose readers have all left gets nothing more, and the others train on; a stack none of whose
 members has a reader stops at its next event. While a stack waits for a slot its members are told so
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import dataclasses
+import functools
 import heapq
 import statistics
 import threading
@@ -37,9 +43,10 @@ from .roles import Role
 # the fields a stack varies per role (T, α, methods and their weights) or per seed: requests differing only here
 # are compatible (every other field, the teacher file and the device are the stack's)
 PER_ROLE_OR_SEED = ("temperature", "alpha", "methods", "dkd_beta", "feature_weight", "seed", "repeats")
-MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack: more is a second stack, trained beside it (2 cores;
-# 30 visitors with distinct T: result p95 35.6 s with 96, 53.1 s with 160, bench/RESULTS.md)
-WINDOW_S = 0.3  # a new stack waits this long for compatible requests (a classroom's clicks land within it)
+MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack at most (`plan` balances them below this over the
+# cores; with one stack of up to 160, 30 visitors with distinct T waited 53 s for their results, bench/RESULTS.md)
+WINDOW_S = 0.5  # pending requests start once no compatible one has joined for this long,
+MAX_WINDOW_S = 1.5  # or this long after the first
 
 
 @dataclass(frozen=True)
@@ -145,38 +152,103 @@ def project_result(result: StackResult, p: Projection) -> StackResult:
         students=StudentsView(result.students, p.flat()))
 
 
+# ------------------------------------------------------------------------------------ planning
+
+def plan(pending: _Stack, parallel: int, max_students: int,
+         fits: Callable[[RunConfig, int, int], bool]) -> list[_Stack]:
+    """`pending`'s members as stacks. Each member joins the stack it adds the fewest students to, when that is
+    no more than it trains alone and the stack stays within the size and `fits`; else it opens one. The size
+    (at most `max_students`) is chosen so that the `parallel` stacks the machine trains at full speed side by
+    side share the work evenly (a member is never split: its events come from one stack)."""
+
+    # by seeds (overlapping seed ranges pack together; the order is the arrival order otherwise); one who left
+    # trains nothing
+    members = sorted((member for member in pending.members if member.readers), key=lambda m: m.cfg.seeds)
+    fits_grid = functools.cache(lambda seeds, roles: fits(pending.cfg, seeds, roles))  # (the app's: ~10 ms)
+
+    def pack(size: int) -> list[_Stack]:
+        stacks: list[_Stack] = []
+        for member in members:
+            alone = len(member.cfg.seeds) * len(member.roles)
+            best, best_more = None, alone + 1  # joining pays when it adds at most what it trains alone
+            for stack in stacks:
+                seeds, roles = stack.grid_with(member)
+                more = seeds * roles - stack.students()
+                if more < best_more and seeds * roles <= size and fits_grid(seeds, roles):
+                    best, best_more = stack, more
+            if best is None:
+                best = _Stack(pending.key, pending.cfg, pending.opened)
+                stacks.append(best)
+            best.add(member)
+        return stacks
+
+    stacks = pack(max_students)
+    if parallel > 1 and len(members) > 1:
+        # each smaller size (just below the last plan's largest stack), down to the largest member: the plan
+        # whose stacks, spread over the cores largest first, leave the busiest core the least work (ties: the
+        # fewer stacks); 95 + 65 students on 2 cores become 80 + 80
+        smallest = max(len(m.cfg.seeds) * len(m.roles) for m in members)
+        best, candidate = (busiest(stacks, parallel), len(stacks)), stacks
+        while (size := max(stack.students() for stack in candidate) - 1) >= smallest:
+            candidate = pack(size)
+            if (score := (busiest(candidate, parallel), len(candidate))) < best:
+                best, stacks = score, candidate
+    for stack in stacks:
+        for member in stack.members:
+            member.stack = stack
+    return stacks
+
+
+def busiest(stacks: Sequence[_Stack], cores: int) -> int:
+    """Students on the busiest of `cores` when the stacks go, largest first, each to the least busy core."""
+    load = [0] * cores
+    for size in sorted((stack.students() for stack in stacks), reverse=True):
+        load[load.index(min(load))] += size
+    return max(load)
+
+
 # ------------------------------------------------------------------------------------ the pool
 
 class _Member:
     def __init__(self, cfg: RunConfig, roles: tuple[Role, ...]) -> None:
         self.cfg, self.roles = cfg, roles
         self.readers = 1
+        self.stack: _Stack | None = None  # the pending requests it joined, then the stack `plan` put it in
         self.projection: Projection | None = None  # once its stack starts
+        # its Gradio request's context: a stack's thread runs in its first member's, so that ZeroGPU charges
+        # the GPU call to a visitor rather than to no one
+        self.context = contextvars.copy_context()
 
 
 class _Stack:
-    def __init__(self, key, cfg: RunConfig) -> None:
+    """Pending compatible requests, then (planned) one stack of them."""
+
+    def __init__(self, key, cfg: RunConfig, opened: float | None = None) -> None:
         self.key, self.cfg = key, cfg
         self.members: list[_Member] = []
         self.seeds: list[int] = []  # sorted union
         self.roles: list[Role] = []  # union, in arrival order (CE first: every request's first role)
-        self.opened = time.monotonic()
+        self.opened = self.joined = time.monotonic() if opened is None else opened
         self.started_at = 0.0
         self.state = "pending"  # -> running -> finished | failed | stopped
         self.events: list = []
         self.error: BaseException | None = None
-        # the first member's context (its Gradio request): the stack's thread runs in it, so that ZeroGPU charges
-        # the GPU call to a visitor rather than to no one
-        self.context = contextvars.copy_context()
 
-    def grid_with(self, cfg: RunConfig, roles: Sequence[Role]) -> tuple[int, int]:
-        """(seeds, roles) of this stack with cfg's request added."""
-        return len(set(self.seeds) | set(cfg.seeds)), len(dict.fromkeys([*self.roles, *roles]))
+    def students(self) -> int:
+        return len(self.seeds) * len(self.roles)
+
+    def grid_with(self, member: _Member) -> tuple[int, int]:
+        """(seeds, roles) of this stack with `member` added."""
+        return len(set(self.seeds) | set(member.cfg.seeds)), len(dict.fromkeys([*self.roles, *member.roles]))
 
     def add(self, member: _Member) -> None:
         self.members.append(member)
         self.seeds = sorted(set(self.seeds) | set(member.cfg.seeds))
         self.roles = list(dict.fromkeys([*self.roles, *member.roles]))
+        self.joined = time.monotonic()
+
+    def due(self, now: float, window_s: float, max_window_s: float) -> bool:
+        return now - self.joined >= window_s or now - self.opened >= max_window_s
 
     def has_readers(self) -> bool:
         return any(member.readers for member in self.members)
@@ -219,14 +291,17 @@ class StackPool:
     def __init__(self, train: Callable[..., Iterator] = train_stack, max_running: int = 4,
                  window_s: float = WINDOW_S, max_students: int = MAX_STACK_STUDENTS,
                  queued_every_s: float = 1.0, recent: int = 20,
-                 fits: Callable[[RunConfig, int, int], bool] | None = None) -> None:
+                 fits: Callable[[RunConfig, int, int], bool] | None = None, parallel: int = 1,
+                 max_window_s: float = MAX_WINDOW_S) -> None:
         """`fits(cfg, seeds, roles)`: whether a stack of that many seeds × roles stays within the machine's
-        budget (the app: train.check_cpu_budget); a request that would push a stack beyond it opens another."""
-        if max_running < 1 or max_students < 1:
-            raise ValueError("max_running and max_students must be at least 1")
+        budget (the app: train.check_cpu_budget); `parallel`: how many stacks train at full speed side by
+        side (the app: its CPU cores; 1 on a GPU, where one big stack is fastest)."""
+        if max_running < 1 or max_students < 1 or parallel < 1:
+            raise ValueError("max_running, max_students and parallel must be at least 1")
         self.fits = fits or (lambda cfg, seeds, roles: True)
         self.train, self.max_running, self.window_s = train, max_running, window_s
-        self.max_students, self.queued_every_s = max_students, queued_every_s
+        self.max_window_s = max(window_s, max_window_s)
+        self.max_students, self.queued_every_s, self.parallel = max_students, queued_every_s, parallel
         self._changed = threading.Condition()  # guards everything below
         self._pending: list[_Stack] = []  # in the order they opened
         self._running: list[_Stack] = []
@@ -236,39 +311,36 @@ class StackPool:
 
     def events(self, cfg: RunConfig, roles: Sequence[Role]) -> Iterator:
         """cfg's own events (Queued while waiting, then StackStarted … StackFinished, projected). The request
-        joins a stack now, at the call, not at the first `next`."""
+        joins the pending ones now, at the call, not at the first `next`."""
+        member = _Member(cfg, tuple(roles))
         with self._changed:
-            stack, member = self._join(cfg, tuple(roles))
-        return _Stream(self._deliver(stack, member), lambda: self._leave(stack, member))
+            self._join(member)
+        return _Stream(self._deliver(member), lambda: self._leave(member))
 
-    def _leave(self, stack: _Stack, member: _Member) -> None:
+    def _leave(self, member: _Member) -> None:
         with self._changed:
             member.readers -= 1
+            stack = member.stack
             if stack.state == "pending" and not stack.has_readers():
                 self._pending.remove(stack)
                 stack.state = "stopped"
             self._changed.notify_all()
 
-    def _join(self, cfg: RunConfig, roles: tuple[Role, ...]) -> tuple[_Stack, _Member]:
-        key = stack_key(cfg)
-        member = _Member(cfg, roles)
-        stack = next((s for s in self._pending if s.key == key and self._room(s, cfg, roles)), None)
+    def _join(self, member: _Member) -> None:
+        key = stack_key(member.cfg)
+        stack = next((s for s in self._pending if s.key == key), None)
         if stack is None:
-            stack = _Stack(key, dataclasses.replace(cfg, repeats=1))
+            stack = _Stack(key, dataclasses.replace(member.cfg, repeats=1))
             self._pending.append(stack)
         stack.add(member)
+        member.stack = stack
         self._changed.notify_all()
-        return stack, member
 
-    def _room(self, stack: _Stack, cfg: RunConfig, roles: tuple[Role, ...]) -> bool:
-        seeds, stack_roles = stack.grid_with(cfg, roles)
-        return seeds * stack_roles <= self.max_students and self.fits(stack.cfg, seeds, stack_roles)
-
-    def _deliver(self, stack: _Stack, member: _Member) -> Iterator:
+    def _deliver(self, member: _Member) -> Iterator:
         delivered, told = 0, -float("inf")
         while True:
             with self._changed:
-                event, notice = self._wait_next(stack, delivered, told)
+                event, notice = self._wait_next(member, delivered, told)
             if notice is not None:
                 told = time.monotonic()
                 yield notice
@@ -278,10 +350,11 @@ class StackPool:
                 delivered += 1
                 yield project(event, member.projection)
 
-    def _wait_next(self, stack: _Stack, delivered: int, told: float):
+    def _wait_next(self, member: _Member, delivered: int, told: float):
         """(the next event, None), (None, a Queued notice) or (None, None) at the end (lock held)."""
         while True:
             self._start_ready()
+            stack = member.stack  # planning may have moved the member into another stack
             if delivered < len(stack.events):
                 return stack.events[delivered], None
             if stack.state == "failed":
@@ -289,30 +362,41 @@ class StackPool:
             if stack.state in ("finished", "stopped"):
                 return None, None
             now = time.monotonic()
-            if stack.state == "pending" and now - stack.opened >= self.window_s and now - told >= self.queued_every_s:
+            if (stack.state == "pending" and stack.due(now, self.window_s, self.max_window_s)
+                    and now - told >= self.queued_every_s):  # due, so waiting for a slot
                 return None, self._queued(stack)
             self._changed.wait(self.window_s / 3 if stack.state == "pending" else 1.0)
 
     def _start_ready(self) -> None:
-        """Start pending stacks whose window has passed, oldest first, while slots are free (lock held)."""
-        now = time.monotonic()
-        for stack in list(self._pending):
-            if len(self._running) >= self.max_running:
-                return
-            if now - stack.opened < self.window_s:
+        """Plan and start due pending requests, oldest first, while slots are free (lock held). Planned stacks
+        that find no free slot wait in their place, due, and are planned again (with any newcomers) later."""
+        now, index, started = time.monotonic(), 0, False
+        while index < len(self._pending) and len(self._running) < self.max_running:
+            pending = self._pending[index]
+            if not pending.due(now, self.window_s, self.max_window_s):
+                index += 1
                 continue
-            self._pending.remove(stack)
-            self._running.append(stack)
-            stack.state, stack.started_at = "running", now
-            for member in stack.members:
-                member.projection = Projection(
-                    member.cfg, member.roles, member.cfg.seeds,
-                    tuple(stack.seeds.index(s) for s in member.cfg.seeds),
-                    tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
-            self.stacks_started += 1
-            threading.Thread(target=stack.context.run, args=(self._produce, stack),
-                             name=f"stack-{self.stacks_started}", daemon=True).start()
+            free = self.max_running - len(self._running)
+            # balanced over the cores, but no more ways than free slots (a plan's stacks beyond them would wait,
+            # and be split again when planned anew)
+            stacks = plan(pending, min(self.parallel, free), self.max_students, self.fits)
+            self._pending[index:index + 1] = stacks[free:]  # (these stay due: they keep `opened`)
+            for stack in stacks[:free]:
+                self._start(stack)
+            index, started = index + len(stacks[free:]), True
+        if started:  # (only then: every waiter calls this, and a notice each time would wake them all in turn)
             self._changed.notify_all()
+
+    def _start(self, stack: _Stack) -> None:
+        self._running.append(stack)
+        stack.state, stack.started_at = "running", time.monotonic()
+        for member in stack.members:
+            member.projection = Projection(
+                member.cfg, member.roles, member.cfg.seeds, tuple(stack.seeds.index(s) for s in member.cfg.seeds),
+                tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
+        self.stacks_started += 1
+        threading.Thread(target=stack.members[0].context.run, args=(self._produce, stack),
+                         name=f"stack-{self.stacks_started}", daemon=True).start()
 
     def _produce(self, stack: _Stack) -> None:
         """The stack's thread: record every engine event; stop when no member has a reader."""

@@ -171,3 +171,101 @@ def test_a_waiting_stack_everyone_left_never_starts(fashion):
     running.close()
     assert wait_for(lambda: pool.running() == 0, seconds=10)
     assert pool.stacks_started == 1 and pool._pending == []
+
+
+def planned(cfgs: list[RunConfig], parallel: int, **pool_options) -> list[tuple[int, int]]:
+    """(seeds, roles) of each stack the pool trains for cfgs asked at once (an engine that trains nothing)."""
+    calls = []
+
+    def engine(cfg, stack_roles, seeds):
+        calls.append((len(seeds), len(stack_roles)))
+        yield from ()
+
+    pool = StackPool(train=engine, window_s=2.0, parallel=parallel, **pool_options)
+    run_together(pool, cfgs)
+    return sorted(calls)
+
+
+def test_a_classrooms_stacks_are_balanced_over_the_cores():
+    """30 visitors with T = 0.5 … 15 and one seed, and one with other seeds: on 2 cores the T's are split so
+    that each core trains about as many students (CE in every stack), and the other seeds' visitor trains
+    alone rather than multiplying a stack's roles by its seeds."""
+    rush = [RunConfig(**SMALL, seed=1, temperature=0.5 * (i + 1)) for i in range(30)]
+    probe = RunConfig(**SMALL, seed=100)
+    assert planned([*rush, probe], parallel=1, max_students=96) == [(2, 2), (2, 31)]
+    # 34 students on one core, 30 + 4 on the other
+    assert planned([*rush, probe], parallel=2, max_students=96) == [(2, 2), (2, 15), (2, 17)]
+    assert planned(rush[:29], parallel=2, max_students=96) == [(2, 15), (2, 16)]  # 32 and 30, not 58 and 4
+    # at most 20 students a stack: 18 + 18 = 36 and 18 + 14 + 4 = 36, where 20-student stacks leave 40 on one
+    assert planned([*rush, probe], parallel=2, max_students=20) == [(2, 2), (2, 7), (2, 9), (2, 9), (2, 9)]
+
+
+def test_identical_roles_on_other_seeds_share_a_stack_unless_the_cores_are_free():
+    one, other = RunConfig(**SMALL, seed=1), RunConfig(**SMALL, seed=50)
+    assert planned([one, other], parallel=1) == [(4, 2)]  # same roles: the seeds' union costs nothing extra
+    assert planned([one, other], parallel=2) == [(2, 2), (2, 2)]  # one per core
+    overlapping = [RunConfig(**SMALL, seed=s) for s in range(1, 9)]  # seeds 1-2, 2-3, …, 8-9
+    assert planned(overlapping, parallel=1) == [(9, 2)]
+    assert planned(overlapping, parallel=2) == [(5, 2), (5, 2)]  # seeds 1-5 and 5-9
+
+
+def test_requests_arriving_one_after_another_join_until_a_quiet_window():
+    """A classroom's clicks reach the server spread over a second: each request joins while the previous one
+    came less than window_s before, up to max_window_s after the first."""
+    calls = []
+
+    def engine(cfg, stack_roles, seeds):
+        calls.append(len(stack_roles))
+        yield from ()
+
+    def ask_spread(pool: StackPool) -> None:
+        streams, readers = [], []
+        for i in range(4):  # 0.6 s from the first to the last: beyond one window, within the quiet rule
+            cfg = RunConfig(**SMALL, temperature=1.0 + i)
+            streams.append(pool.events(cfg, roles(cfg)))
+            readers.append(threading.Thread(target=drain, args=(streams[-1],)))  # waiting as visitors do
+            readers[-1].start()
+            threading.Event().wait(0.2)
+        for reader in readers:
+            reader.join(30)
+
+    ask_spread(StackPool(train=engine, window_s=0.4, max_window_s=30.0))
+    assert calls == [5]  # CE and four temperatures, one stack
+    capped = StackPool(train=engine, window_s=0.4, max_window_s=0.5)
+    ask_spread(capped)
+    assert capped.stacks_started == 2
+
+
+def test_a_visitor_who_left_before_the_start_trains_nothing():
+    calls = []
+
+    def engine(cfg, stack_roles, seeds):
+        calls.append((tuple(seeds), len(stack_roles)))
+        yield from ()
+
+    pool = StackPool(train=engine, window_s=0.3)
+    staying = pool.events(RunConfig(**SMALL, seed=1), roles(RunConfig(**SMALL)))
+    leaving = pool.events(RunConfig(**SMALL, seed=7, temperature=9.0), roles(RunConfig(**SMALL)))
+    leaving.close()
+    drain(staying)
+    assert calls == [((1, 2), 2)]
+
+
+def test_a_plan_has_no_more_ways_than_free_slots(fashion):
+    """With one slot free, a classroom's requests are one stack (up to the size), not halves that wait for a slot
+    and are halved again."""
+    calls = []
+
+    def engine(cfg, stack_roles, seeds):
+        calls.append(len(stack_roles))
+        yield from train_stack(cfg, stack_roles, seeds=seeds)
+
+    busy = RunConfig(train_size=500, epochs=50, repeats=1, event_interval_s=0.0, seed=99)
+    pool = StackPool(train=engine, max_running=2, window_s=0.1, parallel=2)
+    running = pool.events(busy, roles(busy))
+    assert wait_for(lambda: isinstance(next(running), StackStep), seconds=30)
+    rush = [RunConfig(**SMALL, temperature=1.0 + i) for i in range(6)]
+    together = run_together(pool, rush)
+    running.close()
+    assert all(isinstance(events[-1], StackFinished) for events in together)
+    assert calls == [2, 7]  # the busy run; CE and six temperatures in the one free slot
