@@ -140,28 +140,48 @@ def stack_fits(cfg: RunConfig, seeds: int, roles: int) -> bool:
     return True
 
 
-POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits)
+# a CPU trains a stack on one thread, so a classroom's stacks are balanced over its cores; a GPU (ZeroGPU's
+# included) trains one big stack fastest
+PARALLEL = 1 if train_on_device is not train_stack or resolve_device("auto").type == "cuda" else len(
+    os.sched_getaffinity(0))
+POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits, parallel=PARALLEL)
 
 
-def at_end(view: run_view.RunView, value, first: bool):
-    """A result shown with the run's last view; hidden by its first (a previous run's), else left as it is."""
-    if view.table is not None:
-        return gr.update(value=value, visible=True)
-    return gr.update(visible=False) if first else gr.skip()
+class ViewUpdates:
+    """One visitor's run views as Gradio outputs: the status line, loss chart, accuracy chart and results table,
+    then any `at_end` values (files). Plain values wherever Gradio allows: for every update, `gr.skip()`
+    included, Gradio builds a component and its config (a JSON schema) per output per visitor per view, which
+    cost more than the training under a classroom's 30 streams; a value that repeats the last one costs a
+    comparison (Gradio streams the diff). So updates go only where a property changes: the loss chart's x range
+    and legend with its first curve, and the results shown or hidden at the first and last views."""
 
+    def __init__(self) -> None:
+        self.first, self.shaped, self.chart = True, False, None
 
-def view_updates(view: run_view.RunView, first: bool) -> tuple:
-    """A run view's status line, loss chart, accuracy chart and results table. Updates, not components: built
-    from data made once per view and shared (a component per update per visitor cost more than the training
-    under a classroom's 30 streams)."""
-    return (view.status_html(),
-            # the browser keeps a chart's first x range, so none is sent before the run's is known;
-            # every series is in every frame (colours stay fixed); the legend names this run's students only
-            gr.update(value={**view.losses.split(), "mark": "line"}, x_lim=[0, view.total_steps],
-                      colors_in_legend=[plots.short_name(n) for n in view.losses.names])
-            if view.total_steps else gr.skip(),
-            gr.skip() if view.accuracies is None else PlotData(type="altair", plot=view.accuracies.spec()),
-            at_end(view, view.table, first))
+    def __call__(self, view: run_view.RunView, *at_end: object) -> tuple:
+        first, self.first = self.first, False
+        if view.accuracies is not None:
+            self.chart = PlotData(type="altair", plot=view.accuracies.spec())
+        return (view.status_html(), self.losses(view), gr.skip() if self.chart is None else self.chart,
+                *(self.at_end(view, value, first) for value in (view.table, *at_end)))
+
+    def losses(self, view: run_view.RunView):
+        if not view.total_steps:  # the browser keeps a chart's first x range: none before the run's is known
+            return gr.skip()
+        value = {**view.losses.split(), "mark": "line"}  # a dict is sent as it is (LinePlot.postprocess)
+        if self.shaped:
+            return value
+        self.shaped = True  # every series is in every frame (colours stay fixed); the legend names this run's
+        return gr.update(value=value, x_lim=[0, view.total_steps],
+                         colors_in_legend=[plots.short_name(n) for n in view.losses.names])
+
+    @staticmethod
+    def at_end(view: run_view.RunView, value, first: bool):
+        """A result shown with the run's last view; hidden by its first (a previous run's); empty and hidden in
+        between."""
+        if view.table is not None:
+            return gr.update(value=value, visible=True)
+        return gr.update(visible=False) if first else None
 
 
 def distill(temperature: float, alpha: float, epochs: int, lr: float, student: str, train_size: int,
@@ -174,11 +194,10 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
-        first = True
+        updates = ViewUpdates()
         for view in shared_runs.join_run(RUNS, cfg, partial(run_view.live_run, train=POOL.events)):
-            yield (*view_updates(view, first), at_end(view, view.log_csv, first),
-                   at_end(view, view.kd_checkpoint, first), view.students if view.table is not None else gr.skip())
-            first = False
+            yield (*updates(view, view.log_csv, view.kd_checkpoint),
+                   view.students if view.table is not None else gr.skip())
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
     session.discard(students)  # the new run's students replace the previous run's
@@ -679,11 +698,10 @@ def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: 
             else:
                 yield (f'<div class="kd-status">{html.escape(item)}</div>', gr.skip(), gr.skip(), gr.skip(),
                        gr.skip(), gr.skip())
-        first = True
+        updates = ViewUpdates()
         for view in shared_runs.join_run(RUNS, prepared.config, partial(run_view.live_run, train=POOL.events)):
             done = view.table is not None
-            yield (*view_updates(view, first), view.students if done else gr.skip(), prepared if done else gr.skip())
-            first = False
+            yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip()
     except USER_ERRORS as error:
         raise gr.Error(str(error), print_exception=False) from None
 
