@@ -40,10 +40,11 @@ from .stack_pool import Queued, queued_status, wait_estimate
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time
 # a visitor's Train tab gets at most one update per VIEW_INTERVAL_S, or per VIEW_INTERVAL_S × viewers / VIEWERS_AT_BASE
-# when more watch: each update costs the server about 10 ms per viewer (Gradio's diff, JSON, the event stream),
-# and 30 viewers at 4 updates a second kept 2 cores busier than the training (bench/RESULTS.md, classroom)
+# when more watch (30 viewers: one every 1.9 s), after the first curve, which goes at once: each update costs
+# the server about 10 ms per viewer (Gradio's diff, JSON, the event stream), and 30 viewers at 4 updates a
+# second kept 2 cores busier than the training (bench/RESULTS.md, classroom)
 VIEW_INTERVAL_S = 0.25
-VIEWERS_AT_BASE = 8
+VIEWERS_AT_BASE = 4
 NOTICES = {  # appended to the status line of a run that is not the visitor's own
     OWN: "",
     SHARED: " · same settings as a run already in progress: sharing its results (change the seed for "
@@ -304,7 +305,9 @@ def join_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iter
                 if view.students is None and time.monotonic() - last < view_interval():
                     continue  # (the last view, with the results, always goes at once)
             yield pending
-            pending, last = None, time.monotonic()
+            if pending.losses.steps:  # the first curve goes at once; the throttle starts after it
+                last = time.monotonic()
+            pending = None
         if pending is not None:
             yield pending
     finally:

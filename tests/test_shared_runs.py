@@ -336,19 +336,24 @@ def test_predict_and_dark_knowledge_answer_while_every_training_slot_is_busy(ser
 
 
 def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
-    """Views are cumulative: a visitor is sent at most one per view interval, the newest, which keeps the accuracy
-    chart of a skipped view when it leaves the chart unchanged; nothing that changed is lost."""
+    """Views are cumulative: after the first curve a visitor is sent at most one per view interval, the newest,
+    which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
+    lost. Views before the first curve (the run starting) are not held back."""
     from kd_core import shared_runs
+    from kd_core.engine import StackStep
     from kd_core.run_view import AccuracyCurves, LossCurves, RunView
 
     monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.5)
     chart = AccuracyCurves((), None, 1)
+    curve = LossCurves((StackStep(1, 1, 10, ((1.0, 1.0),), 0.1),))
 
     def quick_views(cfg):
-        for i in range(20):  # 20 views at once, the 5th with a new accuracy chart
-            yield RunView(f"view {i}", i / 20, 0.0, LossCurves(()), chart if i == 4 else None, 10, 1)
+        for i in range(20):  # 20 views at once, from the 4th with a curve, the 5th with a new accuracy chart
+            yield RunView(f"view {i}", i / 20, 0.0, curve if i >= 3 else LossCurves(()), chart if i == 4 else None,
+                          10, 1)
 
     runs = SharedRuns(max_running=1)
     sent = list(shared_runs.join_run(runs, RunConfig(), quick_views, key="quick"))
-    assert 2 <= len(sent) < 20 and sent[-1].status.startswith("view 19")  # the first at once, then the newest
+    assert [view.status for view in sent[:4]] == ["view 0", "view 1", "view 2", "view 3"]  # up to the first curve
+    assert len(sent) < 20 and sent[-1].status.startswith("view 19")  # then the newest
     assert sent[-1].accuracies is chart  # carried over from the skipped view 4
