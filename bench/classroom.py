@@ -1,7 +1,9 @@
 """Classroom rush: N visitors press Start at once. `.venv/bin/python bench/classroom.py [options]`.
 
 Starts `python app.py` on 127.0.0.1 in a fresh process and fires simultaneous `/distill` calls through
-gradio_client, each load with fresh seeds (nothing is replayed):
+gradio_client, each load with fresh seeds (nothing is replayed). Each visitor first opens the page as a
+browser would (the page's load event, which makes its session on the server), then all press Start together
+(like a browser, a client does not download the run's files unless asked):
 - cold: one visitor on the fresh server (its first run loads the data and the teacher);
 - alone: one visitor on the warm server (the solo time the identical load is held against);
 - identical: N visitors with the same settings;
@@ -113,8 +115,16 @@ def has_curve(plot) -> bool:
     return any(row[column] is not None and row[column] == row[column] for row in value["data"])
 
 
+def open_page(client) -> None:
+    """What a browser does when the page opens: its load events (here the Predict tab's, with no picture),
+    which make the visitor's session on the server before any Start."""
+    client.predict(None, api_name="/predict")
+
+
 def visit(client, settings: dict, go: threading.Barrier) -> dict:
-    """One visitor: submit at the barrier, note when each update arrives; times from the submit."""
+    """One visitor: open the page, submit at the barrier, note when each update arrives; times from the
+    submit."""
+    open_page(client)
     go.wait()
     submitted = time.perf_counter()
     job = client.submit(**settings, api_name="/distill")
@@ -151,6 +161,7 @@ def mean_of(cell: str) -> float:
 
 def stop_probe(client, settings: dict, go: threading.Barrier) -> dict:
     """A visitor who presses Stop after the first update: seconds from the cancel until the run has ended."""
+    open_page(client)
     go.wait()
     job = client.submit(**settings, api_name="/distill")
     deadline = time.monotonic() + 120
@@ -169,7 +180,7 @@ def rush(url: str, settings: list[dict], stop: dict | None = None) -> tuple[list
     from gradio_client import Client
 
     count_streams()
-    clients = [Client(url, verbose=False) for _ in range(len(settings) + (stop is not None))]
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(len(settings) + (stop is not None))]
     go = threading.Barrier(len(clients))
     with ThreadPoolExecutor(len(clients)) as pool:
         probe = pool.submit(stop_probe, clients[-1], stop, go) if stop is not None else None
@@ -207,14 +218,18 @@ def loads(args: argparse.Namespace) -> dict[str, list[dict]]:
 def run_loads(args: argparse.Namespace, logs: Path) -> dict:
     process, url = start_app(logs / "app.log")
     results = {}
+    wanted = {"cold", *args.loads.split(",")}
     try:
         for name, settings in loads(args).items():
+            if name not in wanted:
+                continue
             probe = {**settings[0], "seed": args.seed + 1000 + len(results)} if len(settings) > 1 else None
-            before, started = cpu_seconds(process.pid), time.perf_counter()
+            before, clients, started = cpu_seconds(process.pid), time.process_time(), time.perf_counter()
             visits, stop = rush(url, settings, probe)
             summary = summarise(visits)
             summary.update(wall_s=time.perf_counter() - started, stop=stop,
-                           cpu_s_per_visitor=(cpu_seconds(process.pid) - before) / len(settings))
+                           cpu_s_per_visitor=(cpu_seconds(process.pid) - before) / len(settings),
+                           client_cpu_s=time.process_time() - clients)  # the visitors' side, on the same cores
             results[name] = {"summary": summary, "visits": visits, "settings": settings}
     finally:
         process.terminate()
@@ -241,8 +256,8 @@ def check_against_solo(results: dict, per_load: int) -> list[str]:
     """Lines saying whether the first `per_load` visitors of each load got their solo run's accuracies."""
     lines = []
     for name, load in results.items():
-        checked = [(v, solo_accuracies(s)) for v, s in zip(load["visits"], load["settings"], strict=True)
-                   if "error" not in v][:per_load]
+        ok = [(v, s) for v, s in zip(load["visits"], load["settings"], strict=True) if "error" not in v]
+        checked = [(v, solo_accuracies(s)) for v, s in ok[:per_load]]
         equal = sum((v["ce_acc"], v["kd_acc"]) == solo for v, solo in checked)
         lines.append(f"- {name}: {equal} of {len(checked)} checked visitors got their solo run's accuracies"
                      + "".join(f"; DIFFERENT: app {(v['ce_acc'], v['kd_acc'])}, solo {solo}"
@@ -256,14 +271,15 @@ def seconds(stats: dict | None) -> str:
 
 def report(results: dict) -> str:
     lines = ["| load | finished | errors | shared | first curve p50/p95/max | result p50/p95/max | "
-             "server CPU-s per visitor | Stop answered in | stream per visitor |",
-             "|---|---:|---:|---:|---|---|---:|---:|---:|"]
+             "server CPU-s per visitor | clients' CPU-s | Stop answered in | stream per visitor |",
+             "|---|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for name, load in results.items():
         s = load["summary"]
         stop = "–" if s["stop"] is None else f"{s['stop']['stop_s']:.2f} s" + ("" if s["stop"]["ended"] else
                                                                                   " (NOT ended)")
         lines.append(f"| {name} | {s['finished']}/{s['visitors']} | {s['errors']} | {s['shared']} | "
                      f"{seconds(s['first_curve_s'])} | {seconds(s['result_s'])} | {s['cpu_s_per_visitor']:.2f} | "
+                     f"{s['client_cpu_s']:.0f} | "
                      f"{stop} | {s.get('stream_kb_per_visitor', 0):.0f} kB in {s.get('updates_per_visitor', 0):.0f} "
                      f"updates (last loss rows {s.get('final_loss_kb', 0):.0f} kB) |")
         lines += [f"- error ({name}): {message}" for message in s["error_messages"]]
@@ -279,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="first seed of the loads (default: fresh from the clock, so nothing is replayed)")
     parser.add_argument("--check", type=int, default=3, help="visitors per load checked against a solo run")
     parser.add_argument("--json", type=Path, help="also write every visit's figures here")
+    parser.add_argument("--loads", default="cold,alone,identical,temperatures,seeds",
+                        help="which loads to run, comma-separated, in this order (cold always runs first)")
     args = parser.parse_args(argv)
+    if unknown := set(args.loads.split(",")) - set(loads(args)):
+        parser.error(f"unknown loads {sorted(unknown)}; the loads are {', '.join(loads(args))}")
     logs = Path(tempfile.mkdtemp(prefix="kd-classroom-"))
     started = time.perf_counter()
     results = run_loads(args, logs)
