@@ -23,6 +23,7 @@ members has a reader stops at its next event. While a stack waits for a slot its
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import copy
 import dataclasses
@@ -31,6 +32,7 @@ import heapq
 import statistics
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +49,13 @@ MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack at most (`plan` ba
 # cores; with one stack of up to 160, 30 visitors with distinct T waited 53 s for their results, bench/RESULTS.md)
 WINDOW_S = 0.5  # pending requests start once no compatible one has joined for this long,
 MAX_WINDOW_S = 1.5  # or this long after the first
+_POOLS: weakref.WeakSet = weakref.WeakSet()  # every pool, stopped at exit (StackPool.shutdown)
+
+
+@atexit.register
+def _shut_down_pools() -> None:
+    for pool in list(_POOLS):
+        pool.shutdown()
 
 
 @dataclass(frozen=True)
@@ -307,13 +316,33 @@ class StackPool:
         self._running: list[_Stack] = []
         self._durations: list[float] = []
         self._recent = recent
+        self._threads: set[threading.Thread] = set()
+        self._closing = False
         self.stacks_started = 0  # (for tests and benchmarks)
+        _POOLS.add(self)
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop every stack at its next event, start no more, and wait up to `timeout_s` for their threads. At
+        exit (atexit): a stack thread still inside torch when the interpreter finalises aborts the process
+        ("terminate called without an active exception")."""
+        with self._changed:
+            self._closing = True
+            for stack in self._pending:
+                stack.state = "stopped"
+            self._pending.clear()
+            threads = list(self._threads)
+            self._changed.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def events(self, cfg: RunConfig, roles: Sequence[Role]) -> Iterator:
         """cfg's own events (Queued while waiting, then StackStarted … StackFinished, projected). The request
         joins the pending ones now, at the call, not at the first `next`."""
         member = _Member(cfg, tuple(roles))
         with self._changed:
+            if self._closing:  # (at exit) nothing starts any more
+                return _Stream((event for event in ()), lambda: None)
             self._join(member)
         return _Stream(self._deliver(member), lambda: self._leave(member))
 
@@ -371,7 +400,7 @@ class StackPool:
         """Plan and start due pending requests, oldest first, while slots are free (lock held). Planned stacks
         that find no free slot wait in their place, due, and are planned again (with any newcomers) later."""
         now, index, started = time.monotonic(), 0, False
-        while index < len(self._pending) and len(self._running) < self.max_running:
+        while index < len(self._pending) and len(self._running) < self.max_running and not self._closing:
             pending = self._pending[index]
             if not pending.due(now, self.window_s, self.max_window_s):
                 index += 1
@@ -395,8 +424,10 @@ class StackPool:
                 member.cfg, member.roles, member.cfg.seeds, tuple(stack.seeds.index(s) for s in member.cfg.seeds),
                 tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
         self.stacks_started += 1
-        threading.Thread(target=stack.members[0].context.run, args=(self._produce, stack),
-                         name=f"stack-{self.stacks_started}", daemon=True).start()
+        thread = threading.Thread(target=stack.members[0].context.run, args=(self._produce, stack),
+                                  name=f"stack-{self.stacks_started}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
 
     def _produce(self, stack: _Stack) -> None:
         """The stack's thread: record every engine event; stop when no member has a reader."""
@@ -408,7 +439,7 @@ class StackPool:
                     with self._changed:
                         stack.events.append(event)
                         self._changed.notify_all()
-                        if not stack.has_readers():
+                        if not stack.has_readers() or self._closing:
                             state = "stopped"
                             break
             finally:
@@ -420,6 +451,7 @@ class StackPool:
             self._running.remove(stack)
             if state == "finished":
                 self._durations = [*self._durations, time.monotonic() - stack.started_at][-self._recent:]
+            self._threads.discard(threading.current_thread())
             self._start_ready()
             self._changed.notify_all()
 

@@ -269,3 +269,16 @@ def test_a_plan_has_no_more_ways_than_free_slots(fashion):
     running.close()
     assert all(isinstance(events[-1], StackFinished) for events in together)
     assert calls == [2, 7]  # the busy run; CE and six temperatures in the one free slot
+
+
+def test_shutdown_stops_running_stacks_and_waits_for_their_threads(fashion):
+    """At exit: a stack thread still inside torch when the interpreter finalises aborts the process."""
+    cfg = RunConfig(train_size=500, epochs=50, repeats=1, event_interval_s=0.0)
+    pool = StackPool(window_s=0.1)
+    stream = pool.events(cfg, roles(cfg))
+    assert wait_for(lambda: isinstance(next(stream), StackStep), seconds=30)  # training, with a reader
+    pool.shutdown(timeout_s=30)
+    assert pool.running() == 0 and not pool._threads
+    rest = list(stream)
+    assert not any(isinstance(event, StackFinished) for event in rest)  # stopped, not finished
+    assert not list(pool.events(cfg, roles(cfg)))  # and nothing starts any more
