@@ -10,6 +10,7 @@ API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see R
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import html
 import json
@@ -54,6 +55,18 @@ from kd_core.sweep import parse_values as sweep_values
 from kd_core.train import TrainingDiverged, check_cpu_budget
 from kd_core.zerogpu import in_caller_context, on_gpu, sweep_duration
 
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """glibc gives each allocating thread a malloc arena of its own (up to 8 per core) and seldom returns their
+    free pages: under mixed load the server's resident memory kept climbing (tests/test_soak.py), and with 2
+    arenas it levels off. Whether it was set (False off glibc)."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-8, arenas))  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
+limit_malloc_arenas()  # before the server's threads start
 DEFAULTS = RunConfig()
 CLASS_NAMES = CLASSES[DEFAULTS.dataset]
 EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
