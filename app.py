@@ -160,6 +160,12 @@ PARALLEL = 1 if train_on_device is not train_stack or resolve_device("auto").typ
 POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits, parallel=PARALLEL)
 
 
+def live_run_here():
+    """The Train tab's run through the stack pool, iterated in this handler's context from the shared run's
+    thread: a stack's thread runs in its first member's context, where ZeroGPU finds the visitor to charge."""
+    return in_caller_context(partial(run_view.live_run, train=POOL.events))
+
+
 class ViewUpdates:
     """One visitor's run views as Gradio outputs: the status line, loss chart, accuracy chart and results table,
     then any `at_end` values (files). Plain values wherever Gradio allows: for every update, `gr.skip()`
@@ -208,7 +214,7 @@ def distill(temperature: float, alpha: float, epochs: int, lr: float, student: s
                                    dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                    dkd_beta=dkd_beta, feature_weight=feature_weight)
         updates = ViewUpdates()
-        for view in shared_runs.join_run(RUNS, cfg, partial(run_view.live_run, train=POOL.events)):
+        for view in shared_runs.join_run(RUNS, cfg, live_run_here()):
             yield (*updates(view, view.log_csv, view.kd_checkpoint),
                    view.students if view.table is not None else gr.skip())
     except USER_ERRORS as error:
@@ -712,7 +718,7 @@ def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: 
                 yield (f'<div class="kd-status">{html.escape(item)}</div>', gr.skip(), gr.skip(), gr.skip(),
                        gr.skip(), gr.skip())
         updates = ViewUpdates()
-        for view in shared_runs.join_run(RUNS, prepared.config, partial(run_view.live_run, train=POOL.events)):
+        for view in shared_runs.join_run(RUNS, prepared.config, live_run_here()):
             done = view.table is not None
             yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip()
     except USER_ERRORS as error:

@@ -278,6 +278,26 @@ def test_the_run_keeps_the_callers_context_in_a_worker_thread():
     assert list(run(TINY)) == [None, None]
 
 
+def test_a_train_tab_stack_runs_in_its_first_visitors_context(monkeypatch):
+    """The Train tab's path: the handler, the shared run's thread, the live run, the stack pool, then the stack's
+    thread, which is where ZeroGPU looks for the visitor's request."""
+    import app
+    from kd_core import shared_runs, stack_pool
+
+    visitor = contextvars.ContextVar("visitor", default=None)
+    seen = []
+
+    def engine(cfg, stack_roles, seeds):
+        seen.append(visitor.get())
+        yield from train_stack(cfg, stack_roles, seeds=seeds)
+
+    monkeypatch.setattr(app, "POOL", stack_pool.StackPool(train=engine, window_s=0.1))
+    visitor.set("visitor 1")
+    views = list(shared_runs.join_run(shared_runs.SharedRuns(max_running=2), TINY, app.live_run_here(),
+                                      key="context test"))
+    assert seen == ["visitor 1"] and views[-1].table is not None
+
+
 # ------------------------------------------------------------------------------------------- CUDA
 
 NO_CUDA = """
