@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, hub
-from .config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
-from .data import DatasetUnavailable
-from .export import ExportUnavailable
-from .models import STUDENTS, TEACHERS
-from .roles import METHODS
-from .sweep import SWEEP_METHODS
-from .teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
-from .train import TrainingDiverged, resolve_device
+from kd_core import checkpoints, hub
+from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
+from kd_core.data import DatasetUnavailable
+from kd_core.export import ExportUnavailable
+from kd_core.models import STUDENTS, TEACHERS
+from kd_core.roles import METHODS
+from kd_core.sweep import SWEEP_METHODS
+from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
+from kd_core.train import TrainingDiverged, resolve_device
 
 DEFAULTS = RunConfig()
 
@@ -137,7 +137,7 @@ def data_fields(args: argparse.Namespace) -> dict:
 def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[RunConfig, dict]:
     """With user data or an outside teacher: resolve both (training the teacher first with --teacher-epochs,
     a line per epoch on stderr); return the run's config and the JSON fields it adds (docs/contracts.md)."""
-    from .teachers import needs_preparing, prepare
+    from kd_core.teachers import needs_preparing, prepare
 
     if not needs_preparing(cfg):
         return cfg, {"teacher": cfg.teacher}
@@ -163,7 +163,7 @@ def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[Run
 
 def data_facts(cfg: RunConfig) -> dict:
     """The JSON's `classes` and `data` (its source and fingerprint) of a finished run (its data is in memory)."""
-    from .sources import fingerprint, resolve_dataset
+    from kd_core.sources import fingerprint, resolve_dataset
 
     dataset = resolve_dataset(cfg)
     return {"classes": list(dataset.classes), "data": {"source": cfg.data or cfg.dataset,
@@ -234,7 +234,7 @@ def build_parser() -> Parser:
     add_study_parser(commands)
 
     bench = commands.add_parser("bench", help="measure training speed against the seed-style loop")
-    from .bench import add_arguments as add_bench_arguments
+    from kd_core.bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(bench)
 
@@ -257,8 +257,8 @@ def teacher_arch(text: str) -> str:
 def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     """train-teacher with --data or a timm:/torchvision: arch: kd_core.teachers trains it (as distill's
     --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
-    from .sources import resolve_dataset
-    from .teacher import save_logits_beside, teacher_logits
+    from kd_core.sources import resolve_dataset
+    from kd_core.teacher import save_logits_beside, teacher_logits
 
     if not args.out.endswith(".safetensors"):
         raise ValueError("--out must end in .safetensors")
@@ -303,7 +303,7 @@ def add_study_parser(commands) -> None:
 
 def cmd_study(args: argparse.Namespace) -> dict:
     try:
-        from . import study
+        from kd_core import study
     except ModuleNotFoundError as error:
         raise ValueError(f"study needs {error.name}: pip install -r requirements-study.txt") from None
     cfg = run_config(args)
@@ -334,8 +334,8 @@ def cmd_push(args: argparse.Namespace) -> dict:
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
-    from .data import load_dataset
-    from .teacher import save_logits_beside, teacher_logits, train_teacher
+    from kd_core.data import load_dataset
+    from kd_core.teacher import save_logits_beside, teacher_logits, train_teacher
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work
@@ -386,8 +386,8 @@ def check_before_work(cfg: RunConfig) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from .engine import StackEvaluated, StackFinished, StackStarted
-    from .train import distill, kd_index, run_result
+    from kd_core.engine import StackEvaluated, StackFinished, StackStarted
+    from kd_core.train import distill, kd_index, run_result
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
                      pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
@@ -422,8 +422,8 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
     """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
-    from .model_card import model_card, write_card
-    from .train import card_summary, save_student
+    from kd_core.model_card import model_card, write_card
+    from kd_core.train import card_summary, save_student
 
     for role in ("ce", "kd"):
         path = save_student(result, role, directory / f"{role}-student.safetensors",
@@ -433,7 +433,7 @@ def save_students(result, directory: Path, argv: list[str]) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from .sweep import run_sweep
+    from kd_core.sweep import run_sweep
 
     cfg, added = prepare_teacher(run_config(args))
     check_before_work(cfg)
@@ -442,7 +442,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from .deploy import export_with_card
+    from kd_core.deploy import export_with_card
 
     if not args.out.endswith(".onnx"):
         raise ValueError("--out must end in .onnx")
@@ -451,7 +451,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:
-    from .bench import run_bench
+    from kd_core.bench import run_bench
 
     return run_bench(args)
 

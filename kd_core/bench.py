@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, models
-from .config import MAX_EPOCHS, RunConfig
-from .data import Dataset, load_dataset, student_indices
-from .engine import StackFinished, StackStarted, StackStep
-from .losses import kd_loss
-from .teacher import clear_memory_cache, predict_logits
-from .train import distill, new_student, predictions, run_result
+from kd_core import checkpoints, models
+from kd_core.config import MAX_EPOCHS, RunConfig
+from kd_core.data import Dataset, load_dataset, student_indices
+from kd_core.engine import StackFinished, StackStarted, StackStep
+from kd_core.losses import kd_loss
+from kd_core.teacher import clear_memory_cache, predict_logits
+from kd_core.train import distill, new_student, predictions, run_result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

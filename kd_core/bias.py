@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .session import SessionStudents
+    from kd_core.session import SessionStudents
 
 BIASES = tuple(b / 4 for b in range(0, 33))  # 0, 0.25, … 8: the slider's range and the curve's points
 AUTO_STEP = 0.05  # resolution of auto_bias
@@ -62,8 +62,8 @@ def auto_bias(student: torch.Tensor, teacher: torch.Tensor, hidden: int, high: f
 
 def bias_view(students: SessionStudents) -> tuple[str, str]:
     """(Vega-Lite spec as JSON, caption) of the hidden-class bias curve of this session's run, its value marked."""
-    from . import plots
-    from .data import load_dataset
+    from kd_core import plots
+    from kd_core.data import load_dataset
 
     report, value = students.bias_report, students.hidden_bias
     name = load_dataset(students.kd.meta["dataset"]).classes[students.hidden]

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import predict, web_runtime
-from .checkpoints import atomic_write
-from .export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
+from kd_core import predict, web_runtime
+from kd_core.checkpoints import atomic_write
+from kd_core.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 
 RUNS = 100  # timed runs per picture in the browser; the mean is the ms per image shown
 MODEL_FOLDER = "kd-browser-models"  # inside the app's served cache folder

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from . import models
+from kd_core import models
 
 META_KEY = "kd_playground"
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -87,7 +87,7 @@ def check_teacher_fits(path: str | Path, dataset_name: str) -> dict:
     Compares the metadata's `dataset`, `in_shape` and `num_classes` with the dataset's known image shape
     and classes (data.IMAGE_SHAPES, data.CLASSES) before any data is loaded, downloaded or trained on.
     """
-    from .data import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
+    from kd_core.data import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
 
     meta = read_metadata(path)
     if dataset_name not in CLASSES:

@@ -85,7 +85,7 @@ class RunConfig:
         if self.hide_class is not None:
             high = (num_classes - 1) if num_classes else 9
             _check_int("hide_class", self.hide_class, low=0, high=high)
-        from .models import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
+        from kd_core.models import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
         if self.student not in STUDENTS and not _is_timm_name(self.student):
@@ -93,7 +93,7 @@ class RunConfig:
                              f"{', '.join(STUDENTS)}, or timm:NAME")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
-        from .roles import METHODS  # deferred like models (torch)
+        from kd_core.roles import METHODS  # deferred like models (torch)
 
         if (not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods)
                 or any(m not in METHODS for m in self.methods)):

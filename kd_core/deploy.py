@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from .export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
-from .latency import latency_rows
-from .model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
-from .sources import dataset_of
+from kd_core.export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
+from kd_core.latency import latency_rows
+from kd_core.model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
+from kd_core.sources import dataset_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .session import SessionStudents
+    from kd_core.session import SessionStudents
 
 
 def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summary: Mapping | None = None,
@@ -66,10 +66,10 @@ class ExportView:
 def export_view(students: SessionStudents | None) -> ExportView:
     """The first seed's KD student as ONNX (normalisation built in), checked against PyTorch on the test set,
     timed beside the teacher, with its card; ValueError saying what is missing (a run, or the ONNX packages)."""
-    from . import predict
-    from .export import ExportUnavailable
-    from .latency import latency_table, speedup_words
-    from .session import downloads
+    from kd_core import predict
+    from kd_core.export import ExportUnavailable
+    from kd_core.latency import latency_table, speedup_words
+    from kd_core.session import downloads
 
     if students is None or students.summary is None:
         raise ValueError("train a pair first: the export takes this session's KD student")

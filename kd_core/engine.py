@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import checkpoints, models
-from .config import RunConfig
-from .data import Dataset, augment, load_dataset
-from .roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
-from .run_data import Batches, RunData, epoch_steps
-from .stack import ModuleStack, make_stack
-from .teacher import teacher_features, teacher_logits
-from .teachers import needs_preparing, prepare
+from kd_core import checkpoints, models
+from kd_core.config import RunConfig
+from kd_core.data import Dataset, augment, load_dataset
+from kd_core.roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
+from kd_core.run_data import Batches, RunData, epoch_steps
+from kd_core.stack import ModuleStack, make_stack
+from kd_core.teacher import teacher_features, teacher_logits
+from kd_core.teachers import needs_preparing, prepare
 
 
 class TrainingDiverged(RuntimeError):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from .roles import NAMES
-from .stats import Difference
+from kd_core.roles import NAMES
+from kd_core.stats import Difference
 
 TONES = ("better", "worse", "noise", "single")
 

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoints import load_model, read_metadata
-from .model_card import HF_DATASETS, card_path, model_card, teacher_facts
+from kd_core.checkpoints import load_model, read_metadata
+from kd_core.model_card import HF_DATASETS, card_path, model_card, teacher_facts
 
 KD_FILE, CE_FILE, ONNX_FILE = "kd-student.safetensors", "ce-student.safetensors", "kd-student.onnx"
 DEFAULT_LICENSE = "mit"  # Fashion-MNIST's and MNIST's licence; --license changes it
@@ -151,7 +151,7 @@ def stage(run_dir: str | Path, summary: Mapping | None = None, *, model_name: st
     ce_meta = read_metadata(run_dir / CE_FILE) if (run_dir / CE_FILE).is_file() else None
     prose_summary = dict(summary) if summary else card_summary(meta, ce_meta)
     if not (run_dir / ONNX_FILE).is_file():
-        from .deploy import export_with_card
+        from kd_core.deploy import export_with_card
 
         export_with_card(model, meta, run_dir / ONNX_FILE, summary=prose_summary)
     folder = Path(tempfile.mkdtemp(prefix="kd-push-"))

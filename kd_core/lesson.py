@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import PRESETS
+from kd_core.settings import PRESETS
 
 TABS = ("train", "dark-knowledge")  # the app's tab ids a step can show
 

@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checkpoints import CheckpointError, atomic_write, load_tensors, resolve_teacher
+from kd_core.checkpoints import CheckpointError, atomic_write, load_tensors, resolve_teacher
 
 HF_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist",
                "cifar10": "uoft-cs/cifar10"}
@@ -226,7 +226,7 @@ def usage(meta: Mapping, onnx_file: str | None) -> str:
              "the model takes normalised float images (`(x / 255 − mean) / std`, mean and std in `meta`); "
              "`kd_core.predict` does that for any picture."]
     if onnx_file:
-        from .export import INPUT_CONTRACT
+        from kd_core.export import INPUT_CONTRACT
 
         lines += ["", f"ONNX (`{onnx_file}`), normalisation built in — {INPUT_CONTRACT}:", "", "```python",
                   "import onnxruntime as ort",

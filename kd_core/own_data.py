@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import external, models, predict, sources, teachers
-from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from .data import Dataset
+from kd_core import external, models, predict, sources, teachers
+from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
+from kd_core.data import Dataset
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")

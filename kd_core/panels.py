@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .data import TRAIN_SET_SIZES
-from .headline import method_name
-from .settings import DATASET_LABELS, NO_HIDDEN_CLASS
+from kd_core.data import TRAIN_SET_SIZES
+from kd_core.headline import method_name
+from kd_core.settings import DATASET_LABELS, NO_HIDDEN_CLASS
 
 FEATURE_METHODS = ("hint", "cosine")  # the methods the feature weight w applies to
 DKD_METHODS = ("dkd", "dkd-std")  # the methods DKD's β applies to

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from . import plots, predict
-from .config import MAX_TEMPERATURE
-from .predict import Classifier
-from .session import SessionStudents
-from .settings import DATASET_LABELS
+from kd_core import plots, predict
+from kd_core.config import MAX_TEMPERATURE
+from kd_core.predict import Classifier
+from kd_core.session import SessionStudents
+from kd_core.settings import DATASET_LABELS
 
 
 @dataclass(frozen=True, eq=False)

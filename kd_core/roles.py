@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig
-from .losses import (
+from kd_core.config import RunConfig
+from kd_core.losses import (
     check_dist_params,
     check_dkd_params,
     check_kd_params,

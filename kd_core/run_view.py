@@ -24,17 +24,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import checkpoints, model_card, models, plots, predict
-from .config import RunConfig
-from .engine import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
-from .predict import Classifier
-from .roles import FEATURE_METHODS, NAMES
-from .session import SessionStudents
-from .settings import DATASET_LABELS
-from .sources import resolve_dataset
-from .stack_pool import Queued, queued_status
-from .stats import mean_std
-from .train import (
+from kd_core import checkpoints, model_card, models, plots, predict
+from kd_core.config import RunConfig
+from kd_core.engine import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
+from kd_core.predict import Classifier
+from kd_core.roles import FEATURE_METHODS, NAMES
+from kd_core.session import SessionStudents
+from kd_core.settings import DATASET_LABELS
+from kd_core.sources import resolve_dataset
+from kd_core.stack_pool import Queued, queued_status
+from kd_core.stats import mean_std
+from kd_core.train import (
     RunResult,
     card_summary,
     check_cpu_budget,

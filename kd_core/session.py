@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import bias
-from .predict import Classifier
-from .settings import training_threads
+from kd_core import bias
+from kd_core.predict import Classifier
+from kd_core.settings import training_threads
 
 
 @dataclass(frozen=True, eq=False)

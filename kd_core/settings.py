@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import checkpoints, data, models, predict
-from .config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
-from .data import CLASSES, TRAIN_SET_SIZES
-from .roles import METHODS
+from kd_core import checkpoints, data, models, predict
+from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
+from kd_core.data import CLASSES, TRAIN_SET_SIZES
+from kd_core.roles import METHODS
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
 APP_TEMPERATURES = (0.5, 20.0)  # the Train tab's range of T (RunConfig allows (0, 100])

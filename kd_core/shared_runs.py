@@ -33,9 +33,9 @@ from collections.abc import Callable, Hashable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from . import checkpoints, plots, run_view, sweep
-from .config import RunConfig
-from .stack_pool import Queued, queued_status, wait_estimate
+from kd_core import checkpoints, plots, run_view, sweep
+from kd_core.config import RunConfig
+from kd_core.stack_pool import Queued, queued_status, wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time

@@ -36,11 +36,11 @@ from optuna.storages._heartbeat import BaseHeartbeat  # the storages that record
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import Trial, TrialState
 
-from .config import RunConfig
-from .engine import StackEvaluated, StackFinished, TrainingDiverged, train_stack
-from .roles import CE_ROLE, NAMES
-from .stats import mean_std, paired_difference, verdict
-from .study_space import SearchSpace, load_space, trial_role
+from kd_core.config import RunConfig
+from kd_core.engine import StackEvaluated, StackFinished, TrainingDiverged, train_stack
+from kd_core.roles import CE_ROLE, NAMES
+from kd_core.stats import mean_std, paired_difference, verdict
+from kd_core.study_space import SearchSpace, load_space, trial_role
 
 HEARTBEAT_S = 10  # RDB storages: a running trial's heartbeat period; stale after GRACE_S without one
 GRACE_S = 60

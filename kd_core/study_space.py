@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml  # PyYAML comes with gradio (requirements.txt)
 from optuna.trial import Trial
 
-from .config import RunConfig
-from .roles import FEATURE_METHODS, METHODS, Role, method_role
+from kd_core.config import RunConfig
+from kd_core.roles import FEATURE_METHODS, METHODS, Role, method_role
 
 
 @dataclass(frozen=True)

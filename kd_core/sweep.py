@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 from torch import nn
 
-from . import plots
-from .config import RunConfig
-from .data import Dataset
-from .engine import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
-from .roles import CE_ROLE, Role
-from .stats import mean_std, paired_difference
+from kd_core import plots
+from kd_core.config import RunConfig
+from kd_core.data import Dataset
+from kd_core.engine import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from kd_core.roles import CE_ROLE, Role
+from kd_core.stats import mean_std, paired_difference
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU
 SWEEP_METHODS = ("kd", "kd-std")  # the methods whose loss T and α set (DKD, DIST and the feature methods have no α)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import bias, checkpoints, models
-from .config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from .data import Dataset, student_indices
-from .engine import (
+from kd_core import bias, checkpoints, models
+from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
+from kd_core.data import Dataset, student_indices
+from kd_core.engine import (
     StackEvent,
     StackFinished,
     StackResult,
@@ -36,11 +36,11 @@ from .engine import (
     resolve_device,
     train_stack,
 )
-from .roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
-from .run_data import LIVE_VALIDATION
-from .sources import resolve_dataset
-from .stats import Difference, mean_std, paired_difference, verdict
-from .teacher import logits_cached
+from kd_core.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
+from kd_core.run_data import LIVE_VALIDATION
+from kd_core.sources import resolve_dataset
+from kd_core.stats import Difference, mean_std, paired_difference, verdict
+from kd_core.teacher import logits_cached
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
 
@@ -246,7 +246,7 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
 
 def card_summary(result: RunResult, meta: dict) -> dict:
     """What a student's model card reports: the run's summary with every seed's accuracies (kd_core.model_card)."""
-    from .model_card import teacher_facts
+    from kd_core.model_card import teacher_facts
 
     return {**teacher_facts(meta), **result.summary(), "ce_acc": result.accuracies("ce"),
             "kd_acc": result.accuracies("kd"), "seeds": list(result.seeds)}

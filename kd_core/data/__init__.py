@@ -1,0 +1,1 @@
+"""kd_core.data (face written after the move)."""

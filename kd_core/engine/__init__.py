@@ -1,0 +1,1 @@
+"""kd_core.engine (face written after the move)."""

@@ -1,0 +1,1 @@
+"""kd_core.models (face written after the move)."""

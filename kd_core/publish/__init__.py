@@ -1,0 +1,1 @@
+"""kd_core.publish (face written after the move)."""

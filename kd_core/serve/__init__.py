@@ -1,0 +1,1 @@
+"""kd_core.serve (face written after the move)."""

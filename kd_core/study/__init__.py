@@ -1,0 +1,1 @@
+"""kd_core.study (face written after the move)."""

@@ -1,0 +1,1 @@
+"""kd_core.teacher (face written after the move)."""

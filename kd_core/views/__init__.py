@@ -1,0 +1,1 @@
+"""kd_core.views (face written after the move)."""
