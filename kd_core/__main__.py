@@ -386,7 +386,7 @@ def check_before_work(cfg: RunConfig) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from kd_core.engine import StackEvaluated, StackFinished, StackStarted
+    from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted
     from kd_core.train import distill, kd_index, run_result
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,

@@ -4,7 +4,7 @@
 teacher's cached logits (and features, for the feature methods) and, per seed, which of them are its labelled
 images and which its transfer (unlabelled) images; plus the fixed live-validation subset behind the curves.
 `Batches` deals index batches for every seed at once ([G, B]): seed i reshuffles with its own generator, so
-its batches never depend on how many seeds run. `kd_core.engine` gathers a step's images from both.
+its batches never depend on how many seeds run. `kd_core.engine.loop` gathers a step's images from both.
 """
 
 from __future__ import annotations

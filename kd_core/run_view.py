@@ -1,6 +1,6 @@
 """The live run as the Train tab shows it: the engine's events -> one `RunView` each, the last with the results.
 
-`live_run(cfg, train)` streams a run: `train(cfg, roles)` yields the engine's own events (`kd_core.engine`,
+`live_run(cfg, train)` streams a run: `train(cfg, roles)` yields the engine's own events (`kd_core.engine.loop`,
 [seed][role]) for cfg's roles, or `Queued` notices while a stack waits for a slot (`kd_core.stack_pool`, which
 trains compatible visitors' runs as one stack); `RunLog` keeps them for the charts' data and the CSV, and each
 view carries the status line, the loss chart's rows and the accuracy chart's spec (both made once per view and
@@ -26,7 +26,7 @@ import pandas as pd
 
 from kd_core import checkpoints, model_card, models, plots, predict
 from kd_core.config import RunConfig
-from kd_core.engine import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
+from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.predict import Classifier
 from kd_core.roles import FEATURE_METHODS, NAMES
 from kd_core.session import SessionStudents

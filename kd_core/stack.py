@@ -1,6 +1,6 @@
 """A stack of students trained as one: S models whose layers run once for all of them.
 
-The engine (`kd_core.engine`) trains every student of a run — CE and KD, every (T, α) of a sweep, every
+The engine (`kd_core.engine.loop`) trains every student of a run — CE and KD, every (T, α) of a sweep, every
 seed of a repeat — in one loop on the same steps. `make_stack(students, group_size, in_shape)` puts the S
 students behind one interface: `stack(x, train=…, part=…)` maps a batch to logits [S, K, B] (with
 `features=True`, also every student's penultimate features [S, F, B], the input of its last Linear), and

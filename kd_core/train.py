@@ -1,6 +1,6 @@
 """`distill(cfg)`: CE students and KD students trained side by side, one pair per seed, as a stream of events.
 
-A view over the one engine (`kd_core.engine.train_stack`) with two roles, CE and Hinton KD at (T, α) (and one
+A view over the one engine (`kd_core.engine.loop.train_stack`) with two roles, CE and Hinton KD at (T, α) (and one
 role per further method of `cfg.methods`), times `cfg.repeats` seeds. Seed i's CE and KD students start from
 the same initial weights and see the same batches of the same subset, in one loop, so any difference between
 them is the loss; the seeds show how much of it is luck. The events are the engine's own, [seed][role]:
@@ -26,7 +26,7 @@ from torch import nn
 from kd_core import bias, checkpoints, models
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import Dataset, student_indices
-from kd_core.engine import (
+from kd_core.engine.loop.loop import (
     StackEvent,
     StackFinished,
     StackResult,

@@ -6,7 +6,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, data, engine, models, teacher, train
+from kd_core import checkpoints, data, models, teacher, train
+
+from kd_core.engine.loop import loop as engine
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import CLASSES, NORMALISATION, Dataset, DatasetUnavailable

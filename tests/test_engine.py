@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import engine, models, roles, run_data
+from kd_core import models, roles, run_data
+
+from kd_core.engine.loop import loop as engine
 from kd_core.config import RunConfig
-from kd_core.engine import StackFinished, StackStep, train_stack
+from kd_core.engine.loop.loop import StackFinished, StackStep, train_stack
 from kd_core.losses import kd_loss
 from kd_core.roles import CE_ROLE, Role, role_losses
 from kd_core.stack import ACTIVATION_BYTES, StudentStack

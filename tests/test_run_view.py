@@ -6,7 +6,7 @@ import threading
 import time
 
 from kd_core import plots
-from kd_core.engine import StackStep
+from kd_core.engine.loop.loop import StackStep
 from kd_core.run_view import LossCurves
 
 

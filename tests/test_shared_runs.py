@@ -340,7 +340,7 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
     lost. Views before the first curve (the run starting) are not held back."""
     from kd_core import shared_runs
-    from kd_core.engine import StackStep
+    from kd_core.engine.loop.loop import StackStep
     from kd_core.run_view import AccuracyCurves, LossCurves, RunView
 
     monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.5)

@@ -9,7 +9,7 @@ import torch
 from support import wait_for
 
 from kd_core.config import RunConfig
-from kd_core.engine import StackFinished, StackStarted, StackStep, train_stack
+from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
 from kd_core.stack_pool import Projection, Queued, StackPool, project, stack_key
 from kd_core.train import roles
 

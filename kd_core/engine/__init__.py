@@ -1,1 +1,1 @@
-"""kd_core.engine (face written after the move)."""
+"""kd_core.engine.loop (face written after the move)."""
