@@ -40,7 +40,7 @@ from kd_core.data import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import flops_per_sample  # noqa: E402
 from kd_core.roles import role_losses  # noqa: E402
-from kd_core.stack import StudentStack  # noqa: E402
+from kd_core.engine.stack import StudentStack  # noqa: E402
 from kd_core.sweep import run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402
 from kd_core.train import new_student, predictions, run  # noqa: E402

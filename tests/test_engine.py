@@ -13,7 +13,7 @@ from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStep, train_stack
 from kd_core.losses import kd_loss
 from kd_core.roles import CE_ROLE, Role, role_losses
-from kd_core.stack import ACTIVATION_BYTES, StudentStack
+from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
 PAIR = [CE_ROLE, Role("KD student", "kd", 3.0, 0.7)]
