@@ -48,7 +48,7 @@ from kd_core.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data import CLASSES, DatasetUnavailable
 from kd_core.engine.loop.loop import resolve_device, train_stack
-from kd_core.roles import METHODS, NAMES
+from kd_core.engine.roles import METHODS, NAMES
 from kd_core.sources import resolve_dataset
 from kd_core.sweep import MAX_GRID, live_sweep
 from kd_core.sweep import parse_values as sweep_values

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kd_core.config import RunConfig  # noqa: E402
-from kd_core.roles import METHODS  # noqa: E402
+from kd_core.engine.roles import METHODS  # noqa: E402
 from kd_core.settings import PRESETS  # noqa: E402
 from kd_core.train import run  # noqa: E402
 

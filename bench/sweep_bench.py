@@ -39,7 +39,7 @@ from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import flops_per_sample  # noqa: E402
-from kd_core.roles import role_losses  # noqa: E402
+from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
 from kd_core.sweep import run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402

@@ -27,7 +27,7 @@ from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data import DatasetUnavailable
 from kd_core.export import ExportUnavailable
 from kd_core.models import STUDENTS, TEACHERS
-from kd_core.roles import METHODS
+from kd_core.engine.roles import METHODS
 from kd_core.sweep import SWEEP_METHODS
 from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from kd_core.train import TrainingDiverged, resolve_device
@@ -210,7 +210,7 @@ def build_parser() -> Parser:
                          help="weight on the teacher's soft targets, in [0, 1]")
     distill.add_argument("--methods", type=method_list, default=DEFAULTS.methods,
                          help=f"distilling students trained beside the CE student, comma-separated: "
-                              f"{', '.join(METHODS)} (formulas: kd_core/roles.py)")
+                              f"{', '.join(METHODS)} (formulas: kd_core/engine/roles.py)")
     distill.add_argument("--dkd-beta", type=float, default=DEFAULTS.dkd_beta,
                          help="DKD's weight on the non-target-class term (dkd, dkd-std)")
     distill.add_argument("--feature-weight", type=float, default=DEFAULTS.feature_weight,

@@ -49,7 +49,7 @@ class RunConfig:
     #                     the distilling students learn from them (Hinton 2015 §2); 0 = off
     unlabeled_hidden: bool = False  # with hide_class: may its images be among the unlabelled ones? (Hinton's
     #                                omitted-class experiment: no)
-    methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (kd_core.roles.METHODS): one each
+    methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (kd_core.engine.roles.METHODS): one each
     dkd_beta: float = 8.0  # DKD's weight on the non-target-class term (mdistiller's CIFAR-100 default)
     feature_weight: float = 0.25  # hint, cosine: weight w on the feature loss, (1 − w) on CE (PyTorch KD tutorial)
     evaluations: int = 12  # live validation-subset evaluations per run, evenly spaced in steps (the curves' points)
@@ -93,7 +93,7 @@ class RunConfig:
                              f"{', '.join(STUDENTS)}, or timm:NAME")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
-        from kd_core.roles import METHODS  # deferred like models (torch)
+        from kd_core.engine.roles import METHODS  # deferred like models (torch)
 
         if (not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods)
                 or any(m not in METHODS for m in self.methods)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from kd_core.roles import NAMES
+from kd_core.engine.roles import NAMES
 from kd_core.stats import Difference
 
 TONES = ("better", "worse", "noise", "single")

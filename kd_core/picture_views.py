@@ -25,7 +25,7 @@ class PredictView:
 
     preview: Image.Image  # the model input, enlarged with sharp pixels
     steps: str  # the preprocessing, e.g. "grayscale → inverted (light background) → …"
-    # "teacher", "ce", then each method whose student predicts (kd_core.roles.METHODS keys) -> top-k
+    # "teacher", "ce", then each method whose student predicts (kd_core.engine.roles.METHODS keys) -> top-k
     # {class: probability}
     predictions: dict[str, dict[str, float]]
     students: str  # where the students come from

@@ -20,7 +20,7 @@ from kd_core.engine.loop.loop import StackEvaluated, StackStep
 from kd_core.predict import softened
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
-# a colour per student name (kd_core.roles.NAMES), the same in every chart
+# a colour per student name (kd_core.engine.roles.NAMES), the same in every chart
 COLOURS = {CE: "#e4572e", KD: "#2e86ab", "KD-std student": "#59a14f", "DKD student": "#9c6ade",
            "DKD-std student": "#edc948", "DIST student": "#b07aa1", "Hint student": "#ff9da7",
            "Cosine student": "#76b7b2", TEACHER: "#7f7f7f"}

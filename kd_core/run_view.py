@@ -28,7 +28,7 @@ from kd_core import checkpoints, model_card, models, plots, predict
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.predict import Classifier
-from kd_core.roles import FEATURE_METHODS, NAMES
+from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS
 from kd_core.sources import resolve_dataset

@@ -18,7 +18,7 @@ from typing import Any
 from kd_core import checkpoints, data, models, predict
 from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
 from kd_core.data import CLASSES, TRAIN_SET_SIZES
-from kd_core.roles import METHODS
+from kd_core.engine.roles import METHODS
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
 APP_TEMPERATURES = (0.5, 20.0)  # the Train tab's range of T (RunConfig allows (0, 100])
@@ -223,7 +223,7 @@ def check_choice(name: str, value: Any, choices: Sequence, note: str = "") -> An
 
 
 def check_methods(value: Any) -> tuple[str, ...]:
-    """A non-empty list of distinct method names (kd_core.roles.METHODS), or ValueError listing them."""
+    """A non-empty list of distinct method names (kd_core.engine.roles.METHODS), or ValueError listing them."""
     if (not isinstance(value, list | tuple) or not value or len(set(map(str, value))) != len(value)
             or any(not isinstance(m, str) or m not in METHODS for m in value)):
         raise ValueError(f"methods must be a list of one or more of {', '.join(METHODS)}, each once; "

@@ -40,7 +40,7 @@ import torch
 
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
-from kd_core.roles import Role
+from kd_core.engine.roles import Role
 
 # the fields a stack varies per role (T, α, methods and their weights) or per seed: requests differing only here
 # are compatible (every other field, the teacher file and the device are the stack's)

@@ -38,7 +38,7 @@ from optuna.trial import Trial, TrialState
 
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
-from kd_core.roles import CE_ROLE, NAMES
+from kd_core.engine.roles import CE_ROLE, NAMES
 from kd_core.stats import mean_std, paired_difference, verdict
 from kd_core.study_space import SearchSpace, load_space, trial_role
 

@@ -17,7 +17,7 @@ import yaml  # PyYAML comes with gradio (requirements.txt)
 from optuna.trial import Trial
 
 from kd_core.config import RunConfig
-from kd_core.roles import FEATURE_METHODS, METHODS, Role, method_role
+from kd_core.engine.roles import FEATURE_METHODS, METHODS, Role, method_role
 
 
 @dataclass(frozen=True)

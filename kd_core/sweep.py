@@ -8,7 +8,7 @@ over CE is paired by seed, with a 95 % interval (`stats`), so a gain inside the 
 The best cell is chosen on the validation split, never the test set.
 
 The grid's students learn by Hinton KD, or by KD on standardised logits (`method="kd-std"`): the methods
-set by T and α alone (kd_core.roles).
+set by T and α alone (kd_core.engine.roles).
 
 `sweep(cfg, temperatures, alphas)` yields `SweepStarted`, `SweepStep`* (at most one per
 `cfg.event_interval_s`), `SweepEvaluated` (`cfg.evaluations` times, on the live validation subset) and
@@ -29,7 +29,7 @@ from kd_core import plots
 from kd_core.config import RunConfig
 from kd_core.data import Dataset
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
-from kd_core.roles import CE_ROLE, Role
+from kd_core.engine.roles import CE_ROLE, Role
 from kd_core.stats import mean_std, paired_difference
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU

@@ -36,7 +36,7 @@ from kd_core.engine.loop.loop import (
     resolve_device,
     train_stack,
 )
-from kd_core.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
+from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
 from kd_core.run_data import LIVE_VALIDATION
 from kd_core.sources import resolve_dataset
 from kd_core.stats import Difference, mean_std, paired_difference, verdict

@@ -41,7 +41,7 @@ from typing import Any
 from kd_core import checkpoints, models, teacher
 from kd_core.config import RunConfig
 from kd_core.data import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
-from kd_core.roles import FEATURE_METHODS, Role
+from kd_core.engine.roles import FEATURE_METHODS, Role
 from kd_core.run_data import LIVE_VALIDATION
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)

@@ -22,7 +22,7 @@ from support import finished_session, free_port, own_top_k, wait_for
 import app
 from kd_core import checkpoints, picture_views, predict, run_view, session, settings, shared_runs
 from kd_core.config import RunConfig
-from kd_core.roles import METHODS, NAMES
+from kd_core.engine.roles import METHODS, NAMES
 from kd_core.teacher import teacher_logits
 from kd_core.train import run
 
@@ -45,7 +45,7 @@ def label_probabilities(label: dict) -> dict[str, float]:
 
 def method_output(method: str) -> int:
     """Where /predict puts a method's student: Hinton KD's at 4, as always; every other method's after the
-    students sentence (5), in kd_core.roles.METHODS order."""
+    students sentence (5), in kd_core.engine.roles.METHODS order."""
     return 4 if method == "kd" else 6 + [m for m in METHODS if m != "kd"].index(method)
 
 

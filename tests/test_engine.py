@@ -6,13 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import models, roles, run_data
+from kd_core import models, run_data
+
+from kd_core.engine import roles
 
 from kd_core.engine.loop import loop as engine
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStep, train_stack
 from kd_core.losses import kd_loss
-from kd_core.roles import CE_ROLE, Role, role_losses
+from kd_core.engine.roles import CE_ROLE, Role, role_losses
 from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
@@ -260,7 +262,7 @@ def test_a_diverging_role_stops_the_run_with_a_message(fashion, monkeypatch):
 def test_stack_losses_give_each_method_its_own_formula():
     """CE, KD, KD-std, DKD and DIST roles in one stack: each column equals its 2-D formula per seed."""
     from kd_core.losses import dist_loss, dkd_loss, kd_loss_stacked
-    from kd_core.roles import hinton_columns, method_role, stack_losses
+    from kd_core.engine.roles import hinton_columns, method_role, stack_losses
 
     g = torch.Generator().manual_seed(2)
     stack = [CE_ROLE, *(method_role(m, 4.0, 0.9, 8.0) for m in ("kd", "kd-std", "dkd", "dist"))]
@@ -345,7 +347,7 @@ def test_stack_features_are_each_students_penultimate_layer(student, width):
 def test_stack_losses_give_the_feature_methods_their_formulas():
     """hint: (1 − w)·CE + w·MSE(regressor(f_s), f_t); cosine: (1 − w)·CE + w·CosineEmbeddingLoss(f_s,
     avg_pool1d(f_t)), both over every image of the batch (transfer images too), CE over the labelled ones."""
-    from kd_core.roles import FeatureBatch, hinton_columns, method_role, stack_losses
+    from kd_core.engine.roles import FeatureBatch, hinton_columns, method_role, stack_losses
 
     g = torch.Generator().manual_seed(4)
     stack = [CE_ROLE, method_role("hint", 4.0, 0.9, 8.0, 0.3), method_role("cosine", 4.0, 0.9, 8.0, 0.6)]

@@ -23,7 +23,7 @@ from kd_core.engine.loop import loop as engine
 from kd_core import study as kd_study
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, train_stack
-from kd_core.roles import CE_ROLE, Role, method_role
+from kd_core.engine.roles import CE_ROLE, Role, method_role
 from kd_core.study import open_study, run_worker
 from kd_core.study_space import SearchSpace, load_space, trial_role
 

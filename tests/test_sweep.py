@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from kd_core import roles
+from kd_core.engine import roles
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.roles import role_losses
+from kd_core.engine.roles import role_losses
 from kd_core.sweep import MAX_GRID, SweepEvaluated, SweepStarted, SweepStep, run_sweep, sweep
 from kd_core.train import TrainingDiverged, class_accuracy, predictions, run
 

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from kd_core import roles, train
+from kd_core import train
+
+from kd_core.engine import roles
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep
 from kd_core.train import distill, run
