@@ -42,7 +42,7 @@ from kd_core import checkpoints, models, teacher
 from kd_core.config import RunConfig
 from kd_core.data import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
 from kd_core.engine.roles import FEATURE_METHODS, Role
-from kd_core.run_data import LIVE_VALIDATION
+from kd_core.engine.run_data import LIVE_VALIDATION
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
 # A conservative rate, derived, NOT measured (no GPU was lent to measure it): ZeroGPU's default `large` slice

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import models, run_data
+from kd_core import models
+
+from kd_core.engine import run_data
 
 from kd_core.engine import roles
 

@@ -6,7 +6,7 @@ them is the loss. Every student sits in one `stack.make_stack` (seed-major: grou
 so one forward, one backward and one fused Adam step train them all. `train.distill` (roles CE and KD) and
 `sweep.sweep` (CE and one KD role per (T, α)) are views over `train_stack`; neither has a loop of its own.
 
-Data (`kd_core.run_data`): the training images some seed uses sit on the device, normalised once; batches
+Data (`kd_core.engine.run_data`): the training images some seed uses sit on the device, normalised once; batches
 are slices of a permutation per seed, gathered for all seeds at once ([G, B, …]). The teacher's logits come
 from its cache, and so do its penultimate features when a role learns from features (hint, cosine; a hint
 role also trains a regressor per seed beside the students); with `augment`, the teacher sees every augmented
@@ -39,7 +39,7 @@ from kd_core import checkpoints, models
 from kd_core.config import RunConfig
 from kd_core.data import Dataset, augment, load_dataset
 from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
-from kd_core.run_data import Batches, RunData, epoch_steps
+from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.teacher import teacher_features, teacher_logits
 from kd_core.teachers import needs_preparing, prepare
