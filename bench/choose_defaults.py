@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.stats import paired_difference  # noqa: E402
-from kd_core.train import run  # noqa: E402
+from kd_core.engine.train import run  # noqa: E402
 
 CANDIDATES = {
     "1k images, 20 epochs, lr 3e-3, T=4, α=0.9": dict(train_size=1000, epochs=20, lr=3e-3, temperature=4.0, alpha=0.9),

@@ -242,7 +242,7 @@ def solo_accuracies(settings: dict) -> tuple[float, float]:
     sys.path.insert(0, str(ROOT))
     from kd_core import settings as app_settings
     from kd_core.config import RunConfig
-    from kd_core.train import run
+    from kd_core.engine.train import run
 
     defaults = RunConfig()
     cfg = app_settings.make_config(**{"temperature": defaults.temperature, "alpha": defaults.alpha,

@@ -24,7 +24,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core import checkpoints, models, sources, teachers, train  # noqa: E402
+from kd_core import checkpoints, models, sources, teachers  # noqa: E402
+
+from kd_core.engine import train
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data import load_dataset  # noqa: E402
 from kd_core.teacher import predict_logits  # noqa: E402

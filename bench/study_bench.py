@@ -5,7 +5,7 @@
 K configurations are drawn from the default search space with a seeded random sampler, all at one learning
 rate (a stack shares its Adam, so a worker trains one stack per learning rate; one learning rate makes the K
 trials one stack). **stacked**: `study.run_worker` over a fresh journal study with pruning off (pruning
-would stop members early and flatter the stack); **one by one**: `kd_core.train.run` once per configuration
+would stop members early and flatter the stack); **one by one**: `kd_core.engine.train.run` once per configuration
 (`--methods M` and its hyper-parameters, CE beside it as every `distill` trains it), in the same process,
 which is what `python -m kd_core distill` does minus its start-up. Both are wall time, setup and evaluation
 included, after a one-epoch warm-up that loads the data, the teacher's logits and features; they alternate
@@ -31,7 +31,7 @@ from kd_core.__main__ import add_run_options, run_config  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.study import open_study, run_worker  # noqa: E402
 from kd_core.study_space import SearchSpace  # noqa: E402
-from kd_core.train import run  # noqa: E402
+from kd_core.engine.train import run  # noqa: E402
 
 
 def configurations(space: SearchSpace, count: int) -> list[dict]:

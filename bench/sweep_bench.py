@@ -11,7 +11,7 @@ same batches in the same order, trained four ways:
   fused Adam, `StudentStack.logits`), so the ratio is what batching itself buys;
 * **plain** — one student at a time as `distill` trains each of its students (`nn.Module`, `kd_loss`,
   default Adam): the natural loop;
-* **distill** — `kd_core.train.run` once per grid cell: what one would do without the sweep (each run
+* **distill** — `kd_core.engine.train.run` once per grid cell: what one would do without the sweep (each run
   also trains its own CE student and evaluates before training).
 
 The four alternate `repeats` times; a ratio is the median of per-repeat ratios, so slow drifts of a
@@ -43,7 +43,7 @@ from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
 from kd_core.sweep import run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402
-from kd_core.train import new_student, predictions, run  # noqa: E402
+from kd_core.engine.train import new_student, predictions, run  # noqa: E402
 
 
 def floats(text: str) -> list[float]:

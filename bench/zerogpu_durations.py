@@ -24,7 +24,7 @@ from kd_core import run_view, session, settings, zerogpu  # noqa: E402
 from kd_core.data import load_dataset  # noqa: E402
 from kd_core.engine.loop.loop import StackStarted  # noqa: E402
 from kd_core.sweep import live_sweep, parse_values  # noqa: E402
-from kd_core.train import distill  # noqa: E402
+from kd_core.engine.train import distill  # noqa: E402
 
 
 class OpCount(TorchDispatchMode):

@@ -30,7 +30,7 @@ from kd_core.models import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
 from kd_core.sweep import SWEEP_METHODS
 from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
-from kd_core.train import TrainingDiverged, resolve_device
+from kd_core.engine.train import TrainingDiverged, resolve_device
 
 DEFAULTS = RunConfig()
 
@@ -387,7 +387,7 @@ def check_before_work(cfg: RunConfig) -> None:
 
 def cmd_distill(args: argparse.Namespace) -> dict:
     from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted
-    from kd_core.train import distill, kd_index, run_result
+    from kd_core.engine.train import distill, kd_index, run_result
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
                      pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
@@ -423,7 +423,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 def save_students(result, directory: Path, argv: list[str]) -> None:
     """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
     from kd_core.model_card import model_card, write_card
-    from kd_core.train import card_summary, save_student
+    from kd_core.engine.train import card_summary, save_student
 
     for role in ("ce", "kd"):
         path = save_student(result, role, directory / f"{role}-student.safetensors",

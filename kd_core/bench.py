@@ -6,7 +6,7 @@ checkpoint and student architecture:
 * **reference** — the seed notebook's loop: a torchvision-style dataset returning PIL images through
   `ToTensor()` + `Normalize`, `DataLoader(batch_size=64, shuffle=True)`, the CE student trained in its own
   loop, then the KD student trained in a second loop that runs the teacher forward on every batch;
-* **engine** — `kd_core.train.distill`: tensors in memory, cached teacher logits, both students in lockstep,
+* **engine** — `kd_core.engine.train.distill`: tensors in memory, cached teacher logits, both students in lockstep,
   at its own batch size and at the reference's (64: as many optimizer steps, so accuracies compare);
 * **FLOP limit** — a large fp32 matmul's GFLOP/s with the same thread count, and the students' training
   FLOPs per paired sample (≈ 3 × forward, two students) give the ideal paired samples/s.
@@ -38,7 +38,7 @@ from kd_core.data import Dataset, load_dataset, student_indices
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep
 from kd_core.losses import kd_loss
 from kd_core.teacher import clear_memory_cache, predict_logits
-from kd_core.train import distill, new_student, predictions, run_result
+from kd_core.engine.train import distill, new_student, predictions, run_result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ def finished_session(cfg):
     """cfg's run ended as the app ends one (`run_view.finished_view`): (its RunResult, the session's students)."""
     from kd_core import run_view
     from kd_core.engine.loop.loop import StackFinished
-    from kd_core.train import distill, run_result
+    from kd_core.engine.train import distill, run_result
 
     log = run_view.RunLog(cfg)
     for event in distill(cfg):

@@ -24,7 +24,7 @@ from kd_core import checkpoints, picture_views, predict, run_view, session, sett
 from kd_core.config import RunConfig
 from kd_core.engine.roles import METHODS, NAMES
 from kd_core.teacher import teacher_logits
-from kd_core.train import run
+from kd_core.engine.train import run
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
@@ -559,7 +559,7 @@ def test_ten_sessions_at_once_get_their_own_results(server, fashion, capfd):
     """4 visitors train (different T), 3 predict, 3 start a long run and cancel it, all at once."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kd_core.train import run
+    from kd_core.engine.train import run
 
     def trainer(T: float):
         client = Client(server, verbose=False)

@@ -9,7 +9,7 @@ from support import finished_session, own_top_k
 
 from kd_core import bias, picture_views, session
 from kd_core.config import RunConfig
-from kd_core.train import run
+from kd_core.engine.train import run
 
 HIDDEN = RunConfig(hide_class=3, train_size=5000, epochs=3, lr=1e-3, repeats=2)
 

@@ -6,7 +6,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, data, models, teacher, train
+from kd_core import checkpoints, data, models, teacher
+
+from kd_core.engine import train
 
 from kd_core.engine.loop import loop as engine
 from kd_core.__main__ import main

@@ -290,7 +290,7 @@ def test_stack_losses_give_each_method_its_own_formula():
 
 
 def test_methods_train_side_by_side_and_report_against_ce(fashion):
-    from kd_core.train import run
+    from kd_core.engine.train import run
 
     result = run(SMALL.replace(methods=("dkd", "kd", "dist"), repeats=2, epochs=2))
     summary = result.summary()
@@ -310,7 +310,7 @@ def test_runs_beside_each_other_equal_the_same_runs_alone(fashion):
     took a lock, two runs starting together drew from each other's seeded global generator.)"""
     import threading
 
-    from kd_core.train import run
+    from kd_core.engine.train import run
 
     cfgs = [SMALL.replace(temperature=T, alpha=0.5, repeats=2) for T in (1.0, 8.0)]
     alone = [run(cfg).kd_acc for cfg in cfgs]

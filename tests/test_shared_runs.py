@@ -15,7 +15,7 @@ import app
 from kd_core import run_view, session, settings
 from kd_core.config import RunConfig
 from kd_core.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
-from kd_core.train import run as solo_run
+from kd_core.engine.train import run as solo_run
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")

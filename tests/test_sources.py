@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_core import checkpoints, models, sources, teachers, train
+from kd_core import checkpoints, models, sources, teachers
+
+from kd_core.engine import train
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import Dataset

@@ -11,7 +11,7 @@ from support import wait_for
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
 from kd_core.stack_pool import Projection, Queued, StackPool, project, stack_key
-from kd_core.train import roles
+from kd_core.engine.train import roles
 
 # the stacked arithmetic (one batched matmul over more students) may round differently in the last bits; seen:
 # equal accuracies; a student's weights within this of the solo run's
