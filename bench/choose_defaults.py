@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kd_core.config import RunConfig  # noqa: E402
-from kd_core.stats import paired_difference  # noqa: E402
+from kd_core.engine.stats import paired_difference  # noqa: E402
 from kd_core.engine.train import run  # noqa: E402
 
 CANDIDATES = {

@@ -1,7 +1,7 @@
 """The verdict as a headline: one large sentence, after a run, that says whether distillation beat the labels.
 
 Built from a run's summary (`RunResult.summary()`, kept in `SessionStudents.summary`): the paired difference
-method − CE over the seeds with its 95 % interval (kd_core.stats). The tone follows the verdict, that is the
+method − CE over the seeds with its 95 % interval (kd_core.engine.stats). The tone follows the verdict, that is the
 interval, never the sign of the mean: "better" and "worse" only when the interval excludes 0, "noise" when it
 holds 0, "single" for one seed (no interval). The first line is the pair's KD student; every other method of
 the run, and the hidden class when one was hidden, get a smaller line each.
@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass
 
 from kd_core.engine.roles import NAMES
-from kd_core.stats import Difference
+from kd_core.engine.stats import Difference
 
 TONES = ("better", "worse", "noise", "single")
 

@@ -50,7 +50,7 @@ def accuracy_spec(evaluations: Sequence[StackEvaluated], teacher_acc: float | No
     mean validation accuracy over its seeds as a line, with a band of ± one standard deviation across seeds,
     against epochs (fractional); the teacher as a dashed rule; with a hidden class, the accuracy on it of the CE
     students (role 0) and the KD students (role `kd`)."""
-    from kd_core.stats import mean_std
+    from kd_core.engine.stats import mean_std
 
     rows = []
     hidden = bool(evaluations) and evaluations[0].hidden_accuracy is not None

@@ -33,7 +33,7 @@ from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS
 from kd_core.sources import resolve_dataset
 from kd_core.stack_pool import Queued, queued_status
-from kd_core.stats import mean_std
+from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
     RunResult,
     card_summary,

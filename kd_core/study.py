@@ -9,7 +9,7 @@ learning rate. At every live evaluation each trial reports its validation accura
 pruned trial is dropped from the stack (`train_stack(dropped=…)`: the others train on unchanged); the trial's
 value is its accuracy on the whole validation split, mean over seeds, with the spread in its user attributes.
 No student is evaluated on the test set during a study; `best_test` trains the best configuration once more
-beside CE and reports its test accuracy with the verdict (`kd_core.stats`), once per best trial.
+beside CE and reports its test accuracy with the verdict (`kd_core.engine.stats`), once per best trial.
 
 Storage is Optuna's own, chosen by URL: a journal file (default; several processes on one machine, no
 server), `sqlite:///…`, or `postgresql://…` for many machines. A worker that dies loses only its running
@@ -39,7 +39,7 @@ from optuna.trial import Trial, TrialState
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
 from kd_core.engine.roles import CE_ROLE, NAMES
-from kd_core.stats import mean_std, paired_difference, verdict
+from kd_core.engine.stats import mean_std, paired_difference, verdict
 from kd_core.study_space import SearchSpace, load_space, trial_role
 
 HEARTBEAT_S = 10  # RDB storages: a running trial's heartbeat period; stale after GRACE_S without one

@@ -5,7 +5,7 @@ from support import finished_session
 
 from kd_core import headline
 from kd_core.config import RunConfig
-from kd_core.stats import paired_difference
+from kd_core.engine.stats import paired_difference
 
 
 def method_row(method: str, kd: list[float], ce: list[float]) -> dict:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from kd_core.stats import mean_std, paired_difference, verdict
+from kd_core.engine.stats import mean_std, paired_difference, verdict
 
 
 def test_mean_and_sample_std_by_hand():
