@@ -50,8 +50,8 @@ from kd_core.data import CLASSES, DatasetUnavailable
 from kd_core.engine.loop.loop import resolve_device, train_stack
 from kd_core.engine.roles import METHODS, NAMES
 from kd_core.sources import resolve_dataset
-from kd_core.sweep import MAX_GRID, live_sweep
-from kd_core.sweep import parse_values as sweep_values
+from kd_core.engine.sweep import MAX_GRID, live_sweep
+from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget
 from kd_core.zerogpu import in_caller_context, on_gpu, sweep_duration
 

@@ -6,7 +6,7 @@
 The same students (the CE baseline + one KD student per (T, α)) from the same initialisation, on the
 same batches in the same order, trained four ways:
 
-* **batched** — `kd_core.sweep.run_sweep`: all students in one `StudentStack`, one step for all;
+* **batched** — `kd_core.engine.sweep.run_sweep`: all students in one `StudentStack`, one step for all;
 * **sequential** — the very same code one student at a time (a `StudentStack` of one, `role_losses`,
   fused Adam, `StudentStack.logits`), so the ratio is what batching itself buys;
 * **plain** — one student at a time as `distill` trains each of its students (`nn.Module`, `kd_loss`,
@@ -41,7 +41,7 @@ from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import flops_per_sample  # noqa: E402
 from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
-from kd_core.sweep import run_sweep  # noqa: E402
+from kd_core.engine.sweep import run_sweep  # noqa: E402
 from kd_core.teacher import teacher_logits  # noqa: E402
 from kd_core.engine.train import new_student, predictions, run  # noqa: E402
 

@@ -28,7 +28,7 @@ from kd_core.data import DatasetUnavailable
 from kd_core.export import ExportUnavailable
 from kd_core.models import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
-from kd_core.sweep import SWEEP_METHODS
+from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from kd_core.engine.train import TrainingDiverged, resolve_device
 
@@ -433,7 +433,7 @@ def save_students(result, directory: Path, argv: list[str]) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from kd_core.sweep import run_sweep
+    from kd_core.engine.sweep import run_sweep
 
     cfg, added = prepare_teacher(run_config(args))
     check_before_work(cfg)

@@ -33,7 +33,9 @@ from collections.abc import Callable, Hashable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from kd_core import checkpoints, plots, run_view, sweep
+from kd_core import checkpoints, plots, run_view
+
+from kd_core.engine import sweep
 from kd_core.config import RunConfig
 from kd_core.stack_pool import Queued, queued_status, wait_estimate
 

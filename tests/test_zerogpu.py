@@ -15,7 +15,7 @@ from kd_core import models, settings, zerogpu
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS
-from kd_core.sweep import SweepView, live_sweep, parse_values
+from kd_core.engine.sweep import SweepView, live_sweep, parse_values
 from kd_core.engine.train import roles
 from kd_core.zerogpu import CAP_SECONDS, Work
 
