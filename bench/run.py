@@ -1,6 +1,6 @@
 """Run the KD Playground benchmarks as a script: `.venv/bin/python bench/run.py [--json] [--scaling] …`.
 
-The same as `python -m kd_core bench`; see kd_core/bench.py for what is measured and bench/RESULTS.md for
+The same as `python -m kd_core bench`; see kd_core/engine/bench.py for what is measured and bench/RESULTS.md for
 figures.
 """
 

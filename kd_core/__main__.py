@@ -234,7 +234,7 @@ def build_parser() -> Parser:
     add_study_parser(commands)
 
     bench = commands.add_parser("bench", help="measure training speed against the seed-style loop")
-    from kd_core.bench import add_arguments as add_bench_arguments
+    from kd_core.engine.bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(bench)
 
@@ -451,7 +451,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict:
-    from kd_core.bench import run_bench
+    from kd_core.engine.bench import run_bench
 
     return run_bench(args)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core import bench
+from kd_core.engine import bench
 from kd_core.__main__ import main
 from kd_core.data import load_dataset
 
