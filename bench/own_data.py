@@ -28,7 +28,7 @@ from kd_core import checkpoints, models, sources, teachers  # noqa: E402
 
 from kd_core.engine import train
 from kd_core.config import RunConfig  # noqa: E402
-from kd_core.data import load_dataset  # noqa: E402
+from kd_core.data.datasets.datasets import load_dataset  # noqa: E402
 from kd_core.teacher import predict_logits  # noqa: E402
 
 

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from kd_core import checkpoints  # noqa: E402
 from kd_core.engine.bench import matmul_gflops  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
-from kd_core.data import Dataset, load_dataset, student_indices  # noqa: E402
+from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import flops_per_sample  # noqa: E402
 from kd_core.engine.roles import role_losses  # noqa: E402

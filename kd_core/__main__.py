@@ -24,7 +24,7 @@ import torch
 
 from kd_core import checkpoints, hub
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
-from kd_core.data import DatasetUnavailable
+from kd_core.data.datasets.datasets import DatasetUnavailable
 from kd_core.export import ExportUnavailable
 from kd_core.models import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
@@ -334,7 +334,7 @@ def cmd_push(args: argparse.Namespace) -> dict:
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
-    from kd_core.data import load_dataset
+    from kd_core.data.datasets.datasets import load_dataset
     from kd_core.teacher import save_logits_beside, teacher_logits, train_teacher
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,

@@ -20,7 +20,7 @@ from PIL import Image
 
 from kd_core import external, models, predict, sources, teachers
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from kd_core.data import Dataset
+from kd_core.data.datasets.datasets import Dataset
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")

@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import checkpoints, data, models, predict
+from kd_core import checkpoints, models, predict
+
+from kd_core.data.datasets import datasets as data
 from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
-from kd_core.data import CLASSES, TRAIN_SET_SIZES
+from kd_core.data.datasets.datasets import CLASSES, TRAIN_SET_SIZES
 from kd_core.engine.roles import METHODS
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short

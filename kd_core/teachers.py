@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from kd_core import checkpoints, external, models
-from kd_core.data import Dataset
+from kd_core.data.datasets.datasets import Dataset
 from kd_core.teacher import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")

@@ -7,7 +7,7 @@ import pytest
 from support import free_port
 
 from kd_core import checkpoints
-from kd_core.data import load_dataset
+from kd_core.data.datasets.datasets import load_dataset
 
 
 @pytest.fixture(autouse=True)

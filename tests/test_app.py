@@ -426,7 +426,7 @@ def test_python_app_py_serves_the_page_quickly(tmp_path):
 
 
 def test_import_app_starts_no_server_and_loads_no_data():
-    code = ("import app, kd_core.data as d; assert getattr(app.demo, 'server', None) is None; "
+    code = ("import app, kd_core.data.datasets as d; assert getattr(app.demo, 'server', None) is None; "
             "assert d._load_cached.cache_info().currsize == 0; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -15,8 +15,9 @@ from PIL import Image
 from support import free_port
 
 import app
-from kd_core import checkpoints, data, run_view, settings
-from kd_core.data import CLASSES, NORMALISATION, Dataset
+from kd_core import checkpoints, run_view, settings
+from kd_core.data.datasets import datasets as data
+from kd_core.data.datasets.datasets import CLASSES, NORMALISATION, Dataset
 from kd_core.teacher import train_teacher
 
 TINTS = torch.tensor([[(k * 37) % 256, (k * 91) % 256, (k * 53) % 256] for k in range(10)], dtype=torch.uint8)

@@ -6,14 +6,16 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, data, models, teacher
+from kd_core import checkpoints, models, teacher
+
+from kd_core.data.datasets import datasets as data
 
 from kd_core.engine import train
 
 from kd_core.engine.loop import loop as engine
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.data import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
+from kd_core.data.datasets.datasets import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
 from kd_core.teacher import clear_memory_cache
 
 

@@ -18,7 +18,7 @@ from kd_core import checkpoints, models, sources, teachers
 from kd_core.engine import train
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.data import Dataset
+from kd_core.data.datasets.datasets import Dataset
 
 
 def export_fashion(fashion, root: Path, train_count: int, test_count: int) -> None:

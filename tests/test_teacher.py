@@ -174,7 +174,7 @@ def test_train_teacher_reaches_a_sane_accuracy_quickly():
     ("epochs", 0, "epochs"), ("epochs", 2.5, "epochs"), ("seed", -1, "seed"),
 ])
 def test_train_teacher_refuses_bad_options_before_loading_data(option, value, message, monkeypatch):
-    from kd_core import data
+    from kd_core.data.datasets import datasets as data
 
     monkeypatch.setattr(data, "_load_cached", lambda *args: pytest.fail("loaded data before checking"))
     with pytest.raises(ValueError, match=message):

@@ -1,1 +1,1 @@
-"""kd_core.data (face written after the move)."""
+"""kd_core.data.datasets (face written after the move)."""

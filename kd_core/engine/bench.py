@@ -34,7 +34,7 @@ from torch import nn
 
 from kd_core import checkpoints, models
 from kd_core.config import MAX_EPOCHS, RunConfig
-from kd_core.data import Dataset, load_dataset, student_indices
+from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep
 from kd_core.losses import kd_loss
 from kd_core.teacher import clear_memory_cache, predict_logits

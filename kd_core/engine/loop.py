@@ -37,7 +37,7 @@ import torch
 
 from kd_core import checkpoints, models
 from kd_core.config import RunConfig
-from kd_core.data import Dataset, augment, load_dataset
+from kd_core.data.datasets.datasets import Dataset, augment, load_dataset
 from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
 from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack

@@ -25,7 +25,7 @@ from torch import nn
 
 from kd_core import bias, checkpoints, models
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from kd_core.data import Dataset, student_indices
+from kd_core.data.datasets.datasets import Dataset, student_indices
 from kd_core.engine.loop.loop import (
     StackEvent,
     StackFinished,
