@@ -49,7 +49,7 @@ from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable
 from kd_core.engine.loop.loop import resolve_device, train_stack
 from kd_core.engine.roles import METHODS, NAMES
-from kd_core.sources import resolve_dataset
+from kd_core.data.sources import resolve_dataset
 from kd_core.engine.sweep import MAX_GRID, live_sweep
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget

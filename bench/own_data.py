@@ -1,7 +1,7 @@
 """Your own data and teacher, measured: a timm teacher trained from scratch on a folder of PNGs, then CE and KD.
 
 5,000 Fashion-MNIST training images are exported as PNGs (one folder per class, no split folders, so
-kd_core.sources makes the stratified test and validation splits); `--teacher timm:resnet18 --teacher-epochs N
+kd_core.data.sources makes the stratified test and validation splits); `--teacher timm:resnet18 --teacher-epochs N
 --teacher-image-size 32` trains the teacher at 32×32 while the students see 28×28; then the default CE and KD
 students with 5 seeds. Reports each phase's wall time, the teacher's validation accuracy and the verdict, and
 the teacher's images per second for logits beside this machine's physical limit (its FLOPs per image against a
@@ -24,7 +24,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core import checkpoints, models, sources, teachers  # noqa: E402
+from kd_core import checkpoints, models, teachers  # noqa: E402
+
+from kd_core.data import sources
 
 from kd_core.engine import train
 from kd_core.config import RunConfig  # noqa: E402

@@ -163,7 +163,7 @@ def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[Run
 
 def data_facts(cfg: RunConfig) -> dict:
     """The JSON's `classes` and `data` (its source and fingerprint) of a finished run (its data is in memory)."""
-    from kd_core.sources import fingerprint, resolve_dataset
+    from kd_core.data.sources import fingerprint, resolve_dataset
 
     dataset = resolve_dataset(cfg)
     return {"classes": list(dataset.classes), "data": {"source": cfg.data or cfg.dataset,
@@ -257,7 +257,7 @@ def teacher_arch(text: str) -> str:
 def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     """train-teacher with --data or a timm:/torchvision: arch: kd_core.teachers trains it (as distill's
     --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
-    from kd_core.sources import resolve_dataset
+    from kd_core.data.sources import resolve_dataset
     from kd_core.teacher import save_logits_beside, teacher_logits
 
     if not args.out.endswith(".safetensors"):

@@ -20,7 +20,7 @@ from torch import nn
 from kd_core.export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
 from kd_core.latency import latency_rows
 from kd_core.model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
-from kd_core.sources import dataset_of
+from kd_core.data.sources import dataset_of
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,7 +1,7 @@
 """The app's "Your data" panel: its choices as a RunConfig within the public Space's limits, the teacher's
 preparation as a stream of status lines, and predictions with the run's own classes.
 
-An upload is a .zip of an ImageFolder (kd_core.sources) read under `sources.SPACE_LIMITS`; the teacher is
+An upload is a .zip of an ImageFolder (kd_core.data.sources) read under `sources.SPACE_LIMITS`; the teacher is
 trained on it (an architecture from TEACHER_ARCHS, at most MAX_APP_TEACHER_EPOCHS epochs), the shipped
 Fashion-MNIST teacher, or a timm model on the Hub (online only; offline it fails at once). Teacher training
 is capped like a run (`check_teacher_budget`): a CPU Space cannot be held for an hour by one visitor.
@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core import external, models, predict, sources, teachers
+from kd_core import external, models, predict, teachers
+
+from kd_core.data import sources
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data.datasets.datasets import Dataset
 

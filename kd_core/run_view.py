@@ -31,7 +31,7 @@ from kd_core.predict import Classifier
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS
-from kd_core.sources import resolve_dataset
+from kd_core.data.sources import resolve_dataset
 from kd_core.stack_pool import Queued, queued_status
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
@@ -202,7 +202,7 @@ def live_run(cfg: RunConfig, train: Callable[..., Iterator] | None = None) -> It
     try:
         loading = "logits and features" if any(m in FEATURE_METHODS for m in cfg.methods) else "logits"
         yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
-        dataset = resolve_dataset(cfg)  # the built-in dataset, or the user's folder (kd_core.sources)
+        dataset = resolve_dataset(cfg)  # the built-in dataset, or the user's folder (kd_core.data.sources)
         check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
         events = (train or partial(train_stack, dataset=dataset))(cfg, roles(cfg))
         for event in events:

@@ -53,7 +53,7 @@ def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "c
     """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved).
     `recipe` gives the teacher training's lr, batch size and label smoothing (epochs and seed are cfg's);
     `on_epoch` follows its training, `on_logits(done, total)` the pass that computes its logits."""
-    from kd_core.sources import resolve_dataset
+    from kd_core.data.sources import resolve_dataset
 
     if torch.device(device).type == "cpu":  # as the engine does: a 2nd thread on a busy machine ran 10-80× slower
         torch.set_num_threads(cfg.cpu_threads)
@@ -294,7 +294,7 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
 
 
 def _key(cfg, dataset: Dataset, native: dict, size: int, recipe: TeacherRecipe) -> str:
-    from kd_core.sources import fingerprint
+    from kd_core.data.sources import fingerprint
 
     parts = {"teacher": cfg.teacher, "pretrained": cfg.teacher_pretrained, "epochs": cfg.teacher_epochs,
              "seed": cfg.seed if cfg.teacher_epochs else None, "data": fingerprint(dataset),

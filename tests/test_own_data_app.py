@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from test_sources import write_images, zip_folder
 
-from kd_core import own_data, sources
+from kd_core import own_data
+
+from kd_core.data import sources
 
 ARGS = dict(kind=own_data.TEACHER_KINDS[0], arch="zoo:cnn-tiny", hub_id="", teacher_epochs=3, image_size=0,
             teacher_image_size=0, student="mlp-small", epochs=2, repeats=2)

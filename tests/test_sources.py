@@ -1,4 +1,4 @@
-"""Your own data (kd_core.sources) and teacher (kd_core.teachers): folders and zips decode to the same tensors
+"""Your own data (kd_core.data.sources) and teacher (kd_core.teachers): folders and zips decode to the same tensors
 as the built-in data, a run on them equals the built-in run, outside teachers round-trip, and every bad input
 ends in one `error:` line with exit code 2."""
 
@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_core import checkpoints, models, sources, teachers
+from kd_core import checkpoints, models, teachers
+
+from kd_core.data import sources
 
 from kd_core.engine import train
 from kd_core.__main__ import main

@@ -38,7 +38,7 @@ from kd_core.engine.loop.loop import (
 )
 from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
 from kd_core.engine.run_data import LIVE_VALIDATION
-from kd_core.sources import resolve_dataset
+from kd_core.data.sources import resolve_dataset
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.teacher import logits_cached
 
