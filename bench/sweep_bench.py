@@ -38,7 +38,7 @@ from kd_core.engine.bench import matmul_gflops  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
-from kd_core.models import flops_per_sample  # noqa: E402
+from kd_core.models.zoo.zoo import flops_per_sample  # noqa: E402
 from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
 from kd_core.engine.sweep import run_sweep  # noqa: E402

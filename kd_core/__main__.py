@@ -26,7 +26,7 @@ from kd_core import checkpoints, hub
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import DatasetUnavailable
 from kd_core.export import ExportUnavailable
-from kd_core.models import STUDENTS, TEACHERS
+from kd_core.models.zoo.zoo import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe

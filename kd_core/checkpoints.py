@@ -1,7 +1,7 @@
 """Checkpoints as safetensors files with JSON metadata; atomic writes; no pickles.
 
 A checkpoint stores a model's state dict plus one metadata entry, `kd_playground`, holding JSON:
-`arch` (a name from kd_core.models), `dataset`, `in_shape`, `num_classes`, `classes`, `mean`, `std`,
+`arch` (a name from kd_core.models.zoo), `dataset`, `in_shape`, `num_classes`, `classes`, `mean`, `std`,
 `test_acc`, `recipe` (the command that made it), `seed`, and whatever else the writer adds.
 Loading rebuilds the model by name and reads tensors only, so a checkpoint cannot run code.
 Every write goes to a temporary file in the same directory and is renamed into place, so a crash
@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from kd_core import models
+from kd_core.models.zoo import zoo as models
 
 META_KEY = "kd_playground"
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"

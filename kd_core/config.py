@@ -29,7 +29,7 @@ CPU_MAX_TFLOP = 20.0  # train.check_cpu_budget's default cap: about 5 minutes at
 class RunConfig:
     dataset: str = "fashion-mnist"  # one of DATASETS
     teacher: str = "default"  # checkpoint path, or "default" for the one shipped in checkpoints/
-    student: str = "mlp-small"  # a name from kd_core.models.STUDENTS
+    student: str = "mlp-small"  # a name from kd_core.models.zoo.STUDENTS
     # the defaults are the low-data regime where KD's gain is beyond seed noise, chosen on the validation split
     # by bench/choose_defaults.py (README "Presets and defaults"): 1,000 images, 20 epochs, lr 3e-3, T=4, α=0.9
     temperature: float = 4.0  # T: softens both softmaxes in the KD term; T=1 is the plain softmax
@@ -85,7 +85,7 @@ class RunConfig:
         if self.hide_class is not None:
             high = (num_classes - 1) if num_classes else 9
             _check_int("hide_class", self.hide_class, low=0, high=high)
-        from kd_core.models import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
+        from kd_core.models.zoo.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
         if self.student not in STUDENTS and not _is_timm_name(self.student):

@@ -26,7 +26,7 @@ from torch import nn
 
 from kd_core import checkpoints
 from kd_core.export import INPUT_NAME, OUTPUT_NAME, normalised, onnx_session, to_onnx
-from kd_core.models import describe
+from kd_core.models.zoo.zoo import describe
 
 BATCH_SIZES = (1, 256)
 ROUNDS = 7  # interleaved rounds per runtime and batch size; the fastest is reported

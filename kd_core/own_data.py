@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core import external, models, predict, teachers
+from kd_core import external, predict, teachers
+
+from kd_core.models.zoo import zoo as models
 
 from kd_core.data import sources
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core import checkpoints, model_card, models, plots, predict
+from kd_core import checkpoints, model_card, plots, predict
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.predict import Classifier

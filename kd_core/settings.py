@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import checkpoints, models, predict
+from kd_core import checkpoints, predict
+
+from kd_core.models.zoo import zoo as models
 
 from kd_core.data.datasets import datasets as data
 from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_core import checkpoints, models
+from kd_core import checkpoints
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import DATASETS, MAX_BATCH_SIZE, MAX_TEACHER_EPOCHS, _check_choice, _check_int, _check_number
 from kd_core.data.datasets.datasets import Dataset, augment, load_dataset
 
@@ -276,7 +278,7 @@ class TeacherRecipe:
     (checkpoints/README.md). Change a default here and nowhere else."""
 
     dataset: str = "fashion-mnist"  # one of config.DATASETS
-    arch: str = "cnn-teacher"  # a name from kd_core.models
+    arch: str = "cnn-teacher"  # a name from kd_core.models.zoo
     epochs: int = 10  # the shipped teacher's recipe (checkpoints/README.md)
     lr: float = 3e-3  # peak OneCycle learning rate (AdamW, weight decay 5e-4)
     batch_size: int = 128

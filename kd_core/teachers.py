@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import checkpoints, external, models
+from kd_core import checkpoints, external
+
+from kd_core.models.zoo import zoo as models
 from kd_core.data.datasets.datasets import Dataset
 from kd_core.teacher import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 

@@ -38,7 +38,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import checkpoints, models, teacher
+from kd_core import checkpoints, teacher
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig
 from kd_core.data.datasets.datasets import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
 from kd_core.engine.roles import FEATURE_METHODS, Role

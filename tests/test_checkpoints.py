@@ -4,7 +4,9 @@ import os
 import pytest
 import torch
 
-from kd_core import checkpoints, models
+from kd_core import checkpoints
+
+from kd_core.models.zoo import zoo as models
 from kd_core.checkpoints import CheckpointError, atomic_write, load_model, save_model
 
 META = {"arch": "mlp-small", "dataset": "fashion-mnist", "in_shape": [1, 28, 28], "num_classes": 10,

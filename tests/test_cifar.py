@@ -6,7 +6,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, models, teacher
+from kd_core import checkpoints, teacher
+
+from kd_core.models.zoo import zoo as models
 
 from kd_core.data.datasets import datasets as data
 

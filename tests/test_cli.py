@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from kd_core import models
+from kd_core.models.zoo import zoo as models
 
 from kd_core.data.datasets import datasets as data
 from kd_core.__main__ import build_parser, main

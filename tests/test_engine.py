@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import models
+from kd_core.models.zoo import zoo as models
 
 from kd_core.engine import run_data
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core import models
+from kd_core.models.zoo import zoo as models
 
 
 @pytest.mark.parametrize("name", ["mlp-teacher", "cnn-teacher", *models.SMALL_STUDENTS])
@@ -36,7 +36,7 @@ def conv_bn(inputs: int, outputs: int) -> int:
     return 9 * inputs * outputs + 2 * outputs  # 3×3 conv without bias, BatchNorm's scale and shift
 
 
-# exact counts from the layer shapes, and the rounded figures kd_core/models.py's comments document
+# exact counts from the layer shapes, and the rounded figures kd_core/models/zoo.py's comments document
 PARAMS = {
     "mlp-tiny": (layer(784, 32) + layer(32, 10), "~25k params"),
     "mlp-small": (layer(784, 128) + layer(128, 10), "~0.1M params"),

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_core import models, settings, zerogpu
+from kd_core import settings, zerogpu
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS

@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_core import checkpoints, models
+from kd_core import checkpoints
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import MAX_EPOCHS, RunConfig
 from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kd_core import checkpoints, models
+from kd_core import checkpoints
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig
 from kd_core.data.datasets.datasets import Dataset, augment, load_dataset
 from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kd_core import bias, checkpoints, models
+from kd_core import bias, checkpoints
+
+from kd_core.models.zoo import zoo as models
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data.datasets.datasets import Dataset, student_indices
 from kd_core.engine.loop.loop import (

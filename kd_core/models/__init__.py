@@ -1,1 +1,1 @@
-"""kd_core.models (face written after the move)."""
+"""kd_core.models.zoo (face written after the move)."""
