@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core import external, predict, teachers
+from kd_core import predict, teachers
+
+from kd_core.models import external
 
 from kd_core.models.zoo import zoo as models
 

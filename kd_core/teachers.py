@@ -5,7 +5,7 @@ architecture, from scratch or with `cfg.teacher_pretrained` its pretrained weigh
 model on the Hugging Face Hub), `local-dir:PATH` (the folder `timm.models.save_for_hf` writes) or
 `torchvision:NAME` (with `cfg.teacher_pretrained`, its ImageNet weights). `prepare(cfg)` turns any of them
 into a checkpoint (saved under `$KD_CACHE_DIR/teachers/`, keyed by the source, the data's fingerprint and the
-preprocessing): a `Preprocessed` network (kd_core.external) that resizes the run's images to the teacher's
+preprocessing): a `Preprocessed` network (kd_core.models.external) that resizes the run's images to the teacher's
 size (`cfg.teacher_image_size`, else its pretrained config's, else the student's) and normalises them its way.
 With `cfg.teacher_epochs` it is first trained on the run's training split (its head replaced to the data's
 classes when they differ) and its validation accuracy reported. Every teacher is then checked against the
@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import checkpoints, external
+from kd_core import checkpoints
+
+from kd_core.models import external
 
 from kd_core.models.zoo import zoo as models
 from kd_core.data.datasets.datasets import Dataset

@@ -128,7 +128,7 @@ INIT_LOCK = threading.RLock()
 
 def build(name: str, in_shape: Shape = (1, 28, 28), num_classes: int = 10) -> nn.Module:
     """A freshly initialised model called `name` (a teacher or a student)."""
-    from kd_core import external  # timm / torchvision names ("timm:resnet18"); deferred like their libraries
+    from kd_core.models import external
 
     if external.is_external(name):
         with INIT_LOCK:
