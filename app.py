@@ -44,7 +44,7 @@ from kd_core import (
     web_runtime,
 )
 from kd_core.bias import bias_view
-from kd_core.checkpoints import CHECKPOINT_DIR
+from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable
 from kd_core.engine.loop.loop import resolve_device, train_stack

@@ -24,7 +24,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core import checkpoints, teachers  # noqa: E402
+from kd_core import teachers  # noqa: E402
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 

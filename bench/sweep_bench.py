@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from kd_core import checkpoints  # noqa: E402
+from kd_core.models import checkpoints
 from kd_core.engine.bench import matmul_gflops  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices  # noqa: E402

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from kd_core import checkpoints, hub
+from kd_core import hub
+
+from kd_core.models import checkpoints
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import DatasetUnavailable
 from kd_core.export import ExportUnavailable

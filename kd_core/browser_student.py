@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kd_core import predict, web_runtime
-from kd_core.checkpoints import atomic_write
+from kd_core.models.checkpoints import atomic_write
 from kd_core.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 
 RUNS = 100  # timed runs per picture in the browser; the mean is the ms per image shown

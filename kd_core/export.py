@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kd_core.checkpoints import atomic_write
+from kd_core.models.checkpoints import atomic_write
 
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 INSTALL_HINT = "pip install -r requirements-export.txt  (or: pip install onnx onnxruntime onnxscript)"

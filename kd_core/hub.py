@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kd_core.checkpoints import load_model, read_metadata
+from kd_core.models.checkpoints import load_model, read_metadata
 from kd_core.model_card import HF_DATASETS, card_path, model_card, teacher_facts
 
 KD_FILE, CE_FILE, ONNX_FILE = "kd-student.safetensors", "ce-student.safetensors", "kd-student.onnx"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 from kd_core.export import INPUT_NAME, OUTPUT_NAME, normalised, onnx_session, to_onnx
 from kd_core.models.zoo.zoo import describe
 

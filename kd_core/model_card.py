@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kd_core.checkpoints import CheckpointError, atomic_write, load_tensors, resolve_teacher
+from kd_core.models.checkpoints import CheckpointError, atomic_write, load_tensors, resolve_teacher
 
 HF_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist",
                "cifar10": "uoft-cs/cifar10"}
@@ -222,7 +222,7 @@ def reproduce(meta: Mapping) -> str:
 
 
 def usage(meta: Mapping, onnx_file: str | None) -> str:
-    lines = ["## Use", "", "PyTorch, with kd_core: `model, meta = kd_core.checkpoints.load_model(path)`; "
+    lines = ["## Use", "", "PyTorch, with kd_core: `model, meta = kd_core.models.checkpoints.load_model(path)`; "
              "the model takes normalised float images (`(x / 255 − mean) / std`, mean and std in `meta`); "
              "`kd_core.predict` does that for any picture."]
     if onnx_file:

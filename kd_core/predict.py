@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 
 DEFAULT_STUDENTS_DIR = checkpoints.CHECKPOINT_DIR / "default-students"
 MIN_CONTRAST = 16  # grey levels between background and brightest pixel below which a picture is blank

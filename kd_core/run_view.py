@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core import checkpoints, model_card, plots, predict
+from kd_core import model_card, plots, predict
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig

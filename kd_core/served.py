@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from kd_core.checkpoints import atomic_write
+from kd_core.models.checkpoints import atomic_write
 
 FOLDER = "kd-pictures"  # inside Gradio's cache folder
 

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import checkpoints, predict
+from kd_core import predict
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 

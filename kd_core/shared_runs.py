@@ -33,7 +33,9 @@ from collections.abc import Callable, Hashable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from kd_core import checkpoints, plots, run_view
+from kd_core import plots, run_view
+
+from kd_core.models import checkpoints
 
 from kd_core.engine import sweep
 from kd_core.config import RunConfig

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 
 from kd_core.models import external
 

@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from kd_core.checkpoints import atomic_write
+from kd_core.models.checkpoints import atomic_write
 
 PACKAGE, VERSION = "onnxruntime-web", "1.31.1"
 # npm's dist.integrity of onnxruntime-web-1.31.1.tgz (`npm view onnxruntime-web@1.31.1 dist.integrity`)

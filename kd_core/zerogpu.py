@@ -38,7 +38,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import checkpoints, teacher
+from kd_core import teacher
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig

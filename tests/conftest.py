@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from support import free_port
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 from kd_core.data.datasets.datasets import load_dataset
 
 

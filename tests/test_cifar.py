@@ -6,7 +6,9 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import checkpoints, teacher
+from kd_core import teacher
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 

@@ -119,7 +119,7 @@ def test_parts_hold_whole_seed_groups_and_bound_the_activation_memory():
 def test_one_seed_equals_an_independent_reference_loop(fashion):
     """repeats=1: the engine's CE and KD students equal two plain modules trained by a hand-written loop
     with its own loss formula, its own training set (all but the validation split) and initialisation."""
-    from kd_core import checkpoints
+    from kd_core.models import checkpoints
     from kd_core.teacher import teacher_logits
 
     cfg = RunConfig(train_size=0, epochs=1, repeats=1, lr=1e-3, batch_size=1024, seed=3, evaluations=1)
@@ -377,7 +377,7 @@ def test_feature_students_equal_an_independent_reference_loop(fashion, monkeypat
     """One seed of CE, hint and cosine students equals plain modules trained by a hand-written loop on the
     engine's batches: the teacher's features from its own forward pass (up to its global pool), a regressor
     nn.Linear for the hint, nn.MSELoss and nn.CosineEmbeddingLoss, one Adam per student."""
-    from kd_core import checkpoints
+    from kd_core.models import checkpoints
 
     seen = record_batches(monkeypatch)
     cfg = SMALL.replace(methods=("hint", "cosine"), feature_weight=0.4, lr=2e-3, seed=5, evaluations=1)

@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 import torch
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.__main__ import build_parser, main, run_config

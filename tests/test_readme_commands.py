@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from kd_core.__main__ import main
-from kd_core.checkpoints import default_teacher_path
+from kd_core.models.checkpoints import default_teacher_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"distill": ["--epochs", "1", "--train-size", "500", "--repeats", "2"],

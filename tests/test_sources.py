@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_core import checkpoints, teachers
+from kd_core import teachers
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core import checkpoints, teacher
+from kd_core import teacher
+
+from kd_core.models import checkpoints
 from kd_core.teacher import clear_memory_cache, teacher_logits
 
 ROOT = Path(__file__).resolve().parent.parent

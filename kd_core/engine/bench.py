@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import MAX_EPOCHS, RunConfig

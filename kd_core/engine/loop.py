@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kd_core import checkpoints
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kd_core import bias, checkpoints
+from kd_core import bias
+
+from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
