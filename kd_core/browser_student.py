@@ -1,6 +1,6 @@
 """The KD student in the visitor's browser: what the Predict tab sends the page, and the script that runs it.
 
-For a picture, the server prepares the model input exactly as for its own predictions (kd_core.predict, uint8
+For a picture, the server prepares the model input exactly as for its own predictions (kd_core.models.predict, uint8
 `[C, H, W]`), exports the KD student to ONNX once per student (kd_core.export: normalisation inside, uint8 in,
 logits out) into a folder the app serves, and answers with ONNX Runtime in Python on the same input. The page's
 script (`browser_student.js`, `script()`) imports the vendored onnxruntime-web bundle (kd_core.web_runtime),
@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import predict, web_runtime
+from kd_core import web_runtime
+
+from kd_core.models import predict
 from kd_core.models.checkpoints import atomic_write
 from kd_core.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 

@@ -66,7 +66,7 @@ class ExportView:
 def export_view(students: SessionStudents | None) -> ExportView:
     """The first seed's KD student as ONNX (normalisation built in), checked against PyTorch on the test set,
     timed beside the teacher, with its card; ValueError saying what is missing (a run, or the ONNX packages)."""
-    from kd_core import predict
+    from kd_core.models import predict
     from kd_core.export import ExportUnavailable
     from kd_core.latency import latency_table, speedup_words
     from kd_core.session import downloads

@@ -224,7 +224,7 @@ def reproduce(meta: Mapping) -> str:
 def usage(meta: Mapping, onnx_file: str | None) -> str:
     lines = ["## Use", "", "PyTorch, with kd_core: `model, meta = kd_core.models.checkpoints.load_model(path)`; "
              "the model takes normalised float images (`(x / 255 − mean) / std`, mean and std in `meta`); "
-             "`kd_core.predict` does that for any picture."]
+             "`kd_core.models.predict` does that for any picture."]
     if onnx_file:
         from kd_core.export import INPUT_CONTRACT
 
@@ -251,5 +251,5 @@ def speed(latency: Sequence[Mapping]) -> str:
 def limitations(meta: Mapping) -> str:
     return ("## Limitations\n\nA teaching model: trained on the small, centred images of "
             f"{meta.get('dataset', '?')} only. Other pictures must be brought to that form first (the app's "
-            "`kd_core.predict.prepare_image` does it for photos and sketches); accuracy on them is not "
+            "`kd_core.models.predict.prepare_image` does it for photos and sketches); accuracy on them is not "
             "measured.")

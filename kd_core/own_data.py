@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core import predict, teachers
+from kd_core import teachers
+
+from kd_core.models import predict
 
 from kd_core.models import external
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from kd_core import plots, predict
+from kd_core import plots
+
+from kd_core.models import predict
 from kd_core.config import MAX_TEMPERATURE
-from kd_core.predict import Classifier
+from kd_core.models.predict import Classifier
 from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS
 

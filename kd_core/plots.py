@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from kd_core.engine.loop.loop import StackEvaluated, StackStep
-from kd_core.predict import softened
+from kd_core.models.predict import softened
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"
 # a colour per student name (kd_core.engine.roles.NAMES), the same in every chart

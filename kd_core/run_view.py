@@ -24,14 +24,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core import model_card, plots, predict
+from kd_core import model_card, plots
+
+from kd_core.models import predict
 
 from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
-from kd_core.predict import Classifier
+from kd_core.models.predict import Classifier
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS

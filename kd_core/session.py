@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from kd_core import bias
-from kd_core.predict import Classifier
+from kd_core.models.predict import Classifier
 from kd_core.settings import training_threads
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import predict
+from kd_core.models import predict
 
 from kd_core.models import checkpoints
 

@@ -55,7 +55,7 @@ def test_auto_bias_reads_no_label_and_matches_the_teachers_share():
 def test_session_bias_moves_the_predict_tabs_students(hidden_run):
     meta = {"classes": list(range(10)), "mean": [0.286], "std": [0.353], "in_shape": [1, 28, 28],
             "dataset": "fashion-mnist"}
-    from kd_core.predict import classifier_from
+    from kd_core.models.predict import classifier_from
 
     students = session.SessionStudents(classifier_from("CE student", hidden_run.ce_student, meta),
                                        classifier_from("KD student", hidden_run.kd_student, meta),

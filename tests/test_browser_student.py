@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core import browser_student, predict, web_runtime
+from kd_core import browser_student, web_runtime
+
+from kd_core.models import predict
 from kd_core.export import onnx_logits, onnx_session
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_core import predict
+from kd_core.models import predict
 
 from kd_core.models import checkpoints
 from kd_core.teacher import predict_logits
