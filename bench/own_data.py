@@ -35,7 +35,7 @@ from kd_core.data import sources
 from kd_core.engine import train
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data.datasets.datasets import load_dataset  # noqa: E402
-from kd_core.teacher import predict_logits  # noqa: E402
+from kd_core.teacher.logits.logits import predict_logits  # noqa: E402
 
 
 def export(root: Path, count: int) -> None:

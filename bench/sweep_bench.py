@@ -42,7 +42,7 @@ from kd_core.models.zoo.zoo import flops_per_sample  # noqa: E402
 from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
 from kd_core.engine.sweep import run_sweep  # noqa: E402
-from kd_core.teacher import teacher_logits  # noqa: E402
+from kd_core.teacher.logits.logits import teacher_logits  # noqa: E402
 from kd_core.engine.train import new_student, predictions, run  # noqa: E402
 
 

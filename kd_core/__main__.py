@@ -31,7 +31,7 @@ from kd_core.export import ExportUnavailable
 from kd_core.models.zoo.zoo import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
-from kd_core.teacher import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
+from kd_core.teacher.logits.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from kd_core.engine.train import TrainingDiverged, resolve_device
 
 DEFAULTS = RunConfig()
@@ -260,7 +260,7 @@ def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     """train-teacher with --data or a timm:/torchvision: arch: kd_core.teachers trains it (as distill's
     --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
     from kd_core.data.sources import resolve_dataset
-    from kd_core.teacher import save_logits_beside, teacher_logits
+    from kd_core.teacher.logits.logits import save_logits_beside, teacher_logits
 
     if not args.out.endswith(".safetensors"):
         raise ValueError("--out must end in .safetensors")
@@ -337,7 +337,7 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets.datasets import load_dataset
-    from kd_core.teacher import save_logits_beside, teacher_logits, train_teacher
+    from kd_core.teacher.logits.logits import save_logits_beside, teacher_logits, train_teacher
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from kd_core import teacher
+from kd_core.teacher.logits import logits as teacher
 
 from kd_core.models import checkpoints
 

@@ -25,7 +25,7 @@ from kd_core.models import predict
 from kd_core.models import checkpoints
 from kd_core.config import RunConfig
 from kd_core.engine.roles import METHODS, NAMES
-from kd_core.teacher import teacher_logits
+from kd_core.teacher.logits.logits import teacher_logits
 from kd_core.engine.train import run
 
 ROOT = Path(__file__).resolve().parent.parent

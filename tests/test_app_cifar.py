@@ -19,7 +19,7 @@ from kd_core import run_view, settings
 from kd_core.models import checkpoints
 from kd_core.data.datasets import datasets as data
 from kd_core.data.datasets.datasets import CLASSES, NORMALISATION, Dataset
-from kd_core.teacher import train_teacher
+from kd_core.teacher.logits.logits import train_teacher
 
 TINTS = torch.tensor([[(k * 37) % 256, (k * 91) % 256, (k * 53) % 256] for k in range(10)], dtype=torch.uint8)
 

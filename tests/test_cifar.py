@@ -6,7 +6,7 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from kd_core import teacher
+from kd_core.teacher.logits import logits as teacher
 
 from kd_core.models import checkpoints
 
@@ -20,7 +20,7 @@ from kd_core.engine.loop import loop as engine
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data.datasets.datasets import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
-from kd_core.teacher import clear_memory_cache
+from kd_core.teacher.logits.logits import clear_memory_cache
 
 
 def colour_dataset(train: int = 64, test: int = 32) -> Dataset:

@@ -120,7 +120,7 @@ def test_one_seed_equals_an_independent_reference_loop(fashion):
     """repeats=1: the engine's CE and KD students equal two plain modules trained by a hand-written loop
     with its own loss formula, its own training set (all but the validation split) and initialisation."""
     from kd_core.models import checkpoints
-    from kd_core.teacher import teacher_logits
+    from kd_core.teacher.logits.logits import teacher_logits
 
     cfg = RunConfig(train_size=0, epochs=1, repeats=1, lr=1e-3, batch_size=1024, seed=3, evaluations=1)
     result = finished(cfg)

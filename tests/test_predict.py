@@ -8,7 +8,7 @@ from PIL import Image
 from kd_core.models import predict
 
 from kd_core.models import checkpoints
-from kd_core.teacher import predict_logits
+from kd_core.teacher.logits.logits import predict_logits
 
 EXAMPLES = checkpoints.CHECKPOINT_DIR / "examples"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kd_core import teacher
+from kd_core.teacher.logits import logits as teacher
 
 from kd_core.models import checkpoints
-from kd_core.teacher import clear_memory_cache, teacher_logits
+from kd_core.teacher.logits.logits import clear_memory_cache, teacher_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +160,7 @@ def test_shipped_teacher_ships_its_logits(shipped_teacher, fashion, cache):
     logits = teacher_logits(shipped_teacher, fashion)
     assert logits.source == "disk", (
         "checkpoints/cnn-teacher-fashion-mnist.logits.safetensors does not match the teacher's cache key; "
-        "rewrite it with kd_core.teacher.save_logits_beside (checkpoints/README.md)")
+        "rewrite it with kd_core.teacher.logits.save_logits_beside (checkpoints/README.md)")
     assert logits.test_acc >= 0.92
 
 

@@ -39,7 +39,7 @@ from kd_core.config import MAX_EPOCHS, RunConfig
 from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep
 from kd_core.losses import kd_loss
-from kd_core.teacher import clear_memory_cache, predict_logits
+from kd_core.teacher.logits.logits import clear_memory_cache, predict_logits
 from kd_core.engine.train import distill, new_student, predictions, run_result
 
 

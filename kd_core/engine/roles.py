@@ -62,7 +62,7 @@ METHODS = {
     "cosine": "cosine features: (1 − w)·CE + w·(1 − cos(f_s, pool(f_t))), f_t average-pooled to the "
               "student's width",
 }
-FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's from kd_core.teacher's cache)
+FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's from kd_core.teacher.logits's cache)
 NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
          "dkd-std": "DKD-std student", "dist": "DIST student", "hint": "Hint student", "cosine": "Cosine student"}
 DIST_TEMPERATURE = 1.0  # DIST's default (Huang et al.): relations of the plain softmax

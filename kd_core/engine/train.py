@@ -44,7 +44,7 @@ from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_r
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.data.sources import resolve_dataset
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
-from kd_core.teacher import logits_cached
+from kd_core.teacher.logits.logits import logits_cached
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
 

@@ -1,1 +1,1 @@
-"""kd_core.teacher (face written after the move)."""
+"""kd_core.teacher.logits (face written after the move)."""
