@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core import teachers  # noqa: E402
+from kd_core.teacher import sources as teachers
 
 from kd_core.models import checkpoints
 

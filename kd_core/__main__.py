@@ -139,7 +139,7 @@ def data_fields(args: argparse.Namespace) -> dict:
 def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[RunConfig, dict]:
     """With user data or an outside teacher: resolve both (training the teacher first with --teacher-epochs,
     a line per epoch on stderr); return the run's config and the JSON fields it adds (docs/contracts.md)."""
-    from kd_core.teachers import needs_preparing, prepare
+    from kd_core.teacher.sources import needs_preparing, prepare
 
     if not needs_preparing(cfg):
         return cfg, {"teacher": cfg.teacher}
@@ -257,7 +257,7 @@ def teacher_arch(text: str) -> str:
 
 
 def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
-    """train-teacher with --data or a timm:/torchvision: arch: kd_core.teachers trains it (as distill's
+    """train-teacher with --data or a timm:/torchvision: arch: kd_core.teacher.sources trains it (as distill's
     --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
     from kd_core.data.sources import resolve_dataset
     from kd_core.teacher.logits.logits import save_logits_beside, teacher_logits
@@ -383,7 +383,7 @@ def check_before_work(cfg: RunConfig) -> None:
     """The device exists and the teacher was made for the run's dataset (checked from its metadata), before
     the dataset is loaded or downloaded and before any training; else a ValueError: exit 2."""
     resolve_device(cfg.device)
-    if not cfg.data:  # user data: kd_core.teachers checked the teacher against it
+    if not cfg.data:  # user data: kd_core.teacher.sources checked the teacher against it
         checkpoints.check_teacher_fits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), cfg.dataset)
 
 

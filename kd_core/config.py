@@ -58,7 +58,7 @@ class RunConfig:
     #                       but when another process wants that core, 2 threads ran 10-80x slower here
     event_interval_s: float = 0.25  # at most one step event per this many seconds (UI refresh rate)
     max_seconds: float = 0.0  # 0 = no limit; else stop training after this wall time (shared Spaces)
-    # your own data and teacher (kd_core.data.sources, kd_core.teachers; README "Your own data and teacher")
+    # your own data and teacher (kd_core.data.sources, kd_core.teacher.sources; README "Your own data and teacher")
     data: str = ""  # an ImageFolder or a .zip of one; "" = the built-in `dataset`
     image_size: int = 0  # the students' input side (images resized to it); 0 = the data's own size
     teacher_image_size: int = 0  # the teacher's input side; 0 = its pretrained config's, else the students'

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core import teachers
+from kd_core.teacher import sources as teachers
 
 from kd_core.models import predict
 

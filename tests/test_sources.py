@@ -1,4 +1,4 @@
-"""Your own data (kd_core.data.sources) and teacher (kd_core.teachers): folders and zips decode to the same tensors
+"""Your own data (kd_core.data.sources) and teacher (kd_core.teacher.sources): folders and zips decode to the same tensors
 as the built-in data, a run on them equals the built-in run, outside teachers round-trip, and every bad input
 ends in one `error:` line with exit code 2."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kd_core import teachers
+from kd_core.teacher import sources as teachers
 
 from kd_core.models import checkpoints
 

@@ -44,7 +44,7 @@ from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regress
 from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.teacher.logits.logits import teacher_features, teacher_logits
-from kd_core.teachers import needs_preparing, prepare
+from kd_core.teacher.sources import needs_preparing, prepare
 
 
 class TrainingDiverged(RuntimeError):

@@ -6,7 +6,7 @@ std, at the student's size, as every zoo model does) and gives the network what 
 images resized to its own input size and normalised with its own mean and std. Those four values are buffers,
 so a checkpoint holds them beside the weights and its file hash (the teacher cache's key) covers them.
 A zoo-style student (`--student timm:NAME`) keeps the identity preprocessing. Pretrained weights are fetched
-by `kd_core.teachers`, which fails in under two seconds when offline.
+by `kd_core.teacher.sources`, which fails in under two seconds when offline.
 """
 
 from __future__ import annotations
