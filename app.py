@@ -77,7 +77,7 @@ TOP_K = 3  # classes shown per model in the Predict tab
 # gradio_client scripts read never move when a method is added
 PREDICT_METHODS = ("kd", *(method for method in METHODS if method != "kd"))
 # stacks training at once (one thread each); others queue. Compatible Starts (differing only in T, α, methods, their
-# weights or seeds) train as one stack of up to stack_pool.MAX_STACK_STUDENTS students (kd_core/stack_pool.py),
+# weights or seeds) train as one stack of up to stack_pool.MAX_STACK_STUDENTS students (kd_core/serve/stack_pool.py),
 # so a classroom trying its own settings is one or two stacks, not thirty runs. Under the 3-minute mixed soak
 # (tests/test_soak.py) 8 runs at once left the server too busy to answer 3 of 81 cancels within gradio_client's
 # timeout, 4 answered all: 4 is the default; $KD_CONCURRENT_RUNS overrides

@@ -1,7 +1,7 @@
 """The live run as the Train tab shows it: the engine's events -> one `RunView` each, the last with the results.
 
 `live_run(cfg, train)` streams a run: `train(cfg, roles)` yields the engine's own events (`kd_core.engine.loop`,
-[seed][role]) for cfg's roles, or `Queued` notices while a stack waits for a slot (`kd_core.stack_pool`, which
+[seed][role]) for cfg's roles, or `Queued` notices while a stack waits for a slot (`kd_core.serve.stack_pool`, which
 trains compatible visitors' runs as one stack); `RunLog` keeps them for the charts' data and the CSV, and each
 view carries the status line, the loss chart's rows and the accuracy chart's spec (both made once per view and
 shared by every viewer: the browser draws them). The last view carries the results table, the run log (CSV),
@@ -38,7 +38,7 @@ from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.session import SessionStudents
 from kd_core.settings import DATASET_LABELS
 from kd_core.data.sources import resolve_dataset
-from kd_core.stack_pool import Queued, queued_status
+from kd_core.serve.stack_pool import Queued, queued_status
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
     RunResult,

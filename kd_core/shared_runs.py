@@ -9,7 +9,7 @@ its own. One subscriber leaving does not stop the run; when the last one leaves,
 generator at its next item (as a Gradio cancel closes a lone run's). At most `max_running` runs train at once;
 the others wait in arrival order, and their subscribers receive a `Queued` item about once a second: how
 many runs are ahead and an estimated wait taken from recent run times. (The app's Train tab lets every distinct
-request through, `max_running` = its visitors, and its `kd_core.stack_pool` trains compatible ones as one stack
+request through, `max_running` = its visitors, and its `kd_core.serve.stack_pool` trains compatible ones as one stack
 with its own slots; the Sweep tab's runs take slots here.)
 
 The second half applies it to the app: `join_run` / `join_sweep` key a run by its `RunConfig` and the
@@ -39,7 +39,7 @@ from kd_core.models import checkpoints
 
 from kd_core.engine import sweep
 from kd_core.config import RunConfig
-from kd_core.stack_pool import Queued, queued_status, wait_estimate
+from kd_core.serve.stack_pool import Queued, queued_status, wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time

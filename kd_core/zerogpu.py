@@ -11,7 +11,7 @@ FLOPs: every student's training (3 × its forward FLOPs, counted by torch's Flop
 over every training sample (labelled and transfer images, every epoch) and its evaluations, plus the
 teacher's forward passes the run needs (its logits when they are not shipped, its features for hint and
 cosine, every augmented batch). One call trains one stack (`engine.train_stack(cfg, roles, seeds=...)`):
-every visitor's roles that `kd_core.stack_pool` put together, for the union of their seeds, so a stack of
+every visitor's roles that `kd_core.serve.stack_pool` put together, for the union of their seeds, so a stack of
 thirty visitors is one call, its students counted as len(roles) × len(seeds).
 
 `on_gpu(run)` is what the app decorates its training generator with: `spaces.GPU(duration=duration)` where
@@ -337,7 +337,7 @@ def in_caller_context(run: Callable[..., Iterator]) -> Callable[..., Iterator]:
 
     ZeroGPU reads the visitor's Gradio request (their token, so their quota) from a context variable when the
     decorated call starts; the app's shared runs iterate it in a worker thread, which has none. Call this in
-    the handler, and hand the result to the worker. (The app's sweeps do; `kd_core.stack_pool` runs each stack's
+    the handler, and hand the result to the worker. (The app's sweeps do; `kd_core.serve.stack_pool` runs each stack's
     thread in a copy of its first member's context.)"""
     context = contextvars.copy_context()
 

@@ -10,7 +10,7 @@ from support import wait_for
 
 from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
-from kd_core.stack_pool import Projection, Queued, StackPool, project, stack_key
+from kd_core.serve.stack_pool import Projection, Queued, StackPool, project, stack_key
 from kd_core.engine.train import roles
 
 # the stacked arithmetic (one batched matmul over more students) may round differently in the last bits; seen:

@@ -170,7 +170,7 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
     """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
 
     `seeds` replaces cfg's (seed, seed + 1, …): several visitors' runs trained as one stack
-    (`kd_core.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others.
+    (`kd_core.serve.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others.
     `dropped`: role indices the consumer stops training (it may add to the set between events); `test`: whether
     the students are evaluated on the test set at the end."""
     roles = tuple(role.check() for role in roles)
