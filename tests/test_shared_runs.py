@@ -14,7 +14,7 @@ from support import wait_for
 import app
 from kd_core import run_view, session, settings
 from kd_core.config import RunConfig
-from kd_core.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
+from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
 from kd_core.engine.train import run as solo_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,7 +339,7 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     """Views are cumulative: after the first curve a visitor is sent at most one per view interval, the newest,
     which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
     lost. Views before the first curve (the run starting) are not held back."""
-    from kd_core import shared_runs
+    from kd_core.serve import shared_runs
     from kd_core.engine.loop.loop import StackStep
     from kd_core.run_view import AccuracyCurves, LossCurves, RunView
 

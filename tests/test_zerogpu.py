@@ -284,7 +284,7 @@ def test_a_train_tab_stack_runs_in_its_first_visitors_context(monkeypatch):
     """The Train tab's path: the handler, the shared run's thread, the live run, the stack pool, then the stack's
     thread, which is where ZeroGPU looks for the visitor's request."""
     import app
-    from kd_core import shared_runs
+    from kd_core.serve import shared_runs
     from kd_core.serve import stack_pool
 
     visitor = contextvars.ContextVar("visitor", default=None)
