@@ -53,7 +53,7 @@ from kd_core.data.sources import resolve_dataset
 from kd_core.engine.sweep import MAX_GRID, live_sweep
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget
-from kd_core.zerogpu import in_caller_context, on_gpu, sweep_duration
+from kd_core.serve.zerogpu import in_caller_context, on_gpu, sweep_duration
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -134,7 +134,7 @@ def header() -> str:
 
 # ----------------------------------------------------------------------------------------- handlers
 
-# ---- ZeroGPU (kd_core.zerogpu): the only code that touches the GPU, one call per stack however many visitors'
+# ---- ZeroGPU (kd_core.serve.zerogpu): the only code that touches the GPU, one call per stack however many visitors'
 # runs it trains (a sweep is a stack of its own); what it yields (the engine's events, the students on the CPU)
 # is plain CPU data. Each call declares the GPU time its stack needs; one over a call's cap is refused, saying
 # what to lower; one ZeroGPU refuses (quota, no GPU) trains on the CPU in a fresh process, saying so

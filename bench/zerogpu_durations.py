@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/zerogpu_durations.py [--time] [--ops]
 
-Each row: the estimate's parts (training steps, TFLOP) and the declared duration (kd_core.zerogpu.duration).
+Each row: the estimate's parts (training steps, TFLOP) and the declared duration (kd_core.serve.zerogpu.duration).
 `--time` adds each run's wall time on this machine as the app runs it (`run_view.live_run`, device "auto":
 the GPU where there is one, else the CPU; the dataset loaded once before), to check the estimate against.
 `--ops` adds the aten ops one training step dispatches (each is about one kernel launch on a GPU), counted
@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from kd_core import run_view, session, settings, zerogpu  # noqa: E402
+from kd_core import run_view, session, settings  # noqa: E402
+
+from kd_core.serve import zerogpu
 from kd_core.data.datasets.datasets import load_dataset  # noqa: E402
 from kd_core.engine.loop.loop import StackStarted  # noqa: E402
 from kd_core.engine.sweep import live_sweep, parse_values  # noqa: E402

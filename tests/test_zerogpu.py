@@ -1,4 +1,4 @@
-"""kd_core.zerogpu: the GPU time a call declares, the visitor's line for each ZeroGPU refusal, the CPU fallback,
+"""kd_core.serve.zerogpu: the GPU time a call declares, the visitor's line for each ZeroGPU refusal, the CPU fallback,
 and that nothing touches CUDA outside the decorated call."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kd_core import settings, zerogpu
+from kd_core import settings
+
+from kd_core.serve import zerogpu
 
 from kd_core.models.zoo import zoo as models
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
@@ -19,7 +21,7 @@ from kd_core.engine.loop.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SweepView, live_sweep, parse_values
 from kd_core.engine.train import roles
-from kd_core.zerogpu import CAP_SECONDS, Work
+from kd_core.serve.zerogpu import CAP_SECONDS, Work
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(train_size=500, epochs=1, repeats=1, evaluations=2)  # trains in a few seconds
@@ -309,7 +311,8 @@ calls = []
 torch.cuda._lazy_init = lambda: calls.append("CUDA initialised")  # what creating any CUDA tensor calls first
 torch.cuda.is_available, torch.cuda.device_count = lambda: True, lambda: 1  # as ZeroGPU patches them outside a call
 import app
-from kd_core import run_view, settings, zerogpu
+from kd_core import run_view, settings
+from kd_core.serve import zerogpu
 from tests.test_zerogpu import QUOTA, TINY, StandIn, default_sweep, zerogpu_error
 [zerogpu.duration(settings.preset(name)) for name in settings.PRESETS]
 zerogpu.sweep_duration(*default_sweep())
