@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.engine.roles import METHODS  # noqa: E402
-from kd_core.settings import PRESETS  # noqa: E402
+from kd_core.serve.settings import PRESETS  # noqa: E402
 from kd_core.engine.train import run  # noqa: E402
 
 REGIMES = {

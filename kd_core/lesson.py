@@ -1,6 +1,6 @@
 """The guided lesson for a teacher at a projector: five steps, all of their words in `STEPS`.
 
-A step names what it shows: either a preset of the Train tab (kd_core.settings.PRESETS), which the app sets
+A step names what it shows: either a preset of the Train tab (kd_core.serve.settings.PRESETS), which the app sets
 and then starts through the Train tab's own Start, or the Dark knowledge tab at a temperature. The app builds
 its Lesson tab from this tuple alone; the layout holds no lesson text.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kd_core.settings import PRESETS
+from kd_core.serve.settings import PRESETS
 
 TABS = ("train", "dark-knowledge")  # the app's tab ids a step can show
 

@@ -1,6 +1,6 @@
 """The Train tab's folded groups ("Data", "Students", "Methods"): the one line each shows while folded.
 
-Each function takes the group's widget values as the app holds them (kd_core.settings' choices: a dataset
+Each function takes the group's widget values as the app holds them (kd_core.serve.settings' choices: a dataset
 name, a hidden class's name or settings.NO_HIDDEN_CLASS, 0 for "all images" or "no transfer set") and
 returns the group's label, its name and then its current values, so a folded group still says what a Start
 will train.
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from kd_core.data.datasets.datasets import TRAIN_SET_SIZES
 from kd_core.headline import method_name
-from kd_core.settings import DATASET_LABELS, NO_HIDDEN_CLASS
+from kd_core.serve.settings import DATASET_LABELS, NO_HIDDEN_CLASS
 
 FEATURE_METHODS = ("hint", "cosine")  # the methods the feature weight w applies to
 DKD_METHODS = ("dkd", "dkd-std")  # the methods DKD's β applies to

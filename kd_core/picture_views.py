@@ -18,7 +18,7 @@ from kd_core.models import predict
 from kd_core.config import MAX_TEMPERATURE
 from kd_core.models.predict import Classifier
 from kd_core.session import SessionStudents
-from kd_core.settings import DATASET_LABELS
+from kd_core.serve.settings import DATASET_LABELS
 
 
 @dataclass(frozen=True, eq=False)

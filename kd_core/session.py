@@ -19,7 +19,7 @@ import torch
 
 from kd_core import bias
 from kd_core.models.predict import Classifier
-from kd_core.settings import training_threads
+from kd_core.serve.settings import training_threads
 
 
 @dataclass(frozen=True, eq=False)

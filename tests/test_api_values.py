@@ -20,7 +20,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-from kd_core import settings
+from kd_core.serve import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = ROOT / "checkpoints" / "examples" / "3-dress-test-13.png"

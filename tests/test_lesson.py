@@ -4,7 +4,8 @@ Lesson tab's wiring in app.py."""
 import pytest
 
 import app
-from kd_core import lesson, panels, settings
+from kd_core import lesson, panels
+from kd_core.serve import settings
 
 
 def test_the_five_steps_in_the_issues_order():
