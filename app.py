@@ -702,7 +702,7 @@ def sweep_tab() -> None:
                                                                               api_visibility="private")
 
 
-# ------------------------------------------------------------------------ Your data (kd_core.own_data, sources)
+# ------------------------------------------------------------------------ Your data (kd_core.serve.own_data, sources)
 
 def distill_own_data(upload, kind: str, arch: str, hub_id: str, teacher_epochs: int, image_size: int,
                      teacher_image_size: int, student: str, epochs: int, repeats: int):

@@ -1,4 +1,4 @@
-"""The app's "Your data" panel (kd_core.own_data): its limits and messages, and, in Chromium, upload a zip, train a
+"""The app's "Your data" panel (kd_core.serve.own_data): its limits and messages, and, in Chromium, upload a zip, train a
 teacher on it, distil, and predict with the zip's own class names."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_sources import write_images, zip_folder
 
-from kd_core import own_data
+from kd_core.serve import own_data
 
 from kd_core.data import sources
 
