@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from kd_core import run_view, session  # noqa: E402
+from kd_core import run_view  # noqa: E402
+
+from kd_core.views import session
 
 from kd_core.serve import settings
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from kd_core.session import SessionStudents
+    from kd_core.views.session import SessionStudents
 
 BIASES = tuple(b / 4 for b in range(0, 33))  # 0, 0.25, … 8: the slider's range and the curve's points
 AUTO_STEP = 0.05  # resolution of auto_bias

@@ -25,7 +25,7 @@ from kd_core.data.sources import dataset_of
 if TYPE_CHECKING:
     import pandas as pd
 
-    from kd_core.session import SessionStudents
+    from kd_core.views.session import SessionStudents
 
 
 def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summary: Mapping | None = None,
@@ -69,7 +69,7 @@ def export_view(students: SessionStudents | None) -> ExportView:
     from kd_core.models import predict
     from kd_core.export import ExportUnavailable
     from kd_core.latency import latency_table, speedup_words
-    from kd_core.session import downloads
+    from kd_core.views.session import downloads
 
     if students is None or students.summary is None:
         raise ValueError("train a pair first: the export takes this session's KD student")

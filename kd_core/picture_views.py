@@ -17,7 +17,7 @@ from kd_core import plots
 from kd_core.models import predict
 from kd_core.config import MAX_TEMPERATURE
 from kd_core.models.predict import Classifier
-from kd_core.session import SessionStudents
+from kd_core.views.session import SessionStudents
 from kd_core.serve.settings import DATASET_LABELS
 
 

@@ -35,7 +35,7 @@ from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.models.predict import Classifier
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
-from kd_core.session import SessionStudents
+from kd_core.views.session import SessionStudents
 from kd_core.serve.settings import DATASET_LABELS
 from kd_core.data.sources import resolve_dataset
 from kd_core.serve.stack_pool import Queued, queued_status

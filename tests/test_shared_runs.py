@@ -12,7 +12,8 @@ from gradio_client import Client, handle_file
 from support import wait_for
 
 import app
-from kd_core import run_view, session
+from kd_core import run_view
+from kd_core.views import session
 from kd_core.serve import settings
 from kd_core.config import RunConfig
 from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
