@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from kd_core import run_view  # noqa: E402
+from kd_core.views import run_view
 
 from kd_core.views import session
 

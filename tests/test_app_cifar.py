@@ -15,7 +15,7 @@ from PIL import Image
 from support import free_port
 
 import app
-from kd_core import run_view
+from kd_core.views import run_view
 from kd_core.serve import settings
 from kd_core.models import checkpoints
 from kd_core.data.datasets import datasets as data

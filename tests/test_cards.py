@@ -6,7 +6,9 @@ import shlex
 
 import pytest
 
-from kd_core import deploy, run_view
+from kd_core import deploy
+
+from kd_core.views import run_view
 
 from kd_core.views import session
 from kd_core.__main__ import main

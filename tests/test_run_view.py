@@ -7,7 +7,7 @@ import time
 
 from kd_core import plots
 from kd_core.engine.loop.loop import StackStep
-from kd_core.run_view import LossCurves
+from kd_core.views.run_view import LossCurves
 
 
 def made_in_threads(make, threads: int = 8, seconds: float = 10.0) -> list:

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 from support import wait_for
 
 import app
-from kd_core import run_view
+from kd_core.views import run_view
 from kd_core.views import session
 from kd_core.serve import settings
 from kd_core.config import RunConfig
@@ -343,7 +343,7 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     lost. Views before the first curve (the run starting) are not held back."""
     from kd_core.serve import shared_runs
     from kd_core.engine.loop.loop import StackStep
-    from kd_core.run_view import AccuracyCurves, LossCurves, RunView
+    from kd_core.views.run_view import AccuracyCurves, LossCurves, RunView
 
     monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.5)
     chart = AccuracyCurves((), None, 1)

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from support import free_port, wait_for
 
 import app
-from kd_core import run_view
+from kd_core.views import run_view
 from tests.test_served_images import fetch_whole_picture
 
 ROOT = Path(__file__).resolve().parent.parent

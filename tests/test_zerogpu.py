@@ -311,7 +311,7 @@ calls = []
 torch.cuda._lazy_init = lambda: calls.append("CUDA initialised")  # what creating any CUDA tensor calls first
 torch.cuda.is_available, torch.cuda.device_count = lambda: True, lambda: 1  # as ZeroGPU patches them outside a call
 import app
-from kd_core import run_view
+from kd_core.views import run_view
 from kd_core.serve import settings
 from kd_core.serve import zerogpu
 from tests.test_zerogpu import QUOTA, TINY, StandIn, default_sweep, zerogpu_error

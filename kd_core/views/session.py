@@ -1,6 +1,6 @@
 """One visitor's session of the app, without Gradio: the students of its latest run, and their files.
 
-`SessionStudents` is what a browser session keeps after a run (`kd_core.run_view.finished_view` makes it):
+`SessionStudents` is what a browser session keeps after a run (`kd_core.views.run_view.finished_view` makes it):
 the first seed's CE student and every method's student, the run's folder (CSV, checkpoint, model card), the
 hidden class and its bias. The views that show them live beside what they show: the live run and its results
 (`run_view`), the Predict and Dark knowledge tabs (`picture_views`), the ONNX export (`deploy`), the hidden
