@@ -20,7 +20,7 @@ from gradio_client.utils import Status
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
-from kd_core import picture_views
+from kd_core.views import pictures as picture_views
 from kd_core.views import run_view
 from kd_core.views import session
 from kd_core.serve import settings

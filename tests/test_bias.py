@@ -7,7 +7,9 @@ import torch
 from PIL import Image
 from support import finished_session, own_top_k
 
-from kd_core import bias, picture_views
+from kd_core import bias
+
+from kd_core.views import pictures as picture_views
 
 from kd_core.views import session
 from kd_core.config import RunConfig
