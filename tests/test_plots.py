@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from kd_core import plots
+from kd_core.views import plots
 from kd_core.engine.loop.loop import StackEvaluated, StackStep
 
 

@@ -302,7 +302,7 @@ def test_a_visitor_who_cancels_does_not_stop_the_shared_run(server):
 
 def test_identical_sweeps_share_one_run_and_its_one_heatmap(server, monkeypatch):
     """Three viewers of one sweep: one run, and its heatmap drawn once on the server, whoever views it."""
-    from kd_core import plots
+    from kd_core.views import plots
 
     drawn, draw = [], plots.figure_data_url
     monkeypatch.setattr(plots, "figure_data_url", lambda figure: drawn.append(1) or draw(figure))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from torch import nn
 
-from kd_core import plots
+from kd_core.views import plots
 from kd_core.config import RunConfig
 from kd_core.data.datasets.datasets import Dataset
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack

@@ -33,7 +33,7 @@ from collections.abc import Callable, Hashable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from kd_core import plots
+from kd_core.views import plots
 
 from kd_core.views import run_view
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from kd_core import plots
+from kd_core.views import plots
 
 from kd_core.models import predict
 from kd_core.config import MAX_TEMPERATURE

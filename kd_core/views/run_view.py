@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core import model_card, plots
+from kd_core import model_card
+
+from kd_core.views import plots
 
 from kd_core.models import predict
 
