@@ -247,7 +247,7 @@ def auto_bias(students: session.SessionStudents | None) -> float:
 
 
 def show_headline(students: session.SessionStudents | None) -> str:
-    """After a run: the verdict as the headline above the charts (kd_core.headline)."""
+    """After a run: the verdict as the headline above the charts (kd_core.views.headline)."""
     return headline.headline_html(None if students is None else students.summary)
 
 
@@ -436,7 +436,7 @@ def train_tab(students: gr.State) -> TrainControls:
                 start = gr.Button("Start", variant="primary", elem_id=START_ID)
                 stop = gr.Button("Stop", variant="stop")
             status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
-            verdict_headline = gr.HTML()  # after a run: the verdict in words, coloured by it (kd_core.headline)
+            verdict_headline = gr.HTML()  # after a run: the verdict in words, coloured by it (kd_core.views.headline)
             with gr.Row():
                 losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                                      title="Training loss", x_title="step", y_title="loss")
