@@ -810,7 +810,7 @@ def next_step(index: int):
 
 
 def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls, dark_temperature: gr.Slider) -> None:
-    """Five steps for a projector (kd_core.lesson.STEPS): each sets and shows another tab's own widgets, and puts
+    """Five steps for a projector (kd_core.views.lesson.STEPS): each sets and shows another tab's own widgets, and puts
     its question in `banner`, above the tabs, while the class watches."""
     index = gr.Number(0, visible=False)  # the step shown; a Number, not a State, so PRESS_START can read it
     card = gr.Markdown(lesson.step_markdown(0), elem_classes="kd-lesson")

@@ -247,9 +247,9 @@ def first_screens(browser: Browser, url: str, out_dir: Path) -> dict[str, dict]:
 
 
 def capture_lesson(url: str, out_dir: str | Path, timeout_s: float = 600.0) -> list[Path]:
-    """Walk the Lesson tab's five steps (kd_core.lesson.STEPS): press each step's button, wait for what it shows
+    """Walk the Lesson tab's five steps (kd_core.views.lesson.STEPS): press each step's button, wait for what it shows
     (a finished run's headline, or the Dark knowledge charts) and shoot that tab, then press Next step."""
-    from kd_core.lesson import STEPS
+    from kd_core.views.lesson import STEPS
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
