@@ -373,7 +373,7 @@ class TrainControls(NamedTuple):
 
 def group_labels(dataset: str, train_size: int, hide_class: str, unlabeled: int, student: str, lr: float,
                  epochs: int, seed: int, repeats: int, methods: list[str], dkd_beta: float, feature_weight: float):
-    """The folded groups' labels: each its one-line summary of its widgets' values (kd_core.panels)."""
+    """The folded groups' labels: each its one-line summary of its widgets' values (kd_core.views.panels)."""
     return (gr.Accordion(label=panels.data_label(dataset, train_size, hide_class, unlabeled)),
             gr.Accordion(label=panels.students_label(student, lr, epochs, seed, repeats)),
             gr.Accordion(label=panels.methods_label(methods, dkd_beta, feature_weight)))

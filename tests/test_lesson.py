@@ -1,10 +1,10 @@
-"""The guided lesson's steps (kd_core.views.lesson), the Train tab's folded-group summaries (kd_core.panels), and the
+"""The guided lesson's steps (kd_core.views.lesson), the Train tab's folded-group summaries (kd_core.views.panels), and the
 Lesson tab's wiring in app.py."""
 
 import pytest
 
 import app
-from kd_core import panels
+from kd_core.views import panels
 from kd_core.views import lesson
 from kd_core.serve import settings
 
