@@ -43,7 +43,7 @@ from kd_core import (
     stack_pool,
     web_runtime,
 )
-from kd_core.bias import bias_view
+from kd_core.views.bias import bias_view
 from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable

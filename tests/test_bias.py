@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from support import finished_session, own_top_k
 
-from kd_core import bias
+from kd_core.views import bias
 
 from kd_core.views import pictures as picture_views
 

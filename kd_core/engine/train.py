@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kd_core import bias
+from kd_core.views import bias
 
 from kd_core.models import checkpoints
 
@@ -129,7 +129,7 @@ class RunResult:
 
     def bias_report(self) -> dict | None:
         """With a hidden class: test accuracy (hidden class and overall, means over seeds) against the bias
-        added to its logit, for both students, and the automatic bias of each KD student (`kd_core.bias`)."""
+        added to its logit, for both students, and the automatic bias of each KD student (`kd_core.views.bias`)."""
         hidden = self.config.hide_class
         if hidden is None:
             return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from kd_core import bias
+from kd_core.views import bias
 from kd_core.models.predict import Classifier
 from kd_core.serve.settings import training_threads
 
