@@ -302,7 +302,7 @@ def open_picture(image: dict | str):
 
 
 def served_picture(picture: Image.Image) -> str:
-    """A picture to show, as a file written whole in Gradio's cache (kd_core.served): Gradio 6.31 writes a
+    """A picture to show, as a file written whole in Gradio's cache (kd_core.views.served): Gradio 6.31 writes a
     returned PIL image in place, and identical previews of concurrent requests were served half-written."""
     return str(served.picture_file(picture, served.folder(get_upload_folder())))
 

@@ -3,7 +3,7 @@
 Gradio 6.31 writes a returned PIL image to a path named by the content's hash with a plain `write_bytes`
 (truncate, then write), so identical previews from concurrent requests rewrote the file while it was being
 served: a client got 0 bytes of a declared 630 ("peer closed connection without sending complete message
-body"). The app now writes each preview whole under its own content-hash name (`kd_core.served`).
+body"). The app now writes each preview whole under its own content-hash name (`kd_core.views.served`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gradio_client import Client, handle_file
 from PIL import Image, ImageDraw
 
 import app
-from kd_core import served
+from kd_core.views import served
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
