@@ -1,7 +1,7 @@
 """The KD student in the visitor's browser: what the Predict tab sends the page, and the script that runs it.
 
 For a picture, the server prepares the model input exactly as for its own predictions (kd_core.models.predict, uint8
-`[C, H, W]`), exports the KD student to ONNX once per student (kd_core.export: normalisation inside, uint8 in,
+`[C, H, W]`), exports the KD student to ONNX once per student (kd_core.publish.export: normalisation inside, uint8 in,
 logits out) into a folder the app serves, and answers with ONNX Runtime in Python on the same input. The page's
 script (`browser_student.js`, `script()`) imports the vendored onnxruntime-web bundle (kd_core.web_runtime),
 inflates the gzipped WebAssembly with `DecompressionStream`, runs one wasm thread (no cross-origin isolation
@@ -28,7 +28,7 @@ from kd_core import web_runtime
 
 from kd_core.models import predict
 from kd_core.models.checkpoints import atomic_write
-from kd_core.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
+from kd_core.publish.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 
 RUNS = 100  # timed runs per picture in the browser; the mean is the ms per image shown
 MODEL_FOLDER = "kd-browser-models"  # inside the app's served cache folder

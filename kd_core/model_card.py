@@ -226,7 +226,7 @@ def usage(meta: Mapping, onnx_file: str | None) -> str:
              "the model takes normalised float images (`(x / 255 − mean) / std`, mean and std in `meta`); "
              "`kd_core.models.predict` does that for any picture."]
     if onnx_file:
-        from kd_core.export import INPUT_CONTRACT
+        from kd_core.publish.export import INPUT_CONTRACT
 
         lines += ["", f"ONNX (`{onnx_file}`), normalisation built in — {INPUT_CONTRACT}:", "", "```python",
                   "import onnxruntime as ort",

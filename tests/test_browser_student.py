@@ -16,7 +16,7 @@ import torch
 from kd_core import browser_student, web_runtime
 
 from kd_core.models import predict
-from kd_core.export import onnx_logits, onnx_session
+from kd_core.publish.export import onnx_logits, onnx_session
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "checkpoints" / "examples" / "7-sneaker-test-9.png"  # a 28×28 Fashion-MNIST test image

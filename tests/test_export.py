@@ -1,4 +1,4 @@
-"""ONNX export (kd_core.export, .deploy), latency (kd_core.latency) and model cards (kd_core.model_card).
+"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.latency) and model cards (kd_core.model_card).
 
 The round trip runs on the real Fashion-MNIST test set with the shipped KD student and teacher; the CLI
 tests run `main` in-process.
@@ -18,7 +18,7 @@ from kd_core.models import checkpoints
 
 from kd_core.models.zoo import zoo as models
 from kd_core.__main__ import build_parser, main, run_config
-from kd_core.export import (
+from kd_core.publish.export import (
     INPUT_NAME,
     OUTPUT_NAME,
     ExportUnavailable,
