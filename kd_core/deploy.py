@@ -3,7 +3,7 @@
 `export_with_card` is what `python -m kd_core export` runs and what the app can call for an ONNX download:
 export (kd_core.publish.export), compare ONNX Runtime's logits with PyTorch's on the dataset's test images (an
 `ExportMismatch` removes the file and says by how much they differ), measure batch-1 and batch-256 latency
-on CPU (kd_core.latency), and write the card beside the file (kd_core.model_card). Needs the optional ONNX
+on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.model_card). Needs the optional ONNX
 packages. `export_view` is the app's export button: a session's KD student, and its latency beside the teacher's.
 """
 
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from kd_core.publish.export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
-from kd_core.latency import latency_rows
+from kd_core.publish.latency import latency_rows
 from kd_core.model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
 from kd_core.data.sources import dataset_of
 
@@ -59,7 +59,7 @@ class ExportView:
     """After an ONNX export: the files, the latency of teacher and KD student, and the comparison in words."""
 
     files: list[Path]
-    latency: pd.DataFrame  # kd_core.latency.latency_table: PyTorch and ONNX Runtime, batch 1 and 256
+    latency: pd.DataFrame  # kd_core.publish.latency.latency_table: PyTorch and ONNX Runtime, batch 1 and 256
     words: str
 
 
@@ -68,7 +68,7 @@ def export_view(students: SessionStudents | None) -> ExportView:
     timed beside the teacher, with its card; ValueError saying what is missing (a run, or the ONNX packages)."""
     from kd_core.models import predict
     from kd_core.publish.export import ExportUnavailable
-    from kd_core.latency import latency_table, speedup_words
+    from kd_core.publish.latency import latency_table, speedup_words
     from kd_core.views.session import downloads
 
     if students is None or students.summary is None:

@@ -242,7 +242,7 @@ def speed(latency: Sequence[Mapping]) -> str:
     threads = latency[0].get("threads", 1)
     return "\n".join([
         "## Speed", "", f"CPU, {threads} thread{'s' if threads != 1 else ''}, uint8 images in, logits out, "
-        "measured when this card was written (fastest of interleaved rounds, kd_core.latency):", "",
+        "measured when this card was written (fastest of interleaved rounds, kd_core.publish.latency):", "",
         "| model | params | weights MB | PyTorch ms (batch 1) | ONNX Runtime ms (batch 1) | "
         "PyTorch ms/img (batch 256) | ONNX Runtime ms/img (batch 256) |", "|---|---|---|---|---|---|---|",
         *rows])

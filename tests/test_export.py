@@ -1,4 +1,4 @@
-"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.latency) and model cards (kd_core.model_card).
+"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.publish.latency) and model cards (kd_core.model_card).
 
 The round trip runs on the real Fashion-MNIST test set with the shipped KD student and teacher; the CLI
 tests run `main` in-process.
@@ -30,7 +30,7 @@ from kd_core.publish.export import (
     read_onnx_metadata,
     require_onnx,
 )
-from kd_core.latency import latency_rows, latency_table, speedup_words
+from kd_core.publish.latency import latency_rows, latency_table, speedup_words
 from kd_core.model_card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 
 KD_STUDENT = checkpoints.CHECKPOINT_DIR / "default-students" / "kd-student.safetensors"
