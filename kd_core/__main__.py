@@ -424,7 +424,7 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
     """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
-    from kd_core.model_card import model_card, write_card
+    from kd_core.publish.card import model_card, write_card
     from kd_core.engine.train import card_summary, save_student
 
     for role in ("ce", "kd"):

@@ -3,7 +3,7 @@
 `export_with_card` is what `python -m kd_core export` runs and what the app can call for an ONNX download:
 export (kd_core.publish.export), compare ONNX Runtime's logits with PyTorch's on the dataset's test images (an
 `ExportMismatch` removes the file and says by how much they differ), measure batch-1 and batch-256 latency
-on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.model_card). Needs the optional ONNX
+on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.publish.card). Needs the optional ONNX
 packages. `export_view` is the app's export button: a session's KD student, and its latency beside the teacher's.
 """
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from kd_core.publish.export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
 from kd_core.publish.latency import latency_rows
-from kd_core.model_card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
+from kd_core.publish.card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
 from kd_core.data.sources import dataset_of
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summar
                      threads: int = 1) -> dict:
     """Write `out` (.onnx) and `out` with `.md`; return what was written and measured (JSON-ready).
 
-    `summary`: the run's results for the card (see kd_core.model_card); default: the checkpoint's own
+    `summary`: the run's results for the card (see kd_core.publish.card); default: the checkpoint's own
     accuracy and its teacher's, read from the teacher checkpoint when it is on disk.
     """
     require_onnx()

@@ -6,7 +6,7 @@ directory is what `distill --save-students DIR` writes (`kd-student.safetensors`
 cards) or the app's run folder (the KD student alone; the app passes the run's summary instead). When no
 `kd-student.onnx` is there yet, it is exported first, exactly as `kd_core export` does (kd_core.deploy).
 
-The card is the prose kd_core.model_card writes (T, α, method, teacher, the reproduce command, the ONNX input
+The card is the prose kd_core.publish.card writes (T, α, method, teacher, the reproduce command, the ONNX input
 contract, the speed table) under metadata built with huggingface_hub's own `ModelCardData` and `EvalResult`:
 licence, tags, datasets, `base_model` when the teacher came from the Hub, and a `model-index` with this
 student's validation and test accuracy (mean over seeds, the std and per-seed values in `args`) beside the CE
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_core.models.checkpoints import load_model, read_metadata
-from kd_core.model_card import HF_DATASETS, card_path, model_card, teacher_facts
+from kd_core.publish.card import HF_DATASETS, card_path, model_card, teacher_facts
 
 KD_FILE, CE_FILE, ONNX_FILE = "kd-student.safetensors", "ce-student.safetensors", "kd-student.onnx"
 DEFAULT_LICENSE = "mit"  # Fashion-MNIST's and MNIST's licence; --license changes it
@@ -74,7 +74,7 @@ def seed_accuracies(kd_meta: Mapping, ce_meta: Mapping | None, summary: Mapping 
 
 
 def card_summary(kd_meta: Mapping, ce_meta: Mapping | None) -> dict:
-    """What kd_core.model_card needs for the prose, from the checkpoints alone (the CLI's run folders)."""
+    """What kd_core.publish.card needs for the prose, from the checkpoints alone (the CLI's run folders)."""
     figures = seed_accuracies(kd_meta, ce_meta, None)
     summary = {**teacher_facts(kd_meta), "kd_acc": figures["kd_test"], "seeds": kd_meta.get("seeds")}
     if figures["ce_test"]:

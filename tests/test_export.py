@@ -1,4 +1,4 @@
-"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.publish.latency) and model cards (kd_core.model_card).
+"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.publish.latency) and model cards (kd_core.publish.card).
 
 The round trip runs on the real Fashion-MNIST test set with the shipped KD student and teacher; the CLI
 tests run `main` in-process.
@@ -31,7 +31,7 @@ from kd_core.publish.export import (
     require_onnx,
 )
 from kd_core.publish.latency import latency_rows, latency_table, speedup_words
-from kd_core.model_card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
+from kd_core.publish.card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 
 KD_STUDENT = checkpoints.CHECKPOINT_DIR / "default-students" / "kd-student.safetensors"
 TEACHER = checkpoints.CHECKPOINT_DIR / "cnn-teacher-fashion-mnist.safetensors"

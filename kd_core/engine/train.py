@@ -249,8 +249,8 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
 
 
 def card_summary(result: RunResult, meta: dict) -> dict:
-    """What a student's model card reports: the run's summary with every seed's accuracies (kd_core.model_card)."""
-    from kd_core.model_card import teacher_facts
+    """What a student's model card reports: the run's summary with every seed's accuracies (kd_core.publish.card)."""
+    from kd_core.publish.card import teacher_facts
 
     return {**teacher_facts(meta), **result.summary(), "ce_acc": result.accuracies("ce"),
             "kd_acc": result.accuracies("kd"), "seeds": list(result.seeds)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core import model_card
+from kd_core.publish import card as model_card
 
 from kd_core.views import plots
 
