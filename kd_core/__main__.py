@@ -7,7 +7,7 @@ arguments, a teacher that does not fit the dataset, or unavailable data exit wit
 `distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
 `kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
 built in; see kd_core.publish.export) with its card `PATH.md`, and needs the optional ONNX packages. `push RUN_DIR --repo
-NAME` publishes a run folder's KD student, its ONNX export and a Hub model card (kd_core.hub).
+NAME` publishes a run folder's KD student, its ONNX export and a Hub model card (kd_core.publish.hub).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from kd_core import hub
+from kd_core.publish import hub
 
 from kd_core.models import checkpoints
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
@@ -314,7 +314,7 @@ def cmd_study(args: argparse.Namespace) -> dict:
     return study.command(args, cfg)
 
 
-# ------------------------------------------------------------------------ push (kd_core.hub)
+# ------------------------------------------------------------------------ push (kd_core.publish.hub)
 
 def add_push_parser(commands) -> None:
     push = commands.add_parser("push", help="publish a run's KD student (safetensors, ONNX, model card) on the Hub")

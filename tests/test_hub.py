@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from hub_standin import OWNER, Server
 
-from kd_core import hub
+from kd_core.publish import hub
 
 from kd_core.models import checkpoints
 from kd_core.__main__ import main
