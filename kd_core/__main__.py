@@ -444,7 +444,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from kd_core.deploy import export_with_card
+    from kd_core.publish.deploy import export_with_card
 
     if not args.out.endswith(".onnx"):
         raise ValueError("--out must end in .onnx")

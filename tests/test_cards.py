@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from kd_core import deploy
+from kd_core.publish import deploy
 
 from kd_core.views import run_view
 

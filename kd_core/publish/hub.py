@@ -4,7 +4,7 @@ metadata sets it beside its CE twin.
 `push(run_dir, repo)` is what `python -m kd_core push` and the app's "Publish the KD student" run. The run
 directory is what `distill --save-students DIR` writes (`kd-student.safetensors`, `ce-student.safetensors`, their
 cards) or the app's run folder (the KD student alone; the app passes the run's summary instead). When no
-`kd-student.onnx` is there yet, it is exported first, exactly as `kd_core export` does (kd_core.deploy).
+`kd-student.onnx` is there yet, it is exported first, exactly as `kd_core export` does (kd_core.publish.deploy).
 
 The card is the prose kd_core.publish.card writes (T, α, method, teacher, the reproduce command, the ONNX input
 contract, the speed table) under metadata built with huggingface_hub's own `ModelCardData` and `EvalResult`:
@@ -151,7 +151,7 @@ def stage(run_dir: str | Path, summary: Mapping | None = None, *, model_name: st
     ce_meta = read_metadata(run_dir / CE_FILE) if (run_dir / CE_FILE).is_file() else None
     prose_summary = dict(summary) if summary else card_summary(meta, ce_meta)
     if not (run_dir / ONNX_FILE).is_file():
-        from kd_core.deploy import export_with_card
+        from kd_core.publish.deploy import export_with_card
 
         export_with_card(model, meta, run_dir / ONNX_FILE, summary=prose_summary)
     folder = Path(tempfile.mkdtemp(prefix="kd-push-"))
