@@ -1,4 +1,4 @@
-// The KD student in the visitor's browser (kd_core/browser_student.py): Gradio calls this function with the
+// The KD student in the visitor's browser (kd_core/publish/browser_student.py): Gradio calls this function with the
 // panel's HTML, whose data-kd attribute holds the payload; it returns the result element's HTML. Every file it
 // fetches is on the app's own origin: the vendored onnxruntime-web bundle, the gzipped wasm and the student.
 async (panel) => {

@@ -1,4 +1,4 @@
-"""The KD student in the visitor's browser (kd_core.browser_student): headless Chromium with every request off
+"""The KD student in the visitor's browser (kd_core.publish.browser_student): headless Chromium with every request off
 the loopback aborted and recorded, after a run in the Train tab; the browser's logits against ONNX Runtime's in
 Python, a drawn picture, the ms per image."""
 
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core import browser_student, web_runtime
+from kd_core import web_runtime
+
+from kd_core.publish import browser_student
 
 from kd_core.models import predict
 from kd_core.publish.export import onnx_logits, onnx_session
