@@ -547,7 +547,7 @@ def predict_tab(page: gr.Blocks, students: gr.State) -> None:
 
 # ------------------------------------------------------------- take the student out: the browser and the Hub
 # The KD student in the visitor's browser (kd_core.publish.browser_student, onnxruntime-web vendored by
-# kd_core.web_runtime) and its publication on the Hub (kd_core.publish.hub), both in the Predict tab.
+# kd_core.publish.web_runtime) and its publication on the Hub (kd_core.publish.hub), both in the Predict tab.
 
 ON_SPACES = bool(os.environ.get("SPACE_ID"))  # set by Hugging Face Spaces: sign-in with the visitor's account
 if web_runtime.present():

@@ -3,7 +3,7 @@
     python scripts/vendor_onnxruntime_web.py                 # npm pack onnxruntime-web@VERSION, check, write
     python scripts/vendor_onnxruntime_web.py --tarball T.tgz # the same from a tarball already downloaded
 
-The tarball's SHA-512 must equal npm's pinned dist.integrity (kd_core.web_runtime), else exit 2 and nothing
+The tarball's SHA-512 must equal npm's pinned dist.integrity (kd_core.publish.web_runtime), else exit 2 and nothing
 is written. The output is byte for byte the committed files.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # kd_core, run from anywhere
 
-from kd_core import web_runtime  # noqa: E402
+from kd_core.publish import web_runtime
 
 
 def main(argv: list[str] | None = None) -> int:

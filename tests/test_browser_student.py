@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core import web_runtime
+from kd_core.publish import web_runtime
 
 from kd_core.publish import browser_student
 

@@ -1,4 +1,4 @@
-"""The vendored onnxruntime-web (kd_core.web_runtime, scripts/vendor_onnxruntime_web.py): the integrity check
+"""The vendored onnxruntime-web (kd_core.publish.web_runtime, scripts/vendor_onnxruntime_web.py): the integrity check
 refuses a tampered tarball, the output is the same bytes every time, and the committed files are the pinned
 release's (slow: fetches it from npm)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kd_core import web_runtime
+from kd_core.publish import web_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "vendor_onnxruntime_web.py"

@@ -3,7 +3,7 @@
 For a picture, the server prepares the model input exactly as for its own predictions (kd_core.models.predict, uint8
 `[C, H, W]`), exports the KD student to ONNX once per student (kd_core.publish.export: normalisation inside, uint8 in,
 logits out) into a folder the app serves, and answers with ONNX Runtime in Python on the same input. The page's
-script (`browser_student.js`, `script()`) imports the vendored onnxruntime-web bundle (kd_core.web_runtime),
+script (`browser_student.js`, `script()`) imports the vendored onnxruntime-web bundle (kd_core.publish.web_runtime),
 inflates the gzipped WebAssembly with `DecompressionStream`, runs one wasm thread (no cross-origin isolation
 needed), creates a session from the student's ONNX file, classifies the same input, and times `RUNS` runs.
 Every file comes from the app's own origin.
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core import web_runtime
+from kd_core.publish import web_runtime
 
 from kd_core.models import predict
 from kd_core.models.checkpoints import atomic_write
