@@ -1,4 +1,4 @@
-"""Study throughput: K trials trained as one stack (`kd_core.study`) vs the same trials one by one via `distill`.
+"""Study throughput: K trials trained as one stack (`kd_core.study.trials`) vs the same trials one by one via `distill`.
 
     .venv/bin/python bench/study_bench.py [--stack 8] [--bench-repeats 1] [--json] [distill's run options]
 
@@ -29,7 +29,7 @@ import optuna  # noqa: E402
 
 from kd_core.__main__ import add_run_options, run_config  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
-from kd_core.study import open_study, run_worker  # noqa: E402
+from kd_core.study.trials.trials import open_study, run_worker  # noqa: E402
 from kd_core.study_space import SearchSpace  # noqa: E402
 from kd_core.engine.train import run  # noqa: E402
 

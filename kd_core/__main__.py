@@ -279,7 +279,7 @@ def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
             "train_seconds": added.get("teacher_train_seconds"), "arch": args.arch, **data_facts(cfg)}
 
 
-# ------------------------------------------------------------------------- study (kd_core.study, Optuna)
+# ------------------------------------------------------------------------- study (kd_core.study.trials, Optuna)
 
 def add_study_parser(commands) -> None:
     """`study`: distill's run options fixed for every trial, plus where the study lives and how many trials."""
@@ -294,7 +294,7 @@ def add_study_parser(commands) -> None:
     study.add_argument("--workers", type=int, default=1, help="local worker processes")
     study.add_argument("--stack", type=int, default=8,
                        help="trials a worker asks for at once and trains as one stack (one per learning rate)")
-    study.add_argument("--space", help="JSON or YAML file replacing ranges of the search space (kd_core/study.py "
+    study.add_argument("--space", help="JSON or YAML file replacing ranges of the search space (kd_core/study/trials.py "
                                        "SearchSpace: methods, temperature, alpha, dkd_beta, feature_weight, lr)")
     study.add_argument("--summary", action="store_true",
                        help="print the best trials and write history.png and importance.png to --plots")
@@ -305,7 +305,7 @@ def add_study_parser(commands) -> None:
 
 def cmd_study(args: argparse.Namespace) -> dict:
     try:
-        from kd_core import study
+        from kd_core.study.trials import trials as study
     except ModuleNotFoundError as error:
         raise ValueError(f"study needs {error.name}: pip install -r requirements-study.txt") from None
     cfg = run_config(args)

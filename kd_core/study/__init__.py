@@ -1,1 +1,1 @@
-"""kd_core.study (face written after the move)."""
+"""kd_core.study.trials (face written after the move)."""
