@@ -25,7 +25,7 @@ from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, train_stack
 from kd_core.engine.roles import CE_ROLE, Role, method_role
 from kd_core.study.trials.trials import open_study, run_worker
-from kd_core.study_space import SearchSpace, load_space, trial_role
+from kd_core.study.space import SearchSpace, load_space, trial_role
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = RunConfig(train_size=500, epochs=2, repeats=2, evaluations=4, event_interval_s=0.0)

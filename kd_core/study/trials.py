@@ -40,7 +40,7 @@ from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
 from kd_core.engine.roles import CE_ROLE, NAMES
 from kd_core.engine.stats import mean_std, paired_difference, verdict
-from kd_core.study_space import SearchSpace, load_space, trial_role
+from kd_core.study.space import SearchSpace, load_space, trial_role
 
 HEARTBEAT_S = 10  # RDB storages: a running trial's heartbeat period; stale after GRACE_S without one
 GRACE_S = 60
