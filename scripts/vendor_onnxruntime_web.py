@@ -1,4 +1,4 @@
-"""Re-create kd_core/web/onnxruntime-web/ (the in-browser student's runtime) from the pinned npm release.
+"""Re-create kd_core/publish/web/onnxruntime-web/ (the in-browser student's runtime) from the pinned npm release.
 
     python scripts/vendor_onnxruntime_web.py                 # npm pack onnxruntime-web@VERSION, check, write
     python scripts/vendor_onnxruntime_web.py --tarball T.tgz # the same from a tarball already downloaded

@@ -4,7 +4,7 @@ The Predict tab runs the KD student in the visitor's browser with onnxruntime-we
 itself (no CDN, so it works offline and on Spaces): the ESM bundle `ort.wasm.bundle.min.mjs` (the wasm build
 with its Emscripten glue inlined, 77 kB) and the single-threaded-capable SIMD WebAssembly binary, stored
 gzipped (`ort-wasm-simd-threaded.wasm.gz`, 3.8 MB; the page inflates it with `DecompressionStream`). Both are
-committed under `kd_core/web/onnxruntime-web/` with `NOTICE.txt` (the MIT licence of ONNX Runtime).
+committed under `kd_core/publish/web/onnxruntime-web/` with `NOTICE.txt` (the MIT licence of ONNX Runtime).
 
 `vendor()` re-creates them byte for byte from the pinned npm release: `npm pack` fetches the tarball, its
 SHA-512 must equal the pinned `dist.integrity` (else `IntegrityError`, nothing written), and the gzip stream is
@@ -68,7 +68,7 @@ def present(folder: Path = ASSETS) -> bool:
 
 
 def how_to_vendor() -> str:
-    return (f"The in-browser student needs onnxruntime-web {VERSION}'s files in kd_core/web/{PACKAGE}/: run "
+    return (f"The in-browser student needs onnxruntime-web {VERSION}'s files in kd_core/publish/web/{PACKAGE}/: run "
             f"`python scripts/vendor_onnxruntime_web.py` (uses npm).")
 
 
