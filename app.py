@@ -22,6 +22,8 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
+from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable
+from kd_core.engine.loop.loop import resolve_device, train_stack
 from PIL import Image
 
 from kd_core import (
@@ -43,17 +45,15 @@ from kd_core import (
     stack_pool,
     web_runtime,
 )
-from kd_core.views.bias import bias_view
-from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.config import MAX_REPEATS, RunConfig
-from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable
-from kd_core.engine.loop.loop import resolve_device, train_stack
-from kd_core.engine.roles import METHODS, NAMES
 from kd_core.data.sources import resolve_dataset
+from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.sweep import MAX_GRID, live_sweep
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget
+from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.serve.zerogpu import in_caller_context, on_gpu, sweep_duration
+from kd_core.views.bias import bias_view
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

@@ -240,9 +240,9 @@ def run_loads(args: argparse.Namespace, logs: Path) -> dict:
 def solo_accuracies(settings: dict) -> tuple[float, float]:
     """One visitor's settings trained alone in this process, as the app's table rounds them."""
     sys.path.insert(0, str(ROOT))
-    from kd_core.serve import settings as app_settings
     from kd_core.config import RunConfig
     from kd_core.engine.train import run
+    from kd_core.serve import settings as app_settings
 
     defaults = RunConfig()
     cfg = app_settings.make_config(**{"temperature": defaults.temperature, "alpha": defaults.alpha,

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.engine.roles import METHODS  # noqa: E402
-from kd_core.serve.settings import PRESETS  # noqa: E402
 from kd_core.engine.train import run  # noqa: E402
+from kd_core.serve.settings import PRESETS  # noqa: E402
 
 REGIMES = {
     "default": ("default (1,000 images)", PRESETS["Defaults: 1,000 images, KD beats CE"]),

@@ -6,7 +6,8 @@ arguments, a teacher that does not fit the dataset, or unavailable data exit wit
 `error: …` line on stderr, no traceback; the teacher is checked before any data is loaded or downloaded.
 `distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
 `kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
-built in; see kd_core.publish.export) with its card `PATH.md`, and needs the optional ONNX packages. `push RUN_DIR --repo
+built in; see kd_core.publish.export) with its card `PATH.md`, and needs the optional ONNX packages. `push RUN_DIR
+--repo
 NAME` publishes a run folder's KD student, its ONNX export and a Hub model card (kd_core.publish.hub).
 """
 
@@ -22,17 +23,16 @@ from pathlib import Path
 
 import torch
 
-from kd_core.publish import hub
-
-from kd_core.models import checkpoints
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data.datasets.datasets import DatasetUnavailable
-from kd_core.publish.export import ExportUnavailable
-from kd_core.models.zoo.zoo import STUDENTS, TEACHERS
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
-from kd_core.teacher.logits.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 from kd_core.engine.train import TrainingDiverged, resolve_device
+from kd_core.models import checkpoints
+from kd_core.models.zoo.zoo import STUDENTS, TEACHERS
+from kd_core.publish import hub
+from kd_core.publish.export import ExportUnavailable
+from kd_core.teacher.logits.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 
 DEFAULTS = RunConfig()
 
@@ -294,7 +294,8 @@ def add_study_parser(commands) -> None:
     study.add_argument("--workers", type=int, default=1, help="local worker processes")
     study.add_argument("--stack", type=int, default=8,
                        help="trials a worker asks for at once and trains as one stack (one per learning rate)")
-    study.add_argument("--space", help="JSON or YAML file replacing ranges of the search space (kd_core/study/trials.py "
+    study.add_argument("--space", help="JSON or YAML file replacing ranges of the search space "
+                       "(kd_core/study/trials.py "
                                        "SearchSpace: methods, temperature, alpha, dkd_beta, feature_weight, lr)")
     study.add_argument("--summary", action="store_true",
                        help="print the best trials and write history.png and importance.png to --plots")
@@ -424,8 +425,8 @@ def cmd_distill(args: argparse.Namespace) -> dict:
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
     """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
-    from kd_core.publish.card import model_card, write_card
     from kd_core.engine.train import card_summary, save_student
+    from kd_core.publish.card import model_card, write_card
 
     for role in ("ce", "kd"):
         path = save_student(result, role, directory / f"{role}-student.safetensors",

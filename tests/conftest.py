@@ -4,10 +4,10 @@ caches from the user's home directory."""
 from __future__ import annotations
 
 import pytest
+from kd_core.data.datasets.datasets import load_dataset
 from support import free_port
 
 from kd_core.models import checkpoints
-from kd_core.data.datasets.datasets import load_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -17,20 +17,17 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
+from kd_core.teacher.logits.logits import teacher_logits
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
-from kd_core.views import pictures as picture_views
-from kd_core.views import run_view
-from kd_core.views import session
-from kd_core.serve import settings
-from kd_core.serve import shared_runs
-from kd_core.models import predict
-from kd_core.models import checkpoints
 from kd_core.config import RunConfig
 from kd_core.engine.roles import METHODS, NAMES
-from kd_core.teacher.logits.logits import teacher_logits
 from kd_core.engine.train import run
+from kd_core.models import checkpoints, predict
+from kd_core.serve import settings, shared_runs
+from kd_core.views import pictures as picture_views
+from kd_core.views import run_view, session
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")

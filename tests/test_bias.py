@@ -7,13 +7,10 @@ import torch
 from PIL import Image
 from support import finished_session, own_top_k
 
-from kd_core.views import bias
-
-from kd_core.views import pictures as picture_views
-
-from kd_core.views import session
 from kd_core.config import RunConfig
 from kd_core.engine.train import run
+from kd_core.views import bias, session
+from kd_core.views import pictures as picture_views
 
 HIDDEN = RunConfig(hide_class=3, train_size=5000, epochs=3, lr=1e-3, repeats=2)
 

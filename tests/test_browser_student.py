@@ -13,11 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from kd_core.publish import web_runtime
-
-from kd_core.publish import browser_student
-
 from kd_core.models import predict
+from kd_core.publish import browser_student, web_runtime
 from kd_core.publish.export import onnx_logits, onnx_session
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,13 +6,10 @@ import shlex
 
 import pytest
 
-from kd_core.publish import deploy
-
-from kd_core.views import run_view
-
-from kd_core.views import session
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
+from kd_core.publish import deploy
+from kd_core.views import run_view, session
 
 
 def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):

@@ -6,11 +6,10 @@ import sys
 import pytest
 import torch
 
-from kd_core.models.zoo import zoo as models
-
-from kd_core.data.datasets import datasets as data
 from kd_core.__main__ import build_parser, main
+from kd_core.data.datasets import datasets as data
 from kd_core.models.checkpoints import load_model, save_model
+from kd_core.models.zoo import zoo as models
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -35,6 +34,7 @@ def test_distill_json_is_the_last_line(tmp_path):
     first_seed = result["per_seed"][0]  # the saved students are the first seed's
     assert meta["role"] == "kd-student" and meta["test_acc"] == pytest.approx(first_seed["kd_acc"], abs=1e-4)
     from kd_core.data.datasets.datasets import load_dataset
+
     from kd_core.engine.train import predictions
 
     fashion = load_dataset("fashion-mnist")

@@ -5,19 +5,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kd_core.models.zoo import zoo as models
-
-from kd_core.engine import run_data
-
-from kd_core.engine import roles
-
-from kd_core.engine.loop import loop as engine
-from kd_core.config import RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStep, train_stack
-from kd_core.losses import kd_loss
+
+from kd_core.config import RunConfig
+from kd_core.engine import roles, run_data
+from kd_core.engine.loop import loop as engine
 from kd_core.engine.roles import CE_ROLE, Role, role_losses
 from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
+from kd_core.losses import kd_loss
+from kd_core.models.zoo import zoo as models
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
 PAIR = [CE_ROLE, Role("KD student", "kd", 3.0, 0.7)]
@@ -119,8 +115,9 @@ def test_parts_hold_whole_seed_groups_and_bound_the_activation_memory():
 def test_one_seed_equals_an_independent_reference_loop(fashion):
     """repeats=1: the engine's CE and KD students equal two plain modules trained by a hand-written loop
     with its own loss formula, its own training set (all but the validation split) and initialisation."""
-    from kd_core.models import checkpoints
     from kd_core.teacher.logits.logits import teacher_logits
+
+    from kd_core.models import checkpoints
 
     cfg = RunConfig(train_size=0, epochs=1, repeats=1, lr=1e-3, batch_size=1024, seed=3, evaluations=1)
     result = finished(cfg)
@@ -263,8 +260,8 @@ def test_a_diverging_role_stops_the_run_with_a_message(fashion, monkeypatch):
 
 def test_stack_losses_give_each_method_its_own_formula():
     """CE, KD, KD-std, DKD and DIST roles in one stack: each column equals its 2-D formula per seed."""
-    from kd_core.losses import dist_loss, dkd_loss, kd_loss_stacked
     from kd_core.engine.roles import hinton_columns, method_role, stack_losses
+    from kd_core.losses import dist_loss, dkd_loss, kd_loss_stacked
 
     g = torch.Generator().manual_seed(2)
     stack = [CE_ROLE, *(method_role(m, 4.0, 0.9, 8.0) for m in ("kd", "kd-std", "dkd", "dist"))]

@@ -1,4 +1,5 @@
-"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.publish.latency) and model cards (kd_core.publish.card).
+"""ONNX export (kd_core.publish.export, .deploy), latency (kd_core.publish.latency) and model cards
+(kd_core.publish.card).
 
 The round trip runs on the real Fashion-MNIST test set with the shipped KD student and teacher; the CLI
 tests run `main` in-process.
@@ -14,10 +15,10 @@ import onnxruntime
 import pytest
 import torch
 
-from kd_core.models import checkpoints
-
-from kd_core.models.zoo import zoo as models
 from kd_core.__main__ import build_parser, main, run_config
+from kd_core.models import checkpoints
+from kd_core.models.zoo import zoo as models
+from kd_core.publish.card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 from kd_core.publish.export import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -31,7 +32,6 @@ from kd_core.publish.export import (
     require_onnx,
 )
 from kd_core.publish.latency import latency_rows, latency_table, speedup_words
-from kd_core.publish.card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 
 KD_STUDENT = checkpoints.CHECKPOINT_DIR / "default-students" / "kd-student.safetensors"
 TEACHER = checkpoints.CHECKPOINT_DIR / "cnn-teacher-fashion-mnist.safetensors"

@@ -1,11 +1,12 @@
-"""The verdict headline (kd_core.views.headline): its words and its tone follow the 95 % interval, not the mean's sign."""
+"""The verdict headline (kd_core.views.headline): its words and its tone follow the 95 % interval, not the mean's
+sign."""
 
 import pytest
 from support import finished_session
 
-from kd_core.views import headline
 from kd_core.config import RunConfig
 from kd_core.engine.stats import paired_difference
+from kd_core.views import headline
 
 
 def method_row(method: str, kd: list[float], ce: list[float]) -> dict:

@@ -13,10 +13,9 @@ from collections import Counter
 import pytest
 from hub_standin import OWNER, Server
 
-from kd_core.publish import hub
-
-from kd_core.models import checkpoints
 from kd_core.__main__ import main
+from kd_core.models import checkpoints
+from kd_core.publish import hub
 
 # the requests of one push, in order (upload_folder checks the card's YAML twice); the two LFS uploads and their
 # verifications run in threads, in any order

@@ -1,12 +1,12 @@
-"""The guided lesson's steps (kd_core.views.lesson), the Train tab's folded-group summaries (kd_core.views.panels), and the
+"""The guided lesson's steps (kd_core.views.lesson), the Train tab's folded-group summaries (kd_core.views.panels),
+and the
 Lesson tab's wiring in app.py."""
 
 import pytest
 
 import app
-from kd_core.views import panels
-from kd_core.views import lesson
 from kd_core.serve import settings
+from kd_core.views import lesson, panels
 
 
 def test_the_five_steps_in_the_issues_order():

@@ -1,4 +1,5 @@
-"""The app's "Your data" panel (kd_core.serve.own_data): its limits and messages, and, in Chromium, upload a zip, train a
+"""The app's "Your data" panel (kd_core.serve.own_data): its limits and messages, and, in Chromium, upload a zip,
+train a
 teacher on it, distil, and predict with the zip's own class names."""
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from pathlib import Path
 import pytest
 from test_sources import write_images, zip_folder
 
-from kd_core.serve import own_data
-
 from kd_core.data import sources
+from kd_core.serve import own_data
 
 ARGS = dict(kind=own_data.TEACHER_KINDS[0], arch="zoo:cnn-tiny", hub_id="", teacher_epochs=3, image_size=0,
             teacher_image_size=0, student="mlp-small", epochs=2, repeats=2)

@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
+from kd_core.engine.loop.loop import StackEvaluated, StackStep
 
 from kd_core.views import plots
-from kd_core.engine.loop.loop import StackEvaluated, StackStep
 
 
 def test_loss_frame_has_one_row_per_student_and_step():

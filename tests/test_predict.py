@@ -3,12 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from kd_core.teacher.logits.logits import predict_logits
 from PIL import Image
 
-from kd_core.models import predict
-
-from kd_core.models import checkpoints
-from kd_core.teacher.logits.logits import predict_logits
+from kd_core.models import checkpoints, predict
 
 EXAMPLES = checkpoints.CHECKPOINT_DIR / "examples"
 

@@ -12,12 +12,11 @@ from gradio_client import Client, handle_file
 from support import wait_for
 
 import app
-from kd_core.views import run_view
-from kd_core.views import session
-from kd_core.serve import settings
 from kd_core.config import RunConfig
-from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
 from kd_core.engine.train import run as solo_run
+from kd_core.serve import settings
+from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
+from kd_core.views import run_view, session
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
@@ -341,8 +340,9 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     """Views are cumulative: after the first curve a visitor is sent at most one per view interval, the newest,
     which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
     lost. Views before the first curve (the run starting) are not held back."""
-    from kd_core.serve import shared_runs
     from kd_core.engine.loop.loop import StackStep
+
+    from kd_core.serve import shared_runs
     from kd_core.views.run_view import AccuracyCurves, LossCurves, RunView
 
     monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.5)

@@ -1,4 +1,5 @@
-"""Your own data (kd_core.data.sources) and teacher (kd_core.teacher.sources): folders and zips decode to the same tensors
+"""Your own data (kd_core.data.sources) and teacher (kd_core.teacher.sources): folders and zips decode to the same
+tensors
 as the built-in data, a run on them equals the built-in run, outside teachers round-trip, and every bad input
 ends in one `error:` line with exit code 2."""
 
@@ -11,20 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from kd_core.data.datasets.datasets import Dataset
 from PIL import Image
 
-from kd_core.teacher import sources as teachers
-
-from kd_core.models import checkpoints
-
-from kd_core.models.zoo import zoo as models
-
-from kd_core.data import sources
-
-from kd_core.engine import train
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.data.datasets.datasets import Dataset
+from kd_core.data import sources
+from kd_core.engine import train
+from kd_core.models import checkpoints
+from kd_core.models.zoo import zoo as models
+from kd_core.teacher import sources as teachers
 
 
 def export_fashion(fashion, root: Path, train_count: int, test_count: int) -> None:
@@ -174,9 +171,8 @@ def test_local_dir_round_trip_gives_the_same_logits(colours, tmp_path):
     """A timm teacher saved with save_for_hf and loaded by the run (local-dir:) gives the logits the original
     network gives on the same images resized to its input size and normalised with its mean and std."""
     import timm
-    from timm.models import save_for_hf
-
     from kd_core.teacher.logits.logits import fit_teacher, teacher_logits
+    from timm.models import save_for_hf
 
     dataset = sources.load_folder(colours, image_size=32)
     net = timm.create_model("resnet10t", num_classes=3)

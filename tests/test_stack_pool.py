@@ -6,12 +6,12 @@ import contextvars
 import threading
 
 import torch
+from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
 from support import wait_for
 
 from kd_core.config import RunConfig
-from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
-from kd_core.serve.stack_pool import Projection, Queued, StackPool, project, stack_key
 from kd_core.engine.train import roles
+from kd_core.serve.stack_pool import Projection, Queued, StackPool, project, stack_key
 
 # the stacked arithmetic (one batched matmul over more students) may round differently in the last bits; seen:
 # equal accuracies; a student's weights within this of the solo run's

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from kd_core.engine import roles
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
+from kd_core.engine import roles
 from kd_core.engine.roles import role_losses
 from kd_core.engine.sweep import MAX_GRID, SweepEvaluated, SweepStarted, SweepStep, run_sweep, sweep
 from kd_core.engine.train import TrainingDiverged, class_accuracy, predictions, run

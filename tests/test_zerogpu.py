@@ -10,17 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from kd_core.serve import settings
-
-from kd_core.serve import zerogpu
-
-from kd_core.models.zoo import zoo as models
-from kd_core.config import CPU_MAX_TFLOP, RunConfig
 from kd_core.engine.loop.loop import StackFinished, StackStarted, train_stack
+
+from kd_core.config import CPU_MAX_TFLOP, RunConfig
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SweepView, live_sweep, parse_values
 from kd_core.engine.train import roles
+from kd_core.models.zoo import zoo as models
+from kd_core.serve import settings, zerogpu
 from kd_core.serve.zerogpu import CAP_SECONDS, Work
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,8 +283,7 @@ def test_a_train_tab_stack_runs_in_its_first_visitors_context(monkeypatch):
     """The Train tab's path: the handler, the shared run's thread, the live run, the stack pool, then the stack's
     thread, which is where ZeroGPU looks for the visitor's request."""
     import app
-    from kd_core.serve import shared_runs
-    from kd_core.serve import stack_pool
+    from kd_core.serve import shared_runs, stack_pool
 
     visitor = contextvars.ContextVar("visitor", default=None)
     seen = []

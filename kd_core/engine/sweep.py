@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 from torch import nn
 
-from kd_core.views import plots
 from kd_core.config import RunConfig
 from kd_core.data.datasets.datasets import Dataset
 from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import CE_ROLE, Role
 from kd_core.engine.stats import mean_std, paired_difference
+from kd_core.views import plots
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU
 SWEEP_METHODS = ("kd", "kd-std")  # the methods whose loss T and α set (DKD, DIST and the feature methods have no α)

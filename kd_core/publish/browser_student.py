@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core.publish import web_runtime
-
 from kd_core.models import predict
 from kd_core.models.checkpoints import atomic_write
+from kd_core.publish import web_runtime
 from kd_core.publish.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 
 RUNS = 100  # timed runs per picture in the browser; the mean is the ms per image shown

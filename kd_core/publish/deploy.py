@@ -17,10 +17,18 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from kd_core.publish.export import ATOL, INPUT_CONTRACT, RTOL, ExportMismatch, check_round_trip, export_onnx, require_onnx
-from kd_core.publish.latency import latency_rows
-from kd_core.publish.card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
 from kd_core.data.sources import dataset_of
+from kd_core.publish.card import ROLE_NAMES, model_card, role_of, teacher_facts, write_card
+from kd_core.publish.export import (
+    ATOL,
+    INPUT_CONTRACT,
+    RTOL,
+    ExportMismatch,
+    check_round_trip,
+    export_onnx,
+    require_onnx,
+)
+from kd_core.publish.latency import latency_rows
 
 if TYPE_CHECKING:
     import pandas as pd

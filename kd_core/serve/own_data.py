@@ -18,17 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kd_core.teacher import sources as teachers
-
-from kd_core.models import predict
-
-from kd_core.models import external
-
-from kd_core.models.zoo import zoo as models
-
-from kd_core.data import sources
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
+from kd_core.data import sources
 from kd_core.data.datasets.datasets import Dataset
+from kd_core.models import external, predict
+from kd_core.models.zoo import zoo as models
+from kd_core.teacher import sources as teachers
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")

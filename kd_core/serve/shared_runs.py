@@ -33,15 +33,11 @@ from collections.abc import Callable, Hashable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from kd_core.views import plots
-
-from kd_core.views import run_view
-
-from kd_core.models import checkpoints
-
-from kd_core.engine import sweep
 from kd_core.config import RunConfig
+from kd_core.engine import sweep
+from kd_core.models import checkpoints
 from kd_core.serve.stack_pool import Queued, queued_status, wait_estimate
+from kd_core.views import plots, run_view
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time

@@ -30,12 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core.models import checkpoints
-
-from kd_core.models import external
-
-from kd_core.models.zoo import zoo as models
 from kd_core.data.datasets.datasets import Dataset
+from kd_core.models import checkpoints, external
+from kd_core.models.zoo import zoo as models
 from kd_core.teacher.logits.logits import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")

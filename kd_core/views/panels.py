@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kd_core.data.datasets.datasets import TRAIN_SET_SIZES
-from kd_core.views.headline import method_name
 from kd_core.serve.settings import DATASET_LABELS, NO_HIDDEN_CLASS
+from kd_core.views.headline import method_name
 
 FEATURE_METHODS = ("hint", "cosine")  # the methods the feature weight w applies to
 DKD_METHODS = ("dkd", "dkd-std")  # the methods DKD's β applies to

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import pandas as pd
 from PIL import Image
 
-from kd_core.views import plots
-
-from kd_core.models import predict
 from kd_core.config import MAX_TEMPERATURE
+from kd_core.models import predict
 from kd_core.models.predict import Classifier
-from kd_core.views.session import SessionStudents
 from kd_core.serve.settings import DATASET_LABELS
+from kd_core.views import plots
+from kd_core.views.session import SessionStudents
 
 
 @dataclass(frozen=True, eq=False)

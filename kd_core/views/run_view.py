@@ -24,23 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from kd_core.publish import card as model_card
-
-from kd_core.views import plots
-
-from kd_core.models import predict
-
-from kd_core.models import checkpoints
-
-from kd_core.models.zoo import zoo as models
 from kd_core.config import RunConfig
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
-from kd_core.models.predict import Classifier
-from kd_core.engine.roles import FEATURE_METHODS, NAMES
-from kd_core.views.session import SessionStudents
-from kd_core.serve.settings import DATASET_LABELS
 from kd_core.data.sources import resolve_dataset
-from kd_core.serve.stack_pool import Queued, queued_status
+from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
+from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
     RunResult,
@@ -52,6 +39,14 @@ from kd_core.engine.train import (
     run_result,
     save_student,
 )
+from kd_core.models import checkpoints, predict
+from kd_core.models.predict import Classifier
+from kd_core.models.zoo import zoo as models
+from kd_core.publish import card as model_card
+from kd_core.serve.settings import DATASET_LABELS
+from kd_core.serve.stack_pool import Queued, queued_status
+from kd_core.views import plots
+from kd_core.views.session import SessionStudents
 
 CSV_COLUMNS = ["event", "epoch", "step", "progress", "train_seconds", "ce_loss", "kd_loss", "ce_acc", "kd_acc",
                "ce_hidden_acc", "kd_hidden_acc"]  # then ce_acc_seed_<seed>, kd_acc_seed_<seed> per seed
