@@ -22,8 +22,6 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
-from kd_core.data.datasets.datasets import CLASSES, DatasetUnavailable
-from kd_core.engine.loop.loop import resolve_device, train_stack
 from PIL import Image
 
 from kd_core import (
@@ -46,7 +44,9 @@ from kd_core import (
     web_runtime,
 )
 from kd_core.config import MAX_REPEATS, RunConfig
+from kd_core.data.datasets import CLASSES, DatasetUnavailable
 from kd_core.data.sources import resolve_dataset
+from kd_core.engine.loop import resolve_device, train_stack
 from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.sweep import MAX_GRID, live_sweep
 from kd_core.engine.sweep import parse_values as sweep_values

@@ -24,15 +24,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core.data.datasets.datasets import load_dataset  # noqa: E402
-from kd_core.teacher.logits.logits import predict_logits  # noqa: E402
-
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.data import sources
+from kd_core.data.datasets import load_dataset  # noqa: E402
 from kd_core.engine import train
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
 from kd_core.teacher import sources as teachers
+from kd_core.teacher.logits import predict_logits  # noqa: E402
 
 
 def export(root: Path, count: int) -> None:

@@ -26,12 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import optuna  # noqa: E402
-from kd_core.study.trials.trials import open_study, run_worker  # noqa: E402
 
 from kd_core.__main__ import add_run_options, run_config  # noqa: E402
 from kd_core.config import RunConfig  # noqa: E402
 from kd_core.engine.train import run  # noqa: E402
 from kd_core.study.space import SearchSpace  # noqa: E402
+from kd_core.study.trials import open_study, run_worker  # noqa: E402
 
 
 def configurations(space: SearchSpace, count: int) -> list[dict]:

@@ -32,11 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices  # noqa: E402
-from kd_core.models.zoo.zoo import flops_per_sample  # noqa: E402
-from kd_core.teacher.logits.logits import teacher_logits  # noqa: E402
 
 from kd_core.config import RunConfig  # noqa: E402
+from kd_core.data.datasets import Dataset, load_dataset, student_indices  # noqa: E402
 from kd_core.engine.bench import matmul_gflops  # noqa: E402
 from kd_core.engine.roles import role_losses  # noqa: E402
 from kd_core.engine.stack import StudentStack  # noqa: E402
@@ -44,6 +42,8 @@ from kd_core.engine.sweep import run_sweep  # noqa: E402
 from kd_core.engine.train import new_student, predictions, run  # noqa: E402
 from kd_core.losses import kd_loss  # noqa: E402
 from kd_core.models import checkpoints
+from kd_core.models.zoo import flops_per_sample  # noqa: E402
+from kd_core.teacher.logits import teacher_logits  # noqa: E402
 
 
 def floats(text: str) -> list[float]:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kd_core.data.datasets.datasets import load_dataset  # noqa: E402
-from kd_core.engine.loop.loop import StackStarted  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from kd_core.data.datasets import load_dataset  # noqa: E402
+from kd_core.engine.loop import StackStarted  # noqa: E402
 from kd_core.engine.sweep import live_sweep, parse_values  # noqa: E402
 from kd_core.engine.train import distill  # noqa: E402
 from kd_core.serve import settings, zerogpu

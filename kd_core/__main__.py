@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
-from kd_core.data.datasets.datasets import DatasetUnavailable
+from kd_core.data.datasets import DatasetUnavailable
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.engine.train import TrainingDiverged, resolve_device
 from kd_core.models import checkpoints
-from kd_core.models.zoo.zoo import STUDENTS, TEACHERS
+from kd_core.models.zoo import STUDENTS, TEACHERS
 from kd_core.publish import hub
 from kd_core.publish.export import ExportUnavailable
-from kd_core.teacher.logits.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
+from kd_core.teacher.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 
 DEFAULTS = RunConfig()
 
@@ -260,7 +260,7 @@ def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     """train-teacher with --data or a timm:/torchvision: arch: kd_core.teacher.sources trains it (as distill's
     --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
     from kd_core.data.sources import resolve_dataset
-    from kd_core.teacher.logits.logits import save_logits_beside, teacher_logits
+    from kd_core.teacher.logits import save_logits_beside, teacher_logits
 
     if not args.out.endswith(".safetensors"):
         raise ValueError("--out must end in .safetensors")
@@ -337,8 +337,8 @@ def cmd_push(args: argparse.Namespace) -> dict:
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
-    from kd_core.data.datasets.datasets import load_dataset
-    from kd_core.teacher.logits.logits import save_logits_beside, teacher_logits, train_teacher
+    from kd_core.data.datasets import load_dataset
+    from kd_core.teacher.logits import save_logits_beside, teacher_logits, train_teacher
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work
@@ -389,7 +389,7 @@ def check_before_work(cfg: RunConfig) -> None:
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted
+    from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted
     from kd_core.engine.train import distill, kd_index, run_result
 
     cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,

@@ -85,7 +85,7 @@ class RunConfig:
         if self.hide_class is not None:
             high = (num_classes - 1) if num_classes else 9
             _check_int("hide_class", self.hide_class, low=0, high=high)
-        from kd_core.models.zoo.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
+        from kd_core.models.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
         if self.student not in STUDENTS and not _is_timm_name(self.student):

@@ -27,8 +27,7 @@ def wait_for(condition, seconds: float = 60.0, every: float = 0.02) -> bool:
 
 def finished_session(cfg):
     """cfg's run ended as the app ends one (`run_view.finished_view`): (its RunResult, the session's students)."""
-    from kd_core.engine.loop.loop import StackFinished
-
+    from kd_core.engine.loop import StackFinished
     from kd_core.engine.train import distill, run_result
     from kd_core.views import run_view
 

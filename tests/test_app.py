@@ -17,7 +17,6 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from kd_core.teacher.logits.logits import teacher_logits
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
@@ -26,6 +25,7 @@ from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.train import run
 from kd_core.models import checkpoints, predict
 from kd_core.serve import settings, shared_runs
+from kd_core.teacher.logits import teacher_logits
 from kd_core.views import pictures as picture_views
 from kd_core.views import run_view, session
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from kd_core.data.datasets.datasets import CLASSES, NORMALISATION, Dataset
-from kd_core.teacher.logits.logits import train_teacher
 from PIL import Image
 from support import free_port
 
 import app
+from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset
 from kd_core.data.datasets import datasets as data
 from kd_core.models import checkpoints
 from kd_core.serve import settings
+from kd_core.teacher.logits import train_teacher
 from kd_core.views import run_view
 
 TINTS = torch.tensor([[(k * 37) % 256, (k * 91) % 256, (k * 53) % 256] for k in range(10)], dtype=torch.uint8)

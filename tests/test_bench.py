@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from kd_core.data.datasets.datasets import load_dataset
 
 from kd_core.__main__ import main
+from kd_core.data.datasets import load_dataset
 from kd_core.engine import bench
 
 MLP_SMALL_FORWARD = 2 * (784 * 128 + 128 * 10)  # FLOPs of one forward pass of 784 -> 128 -> 10

@@ -33,8 +33,7 @@ def test_distill_json_is_the_last_line(tmp_path):
     kd, meta = load_model(tmp_path / "kd-student.safetensors")
     first_seed = result["per_seed"][0]  # the saved students are the first seed's
     assert meta["role"] == "kd-student" and meta["test_acc"] == pytest.approx(first_seed["kd_acc"], abs=1e-4)
-    from kd_core.data.datasets.datasets import load_dataset
-
+    from kd_core.data.datasets import load_dataset
     from kd_core.engine.train import predictions
 
     fashion = load_dataset("fashion-mnist")

@@ -2,8 +2,8 @@ import gzip
 
 import pytest
 import torch
-from kd_core.data.datasets.datasets import DatasetUnavailable, augment, load_dataset, read_idx, student_indices
 
+from kd_core.data.datasets import DatasetUnavailable, augment, load_dataset, read_idx, student_indices
 from kd_core.data.datasets import datasets as data
 
 

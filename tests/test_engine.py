@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from kd_core.engine.loop.loop import StackFinished, StackStep, train_stack
 
 from kd_core.config import RunConfig
 from kd_core.engine import roles, run_data
+from kd_core.engine.loop import StackFinished, StackStep, train_stack
 from kd_core.engine.loop import loop as engine
 from kd_core.engine.roles import CE_ROLE, Role, role_losses
 from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
@@ -115,9 +115,8 @@ def test_parts_hold_whole_seed_groups_and_bound_the_activation_memory():
 def test_one_seed_equals_an_independent_reference_loop(fashion):
     """repeats=1: the engine's CE and KD students equal two plain modules trained by a hand-written loop
     with its own loss formula, its own training set (all but the validation split) and initialisation."""
-    from kd_core.teacher.logits.logits import teacher_logits
-
     from kd_core.models import checkpoints
+    from kd_core.teacher.logits import teacher_logits
 
     cfg = RunConfig(train_size=0, epochs=1, repeats=1, lr=1e-3, batch_size=1024, seed=3, evaluations=1)
     result = finished(cfg)

@@ -3,8 +3,8 @@ import math
 
 import pytest
 import torch
-from kd_core.engine.loop.loop import StackEvaluated, StackStep
 
+from kd_core.engine.loop import StackEvaluated, StackStep
 from kd_core.views import plots
 
 

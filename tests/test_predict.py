@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from kd_core.teacher.logits.logits import predict_logits
 from PIL import Image
 
 from kd_core.models import checkpoints, predict
+from kd_core.teacher.logits import predict_logits
 
 EXAMPLES = checkpoints.CHECKPOINT_DIR / "examples"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from kd_core.engine.loop.loop import StackStep
-
+from kd_core.engine.loop import StackStep
 from kd_core.views import plots
 from kd_core.views.run_view import LossCurves
 

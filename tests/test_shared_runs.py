@@ -340,8 +340,7 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     """Views are cumulative: after the first curve a visitor is sent at most one per view interval, the newest,
     which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
     lost. Views before the first curve (the run starting) are not held back."""
-    from kd_core.engine.loop.loop import StackStep
-
+    from kd_core.engine.loop import StackStep
     from kd_core.serve import shared_runs
     from kd_core.views.run_view import AccuracyCurves, LossCurves, RunView
 

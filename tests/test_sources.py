@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from kd_core.data.datasets.datasets import Dataset
 from PIL import Image
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import sources
+from kd_core.data.datasets import Dataset
 from kd_core.engine import train
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
@@ -171,8 +171,9 @@ def test_local_dir_round_trip_gives_the_same_logits(colours, tmp_path):
     """A timm teacher saved with save_for_hf and loaded by the run (local-dir:) gives the logits the original
     network gives on the same images resized to its input size and normalised with its mean and std."""
     import timm
-    from kd_core.teacher.logits.logits import fit_teacher, teacher_logits
     from timm.models import save_for_hf
+
+    from kd_core.teacher.logits import fit_teacher, teacher_logits
 
     dataset = sources.load_folder(colours, image_size=32)
     net = timm.create_model("resnet10t", num_classes=3)

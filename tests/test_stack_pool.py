@@ -6,10 +6,10 @@ import contextvars
 import threading
 
 import torch
-from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep, train_stack
 from support import wait_for
 
 from kd_core.config import RunConfig
+from kd_core.engine.loop import StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.train import roles
 from kd_core.serve.stack_pool import Projection, Queued, StackPool, project, stack_key
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, train_stack
-from kd_core.study.trials.trials import open_study, run_worker
 from optuna.trial import TrialState
 from support import free_port, wait_for
 
 from kd_core.config import RunConfig
+from kd_core.engine.loop import StackEvaluated, StackFinished, train_stack
 from kd_core.engine.loop import loop as engine
 from kd_core.engine.roles import CE_ROLE, Role, method_role
 from kd_core.study.space import SearchSpace, load_space, trial_role
+from kd_core.study.trials import open_study, run_worker
 from kd_core.study.trials import trials as kd_study
 
 ROOT = Path(__file__).resolve().parents[1]

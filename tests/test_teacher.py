@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from kd_core.teacher.logits.logits import clear_memory_cache, teacher_logits
 
 from kd_core.models import checkpoints
+from kd_core.teacher.logits import clear_memory_cache, teacher_logits
 from kd_core.teacher.logits import logits as teacher
 
 ROOT = Path(__file__).resolve().parent.parent

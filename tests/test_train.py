@@ -2,10 +2,10 @@ import math
 
 import pytest
 import torch
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep
 
 from kd_core.config import RunConfig
 from kd_core.engine import roles, train
+from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted, StackStep
 from kd_core.engine.train import distill, run
 
 SMALL = RunConfig(train_size=2000, epochs=2, repeats=1, event_interval_s=0.0)

@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from kd_core.engine.loop.loop import StackFinished, StackStarted, train_stack
 
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
+from kd_core.engine.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SweepView, live_sweep, parse_values
 from kd_core.engine.train import roles

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from kd_core.data.datasets.datasets import VALIDATION_SEED, Dataset, load_dataset, stratified_subset, validation_indices
+from kd_core.data.datasets import VALIDATION_SEED, Dataset, load_dataset, stratified_subset, validation_indices
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"),

@@ -33,13 +33,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_core.config import MAX_EPOCHS, RunConfig
-from kd_core.data.datasets.datasets import Dataset, load_dataset, student_indices
-from kd_core.engine.loop.loop import StackFinished, StackStarted, StackStep
+from kd_core.data.datasets import Dataset, load_dataset, student_indices
+from kd_core.engine.loop import StackFinished, StackStarted, StackStep
 from kd_core.engine.train import distill, new_student, predictions, run_result
 from kd_core.losses import kd_loss
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
-from kd_core.teacher.logits.logits import clear_memory_cache, predict_logits
+from kd_core.teacher.logits import clear_memory_cache, predict_logits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

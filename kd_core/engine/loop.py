@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 import torch
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets.datasets import Dataset, augment, load_dataset
+from kd_core.data.datasets import Dataset, augment, load_dataset
 from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regressor, stack_losses
 from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
-from kd_core.teacher.logits.logits import teacher_features, teacher_logits
+from kd_core.teacher.logits import teacher_features, teacher_logits
 from kd_core.teacher.sources import needs_preparing, prepare
 
 

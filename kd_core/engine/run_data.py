@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets.datasets import Dataset, stratified_subset, student_indices
+from kd_core.data.datasets import Dataset, stratified_subset, student_indices
 
 LIVE_VALIDATION = 500  # validation images behind the live curves (class-stratified, fixed): 12 evaluations of
 # 500 images slowed the default run by about 10 % (measured, README); 2,000 images cost 50-80 %

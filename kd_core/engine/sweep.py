@@ -26,8 +26,8 @@ import pandas as pd
 from torch import nn
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets.datasets import Dataset
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from kd_core.data.datasets import Dataset
+from kd_core.engine.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import CE_ROLE, Role
 from kd_core.engine.stats import mean_std, paired_difference
 from kd_core.views import plots

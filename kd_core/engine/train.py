@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from kd_core.data.datasets.datasets import Dataset, student_indices
+from kd_core.data.datasets import Dataset, student_indices
 from kd_core.data.sources import resolve_dataset
-from kd_core.engine.loop.loop import (
+from kd_core.engine.loop import (
     StackEvent,
     StackFinished,
     StackResult,
@@ -41,7 +41,7 @@ from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
-from kd_core.teacher.logits.logits import logits_cached
+from kd_core.teacher.logits import logits_cached
 from kd_core.views import bias
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers

@@ -87,7 +87,7 @@ def check_teacher_fits(path: str | Path, dataset_name: str) -> dict:
     Compares the metadata's `dataset`, `in_shape` and `num_classes` with the dataset's known image shape
     and classes (data.IMAGE_SHAPES, data.CLASSES) before any data is loaded, downloaded or trained on.
     """
-    from kd_core.data.datasets.datasets import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
+    from kd_core.data.datasets import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
 
     meta = read_metadata(path)
     if dataset_name not in CLASSES:

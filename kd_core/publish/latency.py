@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kd_core.models import checkpoints
-from kd_core.models.zoo.zoo import describe
+from kd_core.models.zoo import describe
 from kd_core.publish.export import INPUT_NAME, OUTPUT_NAME, normalised, onnx_session, to_onnx
 
 BATCH_SIZES = (1, 256)

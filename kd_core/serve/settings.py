@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
+from kd_core.data.datasets import CLASSES, TRAIN_SET_SIZES
 from kd_core.data.datasets import datasets as data
-from kd_core.data.datasets.datasets import CLASSES, TRAIN_SET_SIZES
 from kd_core.engine.roles import METHODS
 from kd_core.models import checkpoints, predict
 from kd_core.models.zoo import zoo as models

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from kd_core.config import RunConfig
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from kd_core.engine.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import Role
 
 # the fields a stack varies per role (T, α, methods and their weights) or per seed: requests differing only here

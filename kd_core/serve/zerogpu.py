@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets.datasets import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
+from kd_core.data.datasets import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
 from kd_core.engine.roles import FEATURE_METHODS, Role
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.models import checkpoints

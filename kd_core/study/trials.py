@@ -37,7 +37,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import Trial, TrialState
 
 from kd_core.config import RunConfig
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
+from kd_core.engine.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
 from kd_core.engine.roles import CE_ROLE, NAMES
 from kd_core.engine.stats import mean_std, paired_difference, verdict
 from kd_core.study.space import SearchSpace, load_space, trial_role

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kd_core.config import DATASETS, MAX_BATCH_SIZE, MAX_TEACHER_EPOCHS, _check_choice, _check_int, _check_number
-from kd_core.data.datasets.datasets import Dataset, augment, load_dataset
+from kd_core.data.datasets import Dataset, augment, load_dataset
 from kd_core.models import checkpoints
 from kd_core.models.zoo import zoo as models
 

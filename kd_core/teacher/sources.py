@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core.data.datasets.datasets import Dataset
+from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints, external
 from kd_core.models.zoo import zoo as models
-from kd_core.teacher.logits.logits import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
+from kd_core.teacher.logits import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")
 OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line

@@ -62,7 +62,7 @@ def auto_bias(student: torch.Tensor, teacher: torch.Tensor, hidden: int, high: f
 
 def bias_view(students: SessionStudents) -> tuple[str, str]:
     """(Vega-Lite spec as JSON, caption) of the hidden-class bias curve of this session's run, its value marked."""
-    from kd_core.data.datasets.datasets import load_dataset
+    from kd_core.data.datasets import load_dataset
     from kd_core.views import plots
 
     report, value = students.bias_report, students.hidden_bias

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kd_core.data.datasets.datasets import TRAIN_SET_SIZES
+from kd_core.data.datasets import TRAIN_SET_SIZES
 from kd_core.serve.settings import DATASET_LABELS, NO_HIDDEN_CLASS
 from kd_core.views.headline import method_name
 

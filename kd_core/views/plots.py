@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from kd_core.engine.loop.loop import StackEvaluated, StackStep
+from kd_core.engine.loop import StackEvaluated, StackStep
 from kd_core.models.predict import softened
 
 CE, KD, TEACHER = "CE student", "KD student", "teacher"

@@ -26,7 +26,7 @@ import pandas as pd
 
 from kd_core.config import RunConfig
 from kd_core.data.sources import resolve_dataset
-from kd_core.engine.loop.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
+from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
