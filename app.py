@@ -24,25 +24,6 @@ from gradio.components.plot import PlotData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from kd_core import (
-    browser_student,
-    deploy,
-    headline,
-    hub,
-    lesson,
-    own_data,
-    panels,
-    picture_views,
-    plots,
-    predict,
-    run_view,
-    served,
-    session,
-    settings,
-    shared_runs,
-    stack_pool,
-    web_runtime,
-)
 from kd_core.config import MAX_REPEATS, RunConfig
 from kd_core.data.datasets import CLASSES, DatasetUnavailable
 from kd_core.data.sources import resolve_dataset
@@ -51,8 +32,13 @@ from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.sweep import MAX_GRID, live_sweep
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget
+from kd_core.models import predict
 from kd_core.models.checkpoints import CHECKPOINT_DIR
+from kd_core.publish import browser_student, deploy, hub, web_runtime
+from kd_core.serve import own_data, settings, shared_runs, stack_pool
 from kd_core.serve.zerogpu import in_caller_context, on_gpu, sweep_duration
+from kd_core.views import headline, lesson, panels, plots, run_view, served, session
+from kd_core.views import pictures as picture_views
 from kd_core.views.bias import bias_view
 
 

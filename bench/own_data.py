@@ -29,7 +29,7 @@ from kd_core.data import sources
 from kd_core.data.datasets import load_dataset  # noqa: E402
 from kd_core.engine import train
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher import sources as teachers
 from kd_core.teacher.logits import predict_logits  # noqa: E402
 

@@ -306,7 +306,7 @@ def add_study_parser(commands) -> None:
 
 def cmd_study(args: argparse.Namespace) -> dict:
     try:
-        from kd_core.study.trials import trials as study
+        from kd_core.study import trials as study
     except ModuleNotFoundError as error:
         raise ValueError(f"study needs {error.name}: pip install -r requirements-study.txt") from None
     cfg = run_config(args)

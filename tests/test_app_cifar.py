@@ -15,8 +15,8 @@ from PIL import Image
 from support import free_port
 
 import app
+from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset
-from kd_core.data.datasets import datasets as data
 from kd_core.models import checkpoints
 from kd_core.serve import settings
 from kd_core.teacher.logits import train_teacher

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from kd_core.models import checkpoints
+from kd_core.models import zoo as models
 from kd_core.models.checkpoints import CheckpointError, atomic_write, load_model, save_model
-from kd_core.models.zoo import zoo as models
 
 META = {"arch": "mlp-small", "dataset": "fashion-mnist", "in_shape": [1, 28, 28], "num_classes": 10,
         "test_acc": 0.5, "recipe": "test", "seed": 0}

@@ -8,14 +8,14 @@ import torch
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
+from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
-from kd_core.data.datasets import datasets as data
+from kd_core.engine import loop as engine
 from kd_core.engine import train
-from kd_core.engine.loop import loop as engine
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
+from kd_core.teacher import logits as teacher
 from kd_core.teacher.logits import clear_memory_cache
-from kd_core.teacher.logits import logits as teacher
 
 
 def colour_dataset(train: int = 64, test: int = 32) -> Dataset:

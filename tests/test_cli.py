@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kd_core.__main__ import build_parser, main
-from kd_core.data.datasets import datasets as data
+from kd_core.data import datasets as data
+from kd_core.models import zoo as models
 from kd_core.models.checkpoints import load_model, save_model
-from kd_core.models.zoo import zoo as models
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -3,8 +3,8 @@ import gzip
 import pytest
 import torch
 
+from kd_core.data import datasets as data
 from kd_core.data.datasets import DatasetUnavailable, augment, load_dataset, read_idx, student_indices
-from kd_core.data.datasets import datasets as data
 
 
 def test_fashion_mnist_loads_offline_as_uint8_tensors(fashion):

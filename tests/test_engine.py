@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from kd_core.config import RunConfig
+from kd_core.engine import loop as engine
 from kd_core.engine import roles, run_data
 from kd_core.engine.loop import StackFinished, StackStep, train_stack
-from kd_core.engine.loop import loop as engine
 from kd_core.engine.roles import CE_ROLE, Role, role_losses
 from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
 from kd_core.losses import kd_loss
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
 PAIR = [CE_ROLE, Role("KD student", "kd", 3.0, 0.7)]

@@ -17,7 +17,7 @@ import torch
 
 from kd_core.__main__ import build_parser, main, run_config
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.publish.card import LOSS_FORMULA, accuracy_text, model_card, reproduce_command, teacher_facts
 from kd_core.publish.export import (
     INPUT_NAME,

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 
 @pytest.mark.parametrize("name", ["mlp-teacher", "cnn-teacher", *models.SMALL_STUDENTS])

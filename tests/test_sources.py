@@ -20,7 +20,7 @@ from kd_core.data import sources
 from kd_core.data.datasets import Dataset
 from kd_core.engine import train
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher import sources as teachers
 
 

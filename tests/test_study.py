@@ -20,12 +20,12 @@ from optuna.trial import TrialState
 from support import free_port, wait_for
 
 from kd_core.config import RunConfig
+from kd_core.engine import loop as engine
 from kd_core.engine.loop import StackEvaluated, StackFinished, train_stack
-from kd_core.engine.loop import loop as engine
 from kd_core.engine.roles import CE_ROLE, Role, method_role
+from kd_core.study import trials as kd_study
 from kd_core.study.space import SearchSpace, load_space, trial_role
 from kd_core.study.trials import open_study, run_worker
-from kd_core.study.trials import trials as kd_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = RunConfig(train_size=500, epochs=2, repeats=2, evaluations=4, event_interval_s=0.0)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kd_core.models import checkpoints
+from kd_core.teacher import logits as teacher
 from kd_core.teacher.logits import clear_memory_cache, teacher_logits
-from kd_core.teacher.logits import logits as teacher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ def test_train_teacher_reaches_a_sane_accuracy_quickly():
     ("epochs", 0, "epochs"), ("epochs", 2.5, "epochs"), ("seed", -1, "seed"),
 ])
 def test_train_teacher_refuses_bad_options_before_loading_data(option, value, message, monkeypatch):
-    from kd_core.data.datasets import datasets as data
+    from kd_core.data import datasets as data
 
     monkeypatch.setattr(data, "_load_cached", lambda *args: pytest.fail("loaded data before checking"))
     with pytest.raises(ValueError, match=message):

@@ -16,7 +16,7 @@ from kd_core.engine.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SweepView, live_sweep, parse_values
 from kd_core.engine.train import roles
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.serve import settings, zerogpu
 from kd_core.serve.zerogpu import CAP_SECONDS, Work
 

@@ -38,7 +38,7 @@ from kd_core.engine.loop import StackFinished, StackStarted, StackStep
 from kd_core.engine.train import distill, new_student, predictions, run_result
 from kd_core.losses import kd_loss
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher.logits import clear_memory_cache, predict_logits
 
 

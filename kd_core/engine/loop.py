@@ -41,7 +41,7 @@ from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regress
 from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher.logits import teacher_features, teacher_logits
 from kd_core.teacher.sources import needs_preparing, prepare
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 STACKABLE = (nn.Flatten, nn.Linear, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
 # bytes of one layer's activations for the students run together (see StudentStack.parts): 17 cnn-tiny

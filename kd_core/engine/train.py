@@ -40,7 +40,7 @@ from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_r
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher.logits import logits_cached
 from kd_core.views import bias
 

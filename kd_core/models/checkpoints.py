@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 META_KEY = "kd_playground"
 CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"

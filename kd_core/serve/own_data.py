@@ -22,7 +22,7 @@ from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import sources
 from kd_core.data.datasets import Dataset
 from kd_core.models import external, predict
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher import sources as teachers
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from kd_core.config import MAX_REPEATS, MAX_TEMPERATURE, RunConfig
+from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, TRAIN_SET_SIZES
-from kd_core.data.datasets import datasets as data
 from kd_core.engine.roles import METHODS
 from kd_core.models import checkpoints, predict
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 MAX_APP_EPOCHS = 20  # the app's cap (RunConfig allows 50): a run on a shared Space stays short
 APP_TEMPERATURES = (0.5, 20.0)  # the Train tab's range of T (RunConfig allows (0, 100])

@@ -43,8 +43,8 @@ from kd_core.data.datasets import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
 from kd_core.engine.roles import FEATURE_METHODS, Role
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
-from kd_core.teacher.logits import logits as teacher
+from kd_core.models import zoo as models
+from kd_core.teacher import logits as teacher
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
 # A conservative rate, derived, NOT measured (no GPU was lent to measure it): ZeroGPU's default `large` slice

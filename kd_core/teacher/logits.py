@@ -31,7 +31,7 @@ from torch import nn
 from kd_core.config import DATASETS, MAX_BATCH_SIZE, MAX_TEACHER_EPOCHS, _check_choice, _check_int, _check_number
 from kd_core.data.datasets import Dataset, augment, load_dataset
 from kd_core.models import checkpoints
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 
 CACHE_FORMAT = 2  # bump when what a logits file holds, or how it is keyed, changes: old files then mismatch
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints, external
-from kd_core.models.zoo import zoo as models
+from kd_core.models import zoo as models
 from kd_core.teacher.logits import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")

@@ -40,8 +40,8 @@ from kd_core.engine.train import (
     save_student,
 )
 from kd_core.models import checkpoints, predict
+from kd_core.models import zoo as models
 from kd_core.models.predict import Classifier
-from kd_core.models.zoo import zoo as models
 from kd_core.publish import card as model_card
 from kd_core.serve.settings import DATASET_LABELS
 from kd_core.serve.stack_pool import Queued, queued_status
