@@ -22,6 +22,22 @@ MAX_TEMPERATURE = 100.0  # beyond this every softened distribution is uniform to
 CPU_TFLOP_PER_S = 0.07
 MAX_IMAGE_SIZE = 1024  # image_size, teacher_image_size: a side in pixels
 MAX_TEACHER_EPOCHS = 200
+# method -> its loss in one line (the app shows these beside the method picker)
+METHODS = {
+    "kd": "Hinton KD: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE",
+    "kd-std": "KD on z-scored logits (logit standardisation): α·T²·KL(softmax(Z(t)/T) ‖ softmax(Z(s)/T)) "
+              "+ (1 − α)·CE",
+    "dkd": "decoupled KD: CE + T²·(TCKD + β·NCKD), target vs non-target classes",
+    "dkd-std": "decoupled KD on z-scored logits: CE + T²·(TCKD(Z) + β·NCKD(Z))",
+    "dist": "DIST: CE + (1 − ρ_inter) + (1 − ρ_intra), Pearson relations of softmax(s), softmax(t)",
+    "hint": "FitNets hint: (1 − w)·CE + w·mean((r(f_s) − f_t)²), r a learned Linear onto the teacher's "
+            "penultimate features f_t",
+    "cosine": "cosine features: (1 − w)·CE + w·(1 − cos(f_s, pool(f_t))), f_t average-pooled to the "
+              "student's width",
+}
+FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's, from its cache)
+NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
+         "dkd-std": "DKD-std student", "dist": "DIST student", "hint": "Hint student", "cosine": "Cosine student"}
 CPU_MAX_TFLOP = 20.0  # train.check_cpu_budget's default cap: about 5 minutes at that speed; GPUs: no cap
 
 
@@ -49,7 +65,7 @@ class RunConfig:
     #                     the distilling students learn from them (Hinton 2015 §2); 0 = off
     unlabeled_hidden: bool = False  # with hide_class: may its images be among the unlabelled ones? (Hinton's
     #                                omitted-class experiment: no)
-    methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (kd_core.engine.roles.METHODS): one each
+    methods: tuple[str, ...] = ("kd",)  # distilling students besides CE (METHODS): one each
     dkd_beta: float = 8.0  # DKD's weight on the non-target-class term (mdistiller's CIFAR-100 default)
     feature_weight: float = 0.25  # hint, cosine: weight w on the feature loss, (1 − w) on CE (PyTorch KD tutorial)
     evaluations: int = 12  # live validation-subset evaluations per run, evenly spaced in steps (the curves' points)
@@ -93,8 +109,6 @@ class RunConfig:
                              f"{', '.join(STUDENTS)}, or timm:NAME")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
-        from kd_core.engine.roles import METHODS  # deferred like models (torch)
-
         if (not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods)
                 or any(m not in METHODS for m in self.methods)):
             raise ValueError(f"methods must be one or more of {', '.join(METHODS)}, each once; got {self.methods!r}")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kd_core.config import RunConfig
+from kd_core.config import FEATURE_METHODS, METHODS, NAMES, RunConfig
 from kd_core.losses import (
     check_dist_params,
     check_dkd_params,
@@ -49,23 +49,8 @@ from kd_core.losses import (
     kd_loss_stacked,
 )
 
-# method -> its loss in one line (the app shows these beside the method picker)
-METHODS = {
-    "kd": "Hinton KD: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE",
-    "kd-std": "KD on z-scored logits (logit standardisation): α·T²·KL(softmax(Z(t)/T) ‖ softmax(Z(s)/T)) "
-              "+ (1 − α)·CE",
-    "dkd": "decoupled KD: CE + T²·(TCKD + β·NCKD), target vs non-target classes",
-    "dkd-std": "decoupled KD on z-scored logits: CE + T²·(TCKD(Z) + β·NCKD(Z))",
-    "dist": "DIST: CE + (1 − ρ_inter) + (1 − ρ_intra), Pearson relations of softmax(s), softmax(t)",
-    "hint": "FitNets hint: (1 − w)·CE + w·mean((r(f_s) − f_t)²), r a learned Linear onto the teacher's "
-            "penultimate features f_t",
-    "cosine": "cosine features: (1 − w)·CE + w·(1 − cos(f_s, pool(f_t))), f_t average-pooled to the "
-              "student's width",
-}
-FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's from kd_core.teacher.logits's cache)
-NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
-         "dkd-std": "DKD-std student", "dist": "DIST student", "hint": "Hint student", "cosine": "Cosine student"}
 DIST_TEMPERATURE = 1.0  # DIST's default (Huang et al.): relations of the plain softmax
+__all__ = ["FEATURE_METHODS", "METHODS", "NAMES"]  # the method names live in kd_core.config
 FEATURE_WEIGHT = RunConfig.feature_weight  # hint, cosine: the PyTorch KD tutorial's weight on the feature loss
 
 
