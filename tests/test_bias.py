@@ -8,9 +8,11 @@ from PIL import Image
 from support import finished_session, own_top_k
 
 from kd_core.config import RunConfig
+from kd_core.engine import bias
 from kd_core.engine.train import run
-from kd_core.views import bias, session
 from kd_core.views import pictures as picture_views
+from kd_core.views import session
+from kd_core.views.bias import bias_view
 
 HIDDEN = RunConfig(hide_class=3, train_size=5000, epochs=3, lr=1e-3, repeats=2)
 
@@ -65,7 +67,7 @@ def test_session_bias_moves_the_predict_tabs_students(hidden_run):
     biased = session.with_hidden_bias(students, 2.5)
     assert torch.allclose(biased.kd.logits(images)[:, 3], students.kd.logits(images)[:, 3] + 2.5)
     assert torch.equal(biased.kd.logits(images)[:, :3], students.kd.logits(images)[:, :3])
-    spec, caption = bias.bias_view(biased)
+    spec, caption = bias_view(biased)
     assert "+2.5" in caption and "Dress" in caption
     layers = json.loads(spec)["layer"]  # the curves for the browser to draw, the chosen bias marked
     assert {row["mark"] for row in layers[1]["data"]["values"]} >= {"chosen +2.5"}

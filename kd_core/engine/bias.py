@@ -8,19 +8,15 @@ Adding b to logit k changes no weight, so a curve over b is a re-evaluation of s
 `bias_curve(logits, labels, k, biases)` gives, per bias, the accuracy on class k and overall.
 `auto_bias(student, teacher, k)` chooses b without any label: the smallest b at which the student predicts k
 for as many images as the teacher does (on images whose labels are not read; the engine uses the
-validation split's images, so neither test labels nor labelled images of k are looked at). `bias_view` is the
-Train tab's bias panel after a run with a hidden class.
+validation split's images, so neither test labels nor labelled images of k are looked at). The Train tab's
+panel that shows it is `kd_core.views.bias.bias_view`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from kd_core.views.session import SessionStudents
 
 BIASES = tuple(b / 4 for b in range(0, 33))  # 0, 0.25, … 8: the slider's range and the curve's points
 AUTO_STEP = 0.05  # resolution of auto_bias
@@ -56,26 +52,3 @@ def auto_bias(student: torch.Tensor, teacher: torch.Tensor, hidden: int, high: f
         if (shifted(student, hidden, bias).argmax(-1) == hidden).float().mean().item() >= target:
             return round(bias, 4)
     return high
-
-
-# ------------------------------------------------------------------------------------ the app's bias panel
-
-def bias_view(students: SessionStudents) -> tuple[str, str]:
-    """(Vega-Lite spec as JSON, caption) of the hidden-class bias curve of this session's run, its value marked."""
-    from kd_core.data.datasets import load_dataset
-    from kd_core.views import plots
-
-    report, value = students.bias_report, students.hidden_bias
-    name = load_dataset(students.kd.meta["dataset"]).classes[students.hidden]
-    figure = plots.spec_json(plots.bias_spec(report["bias_curve"], value, report["auto_bias"], name))
-    at = min(report["bias_curve"], key=lambda row: abs(row["bias"] - value))
-    caption = (f"With **+{value:g}** on the {name} logit: the KD student recognises "
-               f"**{100 * at['kd_hidden_acc']:.1f}%** of the test {name.lower()} images ({100 * at['kd_acc']:.1f}% "
-               f"of all), the CE student {100 * at['ce_hidden_acc']:.1f}% (means over the seeds). The automatic "
-               f"bias, +{report['auto_bias']:.2f} "
-               f"(where the KD student predicts {name} as often as the teacher does on the validation images, "
-               f"no label read), gets {100 * report['kd_hidden_acc_at_auto_bias']:.1f}%. Hinton et al. (2015, §3) "
-               f"raised the bias of an omitted digit the same way: the student had learnt the class from the "
-               f"teacher's opinion of other images, and only its bias was too low. The Predict tab uses this bias.")
-    return figure, caption
-

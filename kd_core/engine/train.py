@@ -26,6 +26,7 @@ from torch import nn
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data.datasets import Dataset, student_indices
 from kd_core.data.sources import resolve_dataset
+from kd_core.engine import bias
 from kd_core.engine.loop import (
     StackEvent,
     StackFinished,
@@ -42,7 +43,6 @@ from kd_core.engine.stats import Difference, mean_std, paired_difference, verdic
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
 from kd_core.teacher.logits import logits_cached
-from kd_core.views import bias
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
 
@@ -127,7 +127,7 @@ class RunResult:
 
     def bias_report(self) -> dict | None:
         """With a hidden class: test accuracy (hidden class and overall, means over seeds) against the bias
-        added to its logit, for both students, and the automatic bias of each KD student (`kd_core.views.bias`)."""
+        added to its logit, for both students, and the automatic bias of each KD student (`kd_core.engine.bias`)."""
         hidden = self.config.hide_class
         if hidden is None:
             return None

@@ -43,7 +43,7 @@ class Classifier:
     std: tuple[float, ...]
     in_shape: tuple[int, int, int]  # (C, H, W)
     meta: dict = field(default_factory=dict, repr=False)  # the checkpoint's metadata (recipe, config, …)
-    logit_bias: tuple[int, float] | None = None  # (class, b): b added to that class's logit (kd_core.views.bias)
+    logit_bias: tuple[int, float] | None = None  # (class, b): b added to that class's logit (kd_core.engine.bias)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] -> float32 logits [B, K]."""

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from kd_core.engine import bias
 from kd_core.models.predict import Classifier
 from kd_core.serve.settings import training_threads
-from kd_core.views import bias
 
 
 @dataclass(frozen=True, eq=False)
