@@ -32,7 +32,7 @@ from kd_core.models import checkpoints
 from kd_core.models.zoo import STUDENTS, TEACHERS
 from kd_core.publish import hub
 from kd_core.publish.export import ExportUnavailable
-from kd_core.teacher.logits import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
+from kd_core.teacher.training import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
 
 DEFAULTS = RunConfig()
 
@@ -338,7 +338,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets import load_dataset
-    from kd_core.teacher.logits import save_logits_beside, teacher_logits, train_teacher
+    from kd_core.teacher.logits import save_logits_beside, teacher_logits
+    from kd_core.teacher.training import train_teacher
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work

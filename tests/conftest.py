@@ -53,7 +53,7 @@ def shipped_teacher():
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, fashion):
     """A quickly trained mlp-tiny saved as a checkpoint: a real (weak) teacher for cache tests."""
-    from kd_core.teacher.logits import train_teacher
+    from kd_core.teacher.training import train_teacher
 
     model, acc = train_teacher("fashion-mnist", "mlp-tiny", epochs=1, batch_size=512)
     path = tmp_path_factory.mktemp("teacher") / "tiny-teacher.safetensors"

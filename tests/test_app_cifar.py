@@ -19,7 +19,7 @@ from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset
 from kd_core.models import checkpoints
 from kd_core.serve import settings
-from kd_core.teacher.logits import train_teacher
+from kd_core.teacher.training import train_teacher
 from kd_core.views import run_view
 
 TINTS = torch.tensor([[(k * 37) % 256, (k * 91) % 256, (k * 53) % 256] for k in range(10)], dtype=torch.uint8)

@@ -15,6 +15,7 @@ from kd_core.engine import train
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
 from kd_core.teacher import logits as teacher
+from kd_core.teacher import training
 from kd_core.teacher.logits import clear_memory_cache
 
 
@@ -107,7 +108,7 @@ def test_pretrained_needs_a_model_with_imagenet_weights():
     with pytest.raises(ValueError, match="pretrained must be true or false"):
         RunConfig(student="resnet18-cifar", pretrained="yes").validate()
     with pytest.raises(ValueError, match="needs one of resnet18-cifar.*cnn-teacher has no ImageNet"):
-        teacher.train_teacher("cifar10", "cnn-teacher", pretrained=True)  # refused before any data loads
+        training.train_teacher("cifar10", "cnn-teacher", pretrained=True)  # refused before any data loads
 
 
 @pytest.mark.parametrize("args, message", [
@@ -295,7 +296,7 @@ def test_cpu_budget_counts_students_teacher_passes_and_uncached_logits(cifar_tea
 def test_train_teacher_on_colour_images(monkeypatch):
     monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset())
     epochs = []
-    model, acc = teacher.train_teacher("cifar10", "cnn-tiny", epochs=2, batch_size=32, on_epoch=epochs.append)
+    model, acc = training.train_teacher("cifar10", "cnn-tiny", epochs=2, batch_size=32, on_epoch=epochs.append)
     assert [e.epoch for e in epochs] == [1, 2] and acc == epochs[-1].test_acc
     test = teacher.predict_logits(model, colour_dataset(), colour_dataset().test_images, "cpu")
     assert acc == (test.argmax(1) == colour_dataset().test_labels).float().mean().item()
@@ -308,7 +309,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 @gpu
 def test_gpu_train_teacher_resnet_with_bf16_and_channels_last(monkeypatch):
     monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset(train=256))
-    model, acc = teacher.train_teacher("cifar10", "resnet18-cifar", epochs=1, batch_size=64, device="cuda")
+    model, acc = training.train_teacher("cifar10", "resnet18-cifar", epochs=1, batch_size=64, device="cuda")
     assert next(model.parameters()).device.type == "cpu" and 0 <= acc <= 1
 
 

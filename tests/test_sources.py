@@ -173,7 +173,8 @@ def test_local_dir_round_trip_gives_the_same_logits(colours, tmp_path):
     import timm
     from timm.models import save_for_hf
 
-    from kd_core.teacher.logits import fit_teacher, teacher_logits
+    from kd_core.teacher.logits import teacher_logits
+    from kd_core.teacher.training import fit_teacher
 
     dataset = sources.load_folder(colours, image_size=32)
     net = timm.create_model("resnet10t", num_classes=3)

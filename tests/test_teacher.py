@@ -8,6 +8,7 @@ import torch
 
 from kd_core.models import checkpoints
 from kd_core.teacher import logits as teacher
+from kd_core.teacher import training
 from kd_core.teacher.logits import clear_memory_cache, teacher_logits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +165,7 @@ def test_shipped_teacher_ships_its_logits(shipped_teacher, fashion, cache):
 
 
 def test_train_teacher_reaches_a_sane_accuracy_quickly():
-    model, acc = teacher.train_teacher("fashion-mnist", "mlp-small", epochs=1, batch_size=512, seed=3)
+    model, acc = training.train_teacher("fashion-mnist", "mlp-small", epochs=1, batch_size=512, seed=3)
     assert acc > 0.75
     assert not model.training
 
@@ -179,7 +180,7 @@ def test_train_teacher_refuses_bad_options_before_loading_data(option, value, me
 
     monkeypatch.setattr(data, "_load_cached", lambda *args: pytest.fail("loaded data before checking"))
     with pytest.raises(ValueError, match=message):
-        teacher.train_teacher("fashion-mnist", "mlp-tiny", **{option: value})
+        training.train_teacher("fashion-mnist", "mlp-tiny", **{option: value})
 
 
 def test_one_teacher_recipe_documented_where_it_is_used():
@@ -188,8 +189,8 @@ def test_one_teacher_recipe_documented_where_it_is_used():
 
     from kd_core.__main__ import build_parser
 
-    recipe = teacher.RECIPE
-    assert inspect.signature(teacher.train_teacher).parameters["epochs"].default == recipe.epochs
+    recipe = training.RECIPE
+    assert inspect.signature(training.train_teacher).parameters["epochs"].default == recipe.epochs
     args = build_parser().parse_args(["train-teacher", "--out", "x.safetensors"])
     assert (args.epochs, args.lr, args.batch_size, args.label_smoothing, args.seed, args.arch) == (
         recipe.epochs, recipe.lr, recipe.batch_size, recipe.label_smoothing, recipe.seed, recipe.arch)

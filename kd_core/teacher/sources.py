@@ -33,7 +33,8 @@ from torch import nn
 from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints, external
 from kd_core.models import zoo as models
-from kd_core.teacher.logits import RECIPE, TeacherEpoch, TeacherRecipe, cache_dir, fit_teacher, teacher_logits
+from kd_core.teacher.logits import cache_dir, teacher_logits
+from kd_core.teacher.training import RECIPE, TeacherEpoch, TeacherRecipe, fit_teacher
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")
 OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line
