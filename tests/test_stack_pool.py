@@ -9,9 +9,12 @@ import torch
 from support import wait_for
 
 from kd_core.config import RunConfig
+from kd_core.engine.events import Queued
 from kd_core.engine.loop import StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.train import roles
-from kd_core.serve.stack_pool import Projection, Queued, StackPool, project, stack_key
+from kd_core.run import resolve_run
+from kd_core.serve.plan import Projection, project, stack_key
+from kd_core.serve.stack_pool import StackPool
 
 # the stacked arithmetic (one batched matmul over more students) may round differently in the last bits; seen:
 # equal accuracies; a student's weights within this of the solo run's
@@ -42,16 +45,19 @@ def run_together(pool: StackPool, cfgs: list[RunConfig]) -> list[list]:
     return out
 
 
-def test_the_key_ignores_only_what_a_stack_varies_per_role_or_seed():
-    base = RunConfig(**SMALL)
+def test_the_key_ignores_only_what_a_stack_varies_per_role_or_seed(fashion):
+    def key(cfg: RunConfig):
+        return stack_key(resolve_run(cfg))
+
+    base = key(RunConfig(**SMALL))
     for change in (dict(temperature=8.0), dict(alpha=0.3), dict(methods=("dkd", "dist")), dict(dkd_beta=2.0),
                    dict(feature_weight=0.5), dict(seed=7), dict(repeats=5)):
-        assert stack_key(RunConfig(**{**SMALL, **change})) == stack_key(base), change
+        assert key(RunConfig(**{**SMALL, **change})) == base, change
     for change in (dict(train_size=1000), dict(epochs=3), dict(lr=1e-3), dict(student="mlp-tiny"),
                    dict(hide_class=3), dict(unlabeled=5000), dict(batch_size=128)):
-        assert stack_key(RunConfig(**{**SMALL, **change})) != stack_key(base), change
+        assert key(RunConfig(**{**SMALL, **change})) != base, change
     augmenting = RunConfig(**SMALL, augment=True)
-    assert stack_key(augmenting) != stack_key(augmenting)  # never pooled
+    assert key(augmenting) != key(augmenting)  # never pooled
 
 
 def test_projection_takes_the_members_seeds_and_roles_in_the_stacks_order():

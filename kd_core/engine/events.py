@@ -112,3 +112,12 @@ class StackFinished:
 StackEvent = StackStarted | StackStep | StackEvaluated | StackFinished
 
 
+@dataclass(frozen=True)
+class Queued:
+    """What a request still waiting for a training slot is told (about once a second; kd_core.serve.stack_pool)."""
+
+    runs_ahead: int  # stacks asked for earlier, also waiting
+    running: int  # stacks training now
+    estimate_s: float | None  # until this run starts; None until a run has finished
+    recent_runs: int  # how many recent run times the estimate comes from
+    mean_run_s: float | None

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets import Dataset, augment, load_dataset
+from kd_core.data.datasets import Dataset, augment
 from kd_core.engine.events import (
     StackEvaluated,
     StackEvent,
@@ -49,8 +49,8 @@ from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
+from kd_core.run import Run, as_run
 from kd_core.teacher.logits import teacher_features, teacher_logits
-from kd_core.teacher.sources import needs_preparing, prepare
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,26 +77,21 @@ def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
+def train_stack(run: Run | RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
                 seeds: Sequence[int] | None = None, *, dropped: set[int] | None = None,
                 test: bool = True) -> Iterator[StackEvent]:
-    """Train `roles` × `cfg.repeats` seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
+    """Train `roles` × the run's seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
 
-    `seeds` replaces cfg's (seed, seed + 1, …): several visitors' runs trained as one stack
-    (`kd_core.serve.stack_pool`) take the union of their seeds; each seed's students are the same whatever the others.
-    `dropped`: role indices the consumer stops training (it may add to the set between events); `test`: whether
-    the students are evaluated on the test set at the end."""
+    `run` is resolved where the request entered (kd_core.run); a bare RunConfig (scripts, tests) is resolved here,
+    the caller being where it enters. `seeds` replaces the config's (seed, seed + 1, …): several visitors' runs
+    trained as one stack (`kd_core.serve.stack_pool`) take the union of their seeds; each seed's students are the
+    same whatever the others. `dropped`: role indices the consumer stops training (it may add to the set between
+    events); `test`: whether the students are evaluated on the test set at the end."""
     roles = tuple(role.check() for role in roles)
-    if needs_preparing(cfg):  # the user's data or an outside / untrained teacher (the CLI and app prepare first)
-        cfg, dataset, _ = prepare(cfg.validate(), dataset, resolve_device(cfg.device))
-    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
-    if not cfg.data:
-        checkpoints.check_teacher_fits(teacher_path, cfg.dataset)  # before any data is loaded or downloaded
-    dataset = dataset or load_dataset(cfg.dataset)
-    cfg.validate(dataset.num_classes)
-    if cfg.unlabeled and cfg.augment:
+    run = as_run(run, dataset, resolve_device(run.device if isinstance(run, RunConfig) else run.config.device))
+    if run.config.unlabeled and run.config.augment:
         raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
-    trainer = Trainer(cfg, roles, dataset, teacher_path, seeds, dropped, test)
+    trainer = Trainer(run, roles, seeds, dropped, test)
     try:
         yield from trainer.run()
     finally:
@@ -106,20 +101,22 @@ def train_stack(cfg: RunConfig, roles: Sequence[Role], dataset: Dataset | None =
 class Trainer:
     """One run of `train_stack`: its data, its stack of students and optimiser, and the steps of the loop."""
 
-    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...], dataset: Dataset, teacher_path,
-                 seeds: Sequence[int] | None = None, dropped: set[int] | None = None, test: bool = True):
+    def __init__(self, run: Run, roles: tuple[Role, ...], seeds: Sequence[int] | None = None,
+                 dropped: set[int] | None = None, test: bool = True):
+        cfg, dataset, self.teacher = run.config, run.dataset, run.teacher
         self.cfg, self.roles, self.dataset = cfg, roles, dataset
         self.dropped = set() if dropped is None else dropped  # the consumer's set, read at every step
         self.test = test
         self.device = device = resolve_device(cfg.device)
-        self.logits = teacher_logits(teacher_path, dataset, device)
+        self.logits = teacher_logits(self.teacher.path, dataset, device, checkpoint_hash=self.teacher.hash)
         val = dataset.validation_index
         self.teacher_val_acc = (self.logits.train[val].argmax(1) == dataset.train_labels[val]).float().mean().item()
         self.seeds = tuple(seeds) if seeds else cfg.seeds
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
         initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]
-        self.notes = tuple(models.load_pretrained(cfg.student, s) for s in initial)[:1] if cfg.pretrained else ()
+        pretrained = tuple(models.load_pretrained(cfg.student, s) for s in initial)[:1] if cfg.pretrained else ()
+        self.notes = run.notes + pretrained
         self.students = make_stack(initial, len(roles), dataset.image_shape)
         if self.mixed and isinstance(self.students, ModuleStack):
             self.students.to(device, memory_format=torch.channels_last)
@@ -127,11 +124,11 @@ class Trainer:
             self.students.to(device)
         self.teacher_model = None
         if cfg.augment:
-            self.teacher_model, _ = checkpoints.load_model(teacher_path, device)
+            self.teacher_model, _ = checkpoints.load_model(self.teacher.path, device)
             if self.mixed:
                 self.teacher_model = self.teacher_model.to(memory_format=torch.channels_last)
             self.augment_rng = torch.Generator().manual_seed(cfg.seed + 1)
-        self.regressors = self.feature_setup(teacher_path, initial[0])  # hint roles' (W, b); {} without any
+        self.regressors = self.feature_setup(initial[0])  # hint roles' (W, b); {} without any
         trained = [*self.students.parameters(), *(t for pair in self.regressors.values() for t in pair)]
         # fused: one kernel per step instead of ~10 passes over the stacked tensors (10× faster here); Adam
         # is per element, so one Adam over the stacked tensors is one Adam per student
@@ -145,7 +142,7 @@ class Trainer:
         points = min(cfg.evaluations, self.total_steps)
         self.evaluate_at = {round(k * self.total_steps / points) for k in range(1, points + 1)}
 
-    def feature_setup(self, teacher_path, student: torch.nn.Module) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    def feature_setup(self, student: torch.nn.Module) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """With feature roles: the teacher's features of the run's images (from its cache; an augmenting
         run computes them per batch instead) and a regressor per seed for each hint role."""
         self.feature_roles = [i for i, role in enumerate(self.roles) if role.features]
@@ -154,7 +151,8 @@ class Trainer:
         if self.teacher_model is not None:  # augmenting
             teacher_width = models.classifier(self.teacher_model).in_features
         else:
-            features = teacher_features(teacher_path, self.dataset, self.data.used, self.device)
+            features = teacher_features(self.teacher.path, self.dataset, self.data.used, self.device,
+                                        checkpoint_hash=self.teacher.hash)
             self.data.teacher_features = features.rows.to(self.device)
             teacher_width = features.rows.shape[1]
             if features.computed:

@@ -10,6 +10,7 @@ never leaves a half-written file under the real name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -81,15 +82,16 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
-def check_teacher_fits(path: str | Path, dataset_name: str) -> dict:
-    """The teacher's metadata if it was made for `dataset_name`, else CheckpointError in one line.
+def check_teacher_fits(path: str | Path, dataset_name: str, meta: dict | None = None) -> dict:
+    """The teacher's metadata (`meta` when the caller has read it) if it was made for `dataset_name`, else
+    CheckpointError in one line.
 
     Compares the metadata's `dataset`, `in_shape` and `num_classes` with the dataset's known image shape
     and classes (data.IMAGE_SHAPES, data.CLASSES) before any data is loaded, downloaded or trained on.
     """
     from kd_core.data.datasets import CLASSES, IMAGE_SHAPES  # deferred: data is the heavier module
 
-    meta = read_metadata(path)
+    meta = read_metadata(path) if meta is None else meta
     if dataset_name not in CLASSES:
         raise CheckpointError(f"unknown dataset {dataset_name!r}; choose one of {', '.join(CLASSES)}")
     missing = sorted({"dataset", "in_shape", "num_classes"} - meta.keys())
@@ -130,6 +132,30 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except (KeyError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path} does not match its metadata ({error})") from error
     return model.to(device).eval(), metadata
+
+
+def inspect(path: str | Path) -> tuple[str, dict]:
+    """(file hash, metadata) of a checkpoint from one read of its file: what a run needs to know of its teacher
+    (kd_core.run). Kept per (path, modification time, size), so a changed file is read again."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    stat = path.stat()
+    return _inspect(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, mtime_ns: int, size: int) -> tuple[str, dict]:
+    data = Path(path).read_bytes()
+    try:  # a safetensors file: 8 bytes of header length (little-endian), then the JSON header
+        length = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + length])
+        metadata = json.loads(header["__metadata__"][META_KEY])
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not a readable KD Playground checkpoint ({error})") from error
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is not a readable KD Playground checkpoint (metadata is not a dict)")
+    return hashlib.sha256(data).hexdigest()[:16], metadata
 
 
 def file_hash(path: str | Path) -> str:

@@ -35,8 +35,9 @@ from pathlib import Path
 
 from kd_core.config import RunConfig
 from kd_core.engine import sweep
+from kd_core.engine.events import Queued
 from kd_core.models import checkpoints
-from kd_core.serve.stack_pool import Queued, queued_status, wait_estimate
+from kd_core.serve.stack_pool import queued_status, wait_estimate
 from kd_core.views import plots, run_view
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run

@@ -1,50 +1,40 @@
-"""Compatible runs trained as one stack: a classroom's different requests share one engine pass.
+"""The one owner of training work: a bounded number of slots, and the queue of requests that wait for one.
 
-Visitors whose requests differ only in what a stack already varies per role or per seed (T, α, the methods
-and their weights, the seeds) need not train apart. `StackPool.events(cfg, roles)` puts a request into the
-pending requests of its kind (`stack_key`: same data, student, schedule and teacher) or opens them. They start
-once no compatible request has joined for `window_s` (a classroom's clicks reach the server over a second or
-so), or `max_window_s` after the first, when one of `max_running` training slots is free; requests that
-arrive while the slots are busy wait together. Then `plan` splits them into stacks. A stack trains the union
-of its members' seeds × the union of their roles (CE once per seed, however many visitors asked for it), so a
-member joins the stack it adds the fewest students to, unless it would add more than it trains alone (other
-seeds *and* other roles); and the stacks are balanced over the `parallel` stacks the machine trains at full
-speed side by side (its cores on a CPU, where each stack has one thread), so that a classroom's 160 students
-train as 80 on each core of a 2-core machine rather than 95 on one and 65 on the other. Each member gets the
-engine's own events projected onto its seeds and roles (`project`): the same vocabulary, the same axis order
-(seed × role), as if `train_stack(cfg, roles)` had run alone. Every seed's students are the same whatever
-else the stack holds (seed-major, per-seed data and init); the stacked arithmetic may differ in the last bits
-(tests/test_stack_pool.py bounds it).
+Every heavy job of the app takes a slot here: a Train-tab stack, a sweep, a Your-data teacher's training and its
+logits pass, a study stack the app starts. The safe bound is `SLOTS` (the app may pass another); no code of the
+app trains in a thread of its own. A request waits in line, and its stream carries `Queued` (its place, the runs
+training now and an estimated wait) about once a second until it starts.
 
-A member whose readers have all left gets nothing more, and the others train on; a stack none of whose
-members has a reader stops at its next event. While a stack waits for a slot its members are told so
-(`Queued`) about once a second.
+Training requests (`events(run, roles)`) that differ only in what a stack varies per role or per seed (T, α, the
+methods and their weights, the seeds) need not train apart: a request joins the pending requests of its kind
+(`kd_core.serve.plan.stack_key`) or opens them. They start once no compatible request has joined for `window_s` (a
+classroom's clicks reach the server over a second or so), or `max_window_s` after the first, when a slot is free;
+`plan` then splits them into stacks, and each member gets the engine's events projected onto its own seeds and
+roles. Other work (`job(work)`: a teacher's preparation) runs alone in its slot and reports through the same
+stream. A member whose readers have all left gets nothing more, and the others train on; a stack or a job none of
+whose members has a reader stops at its next event (a teacher's training at its next batch).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextvars
 import copy
-import dataclasses
-import functools
 import heapq
 import statistics
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-
-import torch
 
 from kd_core.config import RunConfig
-from kd_core.engine.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from kd_core.engine.events import Queued
+from kd_core.engine.loop import train_stack
 from kd_core.engine.roles import Role
+from kd_core.run import Run, resolve_run
+from kd_core.serve.plan import Member, Projection, Stack, plan, project, stack_key
+from kd_core.teacher.training import Stopped
 
-# the fields a stack varies per role (T, α, methods and their weights) or per seed: requests differing only here
-# are compatible (every other field, the teacher file and the device are the stack's)
-PER_ROLE_OR_SEED = ("temperature", "alpha", "methods", "dkd_beta", "feature_weight", "seed", "repeats")
+SLOTS = 4  # jobs training at once: the measured safe bound on a 2-core CPU Space (bench/RESULTS.md)
 MAX_STACK_STUDENTS = 96  # seeds × roles in one pooled stack at most (`plan` balances them below this over the
 # cores; with one stack of up to 160, 30 visitors with distinct T waited 53 s for their results, bench/RESULTS.md)
 WINDOW_S = 0.5  # pending requests start once no compatible one has joined for this long,
@@ -56,17 +46,6 @@ _POOLS: weakref.WeakSet = weakref.WeakSet()  # every pool, stopped at exit (Stac
 def _shut_down_pools() -> None:
     for pool in list(_POOLS):
         pool.shutdown()
-
-
-@dataclass(frozen=True)
-class Queued:
-    """What a request still waiting for a training slot is told (about once a second)."""
-
-    runs_ahead: int  # stacks asked for earlier, also waiting
-    running: int  # stacks training now
-    estimate_s: float | None  # until this run starts; None until a run has finished
-    recent_runs: int  # how many recent run times the estimate comes from
-    mean_run_s: float | None
 
 
 def queued_status(item: Queued) -> str:
@@ -92,176 +71,7 @@ def wait_estimate(ahead: int, running_since: Sequence[float], mean: float | None
     return free_at[0]
 
 
-def stack_key(cfg: RunConfig) -> RunConfig | tuple:
-    """What compatible requests share. An augmenting run draws its augmentations from one generator for all
-    seeds, so its students would depend on the stack's other seeds: it is never pooled."""
-    if cfg.augment:
-        return ("alone", id(cfg), time.monotonic_ns())
-    base = RunConfig()
-    return dataclasses.replace(cfg, **{name: getattr(base, name) for name in PER_ROLE_OR_SEED})
-
-
-# ------------------------------------------------------------------------------------ projection
-
-class StudentsView:
-    """A member's students inside the stack's: `module(i)` is the member's i-th (seed-major) student."""
-
-    def __init__(self, students, indices: Sequence[int]) -> None:
-        self.students, self.indices = students, tuple(indices)
-
-    def module(self, index: int) -> torch.nn.Module:
-        return self.students.module(self.indices[index])
-
-    def state_dict(self, index: int) -> dict[str, torch.Tensor]:
-        return self.students.state_dict(self.indices[index])
-
-
-@dataclass(frozen=True)
-class Projection:
-    """Where one member's seeds and roles sit in its stack."""
-
-    cfg: RunConfig
-    roles: tuple[Role, ...]
-    seeds: tuple[int, ...]
-    seed_rows: tuple[int, ...]  # the stack's seed index of each of the member's seeds
-    role_columns: tuple[int, ...]  # the stack's role index of each of the member's roles
-    stack_roles: int  # roles in the stack
-
-    def grid(self, table):
-        """[seed][role] rows of the stack's table -> the member's [seed][role] (tuples stay tuples)."""
-        kind = type(table)
-        return kind(type(table[row])(table[row][c] for c in self.role_columns) for row in self.seed_rows)
-
-    def flat(self) -> list[int]:
-        """The stack's flat (seed-major) student index of each of the member's students."""
-        return [row * self.stack_roles + column for row in self.seed_rows for column in self.role_columns]
-
-
-def project(event, p: Projection):
-    """A stack's event as the member's own run would have yielded it."""
-    if isinstance(event, StackStarted):
-        return dataclasses.replace(event, config=p.cfg, roles=p.roles, seeds=p.seeds)
-    if isinstance(event, StackStep):
-        return dataclasses.replace(event, losses=p.grid(event.losses))
-    if isinstance(event, StackEvaluated):
-        hidden = None if event.hidden_accuracy is None else p.grid(event.hidden_accuracy)
-        return dataclasses.replace(event, accuracy=p.grid(event.accuracy), hidden_accuracy=hidden)
-    if isinstance(event, StackFinished):
-        return StackFinished(project_result(event.result, p))
-    return event
-
-
-def project_result(result: StackResult, p: Projection) -> StackResult:
-    index = torch.tensor(p.flat())
-    return dataclasses.replace(
-        result, config=p.cfg, roles=p.roles, seeds=p.seeds, test_acc=p.grid(result.test_acc),
-        val_acc=p.grid(result.val_acc), class_acc=p.grid(result.class_acc), agreement=p.grid(result.agreement),
-        test_logits=result.test_logits[index], val_logits=result.val_logits[index],
-        samples_per_s=result.samples_per_s * len(p.seeds) / len(result.seeds),  # this member's seeds' samples
-        students=StudentsView(result.students, p.flat()))
-
-
-# ------------------------------------------------------------------------------------ planning
-
-def plan(pending: _Stack, parallel: int, max_students: int,
-         fits: Callable[[RunConfig, int, int], bool]) -> list[_Stack]:
-    """`pending`'s members as stacks. Each member joins the stack it adds the fewest students to, when that is
-    no more than it trains alone and the stack stays within the size and `fits`; else it opens one. The size
-    (at most `max_students`) is chosen so that the `parallel` stacks the machine trains at full speed side by
-    side share the work evenly (a member is never split: its events come from one stack)."""
-
-    # by seeds (overlapping seed ranges pack together; the order is the arrival order otherwise); one who left
-    # trains nothing
-    members = sorted((member for member in pending.members if member.readers), key=lambda m: m.cfg.seeds)
-    fits_grid = functools.cache(lambda seeds, roles: fits(pending.cfg, seeds, roles))  # (the app's: ~10 ms)
-
-    def pack(size: int) -> list[_Stack]:
-        stacks: list[_Stack] = []
-        for member in members:
-            alone = len(member.cfg.seeds) * len(member.roles)
-            best, best_more = None, alone + 1  # joining pays when it adds at most what it trains alone
-            for stack in stacks:
-                seeds, roles = stack.grid_with(member)
-                more = seeds * roles - stack.students()
-                if more < best_more and seeds * roles <= size and fits_grid(seeds, roles):
-                    best, best_more = stack, more
-            if best is None:
-                best = _Stack(pending.key, pending.cfg, pending.opened)
-                stacks.append(best)
-            best.add(member)
-        return stacks
-
-    stacks = pack(max_students)
-    if parallel > 1 and len(members) > 1:
-        # each smaller size (just below the last plan's largest stack), down to the largest member: the plan
-        # whose stacks, spread over the cores largest first, leave the busiest core the least work (ties: the
-        # fewer stacks); 95 + 65 students on 2 cores become 80 + 80
-        smallest = max(len(m.cfg.seeds) * len(m.roles) for m in members)
-        best, candidate = (busiest(stacks, parallel), len(stacks)), stacks
-        while (size := max(stack.students() for stack in candidate) - 1) >= smallest:
-            candidate = pack(size)
-            if (score := (busiest(candidate, parallel), len(candidate))) < best:
-                best, stacks = score, candidate
-    for stack in stacks:
-        for member in stack.members:
-            member.stack = stack
-    return stacks
-
-
-def busiest(stacks: Sequence[_Stack], cores: int) -> int:
-    """Students on the busiest of `cores` when the stacks go, largest first, each to the least busy core."""
-    load = [0] * cores
-    for size in sorted((stack.students() for stack in stacks), reverse=True):
-        load[load.index(min(load))] += size
-    return max(load)
-
-
 # ------------------------------------------------------------------------------------ the pool
-
-class _Member:
-    def __init__(self, cfg: RunConfig, roles: tuple[Role, ...]) -> None:
-        self.cfg, self.roles = cfg, roles
-        self.readers = 1
-        self.stack: _Stack | None = None  # the pending requests it joined, then the stack `plan` put it in
-        self.projection: Projection | None = None  # once its stack starts
-        # its Gradio request's context: a stack's thread runs in its first member's, so that ZeroGPU charges
-        # the GPU call to a visitor rather than to no one
-        self.context = contextvars.copy_context()
-
-
-class _Stack:
-    """Pending compatible requests, then (planned) one stack of them."""
-
-    def __init__(self, key, cfg: RunConfig, opened: float | None = None) -> None:
-        self.key, self.cfg = key, cfg
-        self.members: list[_Member] = []
-        self.seeds: list[int] = []  # sorted union
-        self.roles: list[Role] = []  # union, in arrival order (CE first: every request's first role)
-        self.opened = self.joined = time.monotonic() if opened is None else opened
-        self.started_at = 0.0
-        self.state = "pending"  # -> running -> finished | failed | stopped
-        self.events: list = []
-        self.error: BaseException | None = None
-
-    def students(self) -> int:
-        return len(self.seeds) * len(self.roles)
-
-    def grid_with(self, member: _Member) -> tuple[int, int]:
-        """(seeds, roles) of this stack with `member` added."""
-        return len(set(self.seeds) | set(member.cfg.seeds)), len(dict.fromkeys([*self.roles, *member.roles]))
-
-    def add(self, member: _Member) -> None:
-        self.members.append(member)
-        self.seeds = sorted(set(self.seeds) | set(member.cfg.seeds))
-        self.roles = list(dict.fromkeys([*self.roles, *member.roles]))
-        self.joined = time.monotonic()
-
-    def due(self, now: float, window_s: float, max_window_s: float) -> bool:
-        return now - self.joined >= window_s or now - self.opened >= max_window_s
-
-    def has_readers(self) -> bool:
-        return any(member.readers for member in self.members)
-
 
 class _Stream:
     """One request's events; `close()` leaves the stack, whether or not the stream was ever read."""
@@ -292,28 +102,28 @@ class _Stream:
 
 
 class StackPool:
-    """Pending and running stacks of compatible requests; `events(cfg, roles)` is one request's stream.
+    """Pending and running work; `events(run, roles)` is one training request's stream, `job(work)` another job's.
 
-    `train(cfg, roles, seeds=…)` is the engine (the app passes its GPU-decorated wrapper): one call per stack.
+    `train(run, roles, seeds=…)` is the engine (the app passes its GPU-decorated wrapper): one call per stack.
     """
 
-    def __init__(self, train: Callable[..., Iterator] = train_stack, max_running: int = 4,
+    def __init__(self, train: Callable[..., Iterator] = train_stack, max_running: int = SLOTS,
                  window_s: float = WINDOW_S, max_students: int = MAX_STACK_STUDENTS,
                  queued_every_s: float = 1.0, recent: int = 20,
-                 fits: Callable[[RunConfig, int, int], bool] | None = None, parallel: int = 1,
+                 fits: Callable[[Run, int, int], bool] | None = None, parallel: int = 1,
                  max_window_s: float = MAX_WINDOW_S) -> None:
-        """`fits(cfg, seeds, roles)`: whether a stack of that many seeds × roles stays within the machine's
+        """`fits(run, seeds, roles)`: whether a stack of that many seeds × roles stays within the machine's
         budget (the app: train.check_cpu_budget); `parallel`: how many stacks train at full speed side by
         side (the app: its CPU cores; 1 on a GPU, where one big stack is fastest)."""
         if max_running < 1 or max_students < 1 or parallel < 1:
             raise ValueError("max_running, max_students and parallel must be at least 1")
-        self.fits = fits or (lambda cfg, seeds, roles: True)
+        self.fits = fits or (lambda run, seeds, roles: True)
         self.train, self.max_running, self.window_s = train, max_running, window_s
         self.max_window_s = max(window_s, max_window_s)
         self.max_students, self.queued_every_s, self.parallel = max_students, queued_every_s, parallel
         self._changed = threading.Condition()  # guards everything below
-        self._pending: list[_Stack] = []  # in the order they opened
-        self._running: list[_Stack] = []
+        self._pending: list[Stack] = []  # in the order they opened
+        self._running: list[Stack] = []
         self._durations: list[float] = []
         self._recent = recent
         self._threads: set[threading.Thread] = set()
@@ -336,17 +146,32 @@ class StackPool:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def events(self, cfg: RunConfig, roles: Sequence[Role]) -> Iterator:
-        """cfg's own events (Queued while waiting, then StackStarted … StackFinished, projected). The request
-        joins the pending ones now, at the call, not at the first `next`."""
-        member = _Member(cfg, tuple(roles))
+    def events(self, run: Run | RunConfig, roles: Sequence[Role]) -> Iterator:
+        """The run's own events (Queued while waiting, then StackStarted … StackFinished, projected). The request
+        joins the pending ones now, at the call, not at the first `next`. A bare RunConfig (scripts, tests) is
+        resolved here, the caller being where it enters; a teacher still to prepare is a `job` first."""
+        if isinstance(run, RunConfig):
+            run = resolve_run(run)
+        if not run.prepared:
+            raise ValueError("this run's teacher must be prepared first (StackPool.job with kd_core.run.prepare)")
+        return self._enter(Member(run, tuple(roles)))
+
+    def job(self, work: Callable[[Callable[[object], None], Callable[[], bool]], object]) -> Iterator:
+        """A job that is not a stack (a teacher's preparation) in a slot of its own: `work(emit, should_stop)`
+        emits its events and asks `should_stop()` at every batch (then raises `Stopped`); the stream is Queued
+        while it waits, its events, then what `work` returned."""
+        member = Member(None, ())
+        member.work = work
+        return self._enter(member)
+
+    def _enter(self, member: Member) -> Iterator:
         with self._changed:
             if self._closing:  # (at exit) nothing starts any more
                 return _Stream((event for event in ()), lambda: None)
             self._join(member)
         return _Stream(self._deliver(member), lambda: self._leave(member))
 
-    def _leave(self, member: _Member) -> None:
+    def _leave(self, member: Member) -> None:
         with self._changed:
             member.readers -= 1
             stack = member.stack
@@ -355,17 +180,18 @@ class StackPool:
                 stack.state = "stopped"
             self._changed.notify_all()
 
-    def _join(self, member: _Member) -> None:
-        key = stack_key(member.cfg)
+    def _join(self, member: Member) -> None:
+        work = member.work
+        key = ("job", id(member)) if work is not None else stack_key(member.run)
         stack = next((s for s in self._pending if s.key == key), None)
         if stack is None:
-            stack = _Stack(key, dataclasses.replace(member.cfg, repeats=1))
+            stack = Stack(key, None if work else member.run.replace(repeats=1), work=work)
             self._pending.append(stack)
         stack.add(member)
         member.stack = stack
         self._changed.notify_all()
 
-    def _deliver(self, member: _Member) -> Iterator:
+    def _deliver(self, member: Member) -> Iterator:
         delivered, told = 0, -float("inf")
         while True:
             with self._changed:
@@ -377,9 +203,9 @@ class StackPool:
                 return  # the stack finished (or stopped)
             else:
                 delivered += 1
-                yield project(event, member.projection)
+                yield event if member.projection is None else project(event, member.projection)
 
-    def _wait_next(self, member: _Member, delivered: int, told: float):
+    def _wait_next(self, member: Member, delivered: int, told: float):
         """(the next event, None), (None, a Queued notice) or (None, None) at the end (lock held)."""
         while True:
             self._start_ready()
@@ -416,10 +242,10 @@ class StackPool:
         if started:  # (only then: every waiter calls this, and a notice each time would wake them all in turn)
             self._changed.notify_all()
 
-    def _start(self, stack: _Stack) -> None:
+    def _start(self, stack: Stack) -> None:
         self._running.append(stack)
         stack.state, stack.started_at = "running", time.monotonic()
-        for member in stack.members:
+        for member in stack.members if stack.work is None else ():
             member.projection = Projection(
                 member.cfg, member.roles, member.cfg.seeds, tuple(stack.seeds.index(s) for s in member.cfg.seeds),
                 tuple(stack.roles.index(r) for r in member.roles), len(stack.roles))
@@ -429,11 +255,14 @@ class StackPool:
         self._threads.add(thread)
         thread.start()
 
-    def _produce(self, stack: _Stack) -> None:
+    def _produce(self, stack: Stack) -> None:
         """The stack's thread: record every engine event; stop when no member has a reader."""
         state = "finished"
         try:
-            generator = self.train(stack.cfg, tuple(stack.roles), seeds=tuple(stack.seeds))
+            if stack.work is not None:
+                state = self._work(stack)
+                raise StopIteration
+            generator = self.train(stack.run, tuple(stack.roles), seeds=tuple(stack.seeds))
             try:
                 for event in generator:
                     with self._changed:
@@ -444,6 +273,8 @@ class StackPool:
                             break
             finally:
                 generator.close()
+        except StopIteration:
+            pass
         except BaseException as error:  # noqa: BLE001 -- handed to every member, who raise it
             stack.error, state = error, "failed"
         with self._changed:
@@ -455,7 +286,25 @@ class StackPool:
             self._start_ready()
             self._changed.notify_all()
 
-    def _queued(self, stack: _Stack) -> Queued:
+    def _work(self, stack: Stack) -> str:
+        """A job's thread: `work(emit, should_stop)`, its result the last event; "stopped" when its readers left."""
+
+        def emit(event) -> None:
+            with self._changed:
+                stack.events.append(event)
+                self._changed.notify_all()
+
+        def should_stop() -> bool:
+            with self._changed:
+                return not stack.has_readers() or self._closing
+
+        try:
+            emit(stack.work(emit, should_stop))
+        except Stopped:
+            return "stopped"
+        return "finished"
+
+    def _queued(self, stack: Stack) -> Queued:
         ahead = self._pending.index(stack)
         mean = statistics.fmean(self._durations) if self._durations else None
         estimate = wait_estimate(ahead, [s.started_at for s in self._running], mean, self.max_running)

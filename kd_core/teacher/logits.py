@@ -50,14 +50,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_playground"))
 
 
-def logits_cache_key(checkpoint: Path, dataset: Dataset) -> str:
+@dataclass(frozen=True)
+class LogitsProgress:
+    """The teacher's logits pass: `done` of `total` images (an event of the run's stream, at most every PROGRESS_S)."""
+
+    done: int
+    total: int
+
+
+def logits_cache_key(checkpoint: Path, dataset: Dataset, checkpoint_hash: str | None = None) -> str:
     """The one key of a teacher's cached logits: a hash of everything they depend on.
 
     The checkpoint file (its SHA-256 prefix), the dataset's training and test images and labels
     (`Dataset.fingerprint`), the normalisation applied before the teacher (mean, std) and CACHE_FORMAT.
     Change any of them and the key changes, so stale logits are never served from memory or disk.
     """
-    parts = {"format": CACHE_FORMAT, "checkpoint": checkpoints.file_hash(checkpoint),
+    checkpoint_hash = checkpoint_hash or checkpoints.file_hash(checkpoint)  # a resolved run knows it (kd_core.run)
+    parts = {"format": CACHE_FORMAT, "checkpoint": checkpoint_hash,
              "data": dataset.fingerprint, "mean": [float(m) for m in dataset.mean],
              "std": [float(s) for s in dataset.std]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
@@ -70,11 +79,12 @@ def logits_paths(checkpoint: Path, key: str) -> list[Path]:
 
 
 def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.device | str = "cpu",
-                   *, batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None) -> TeacherLogits:
+                   *, batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None,
+                   checkpoint_hash: str | None = None) -> TeacherLogits:
     """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir);
     `on_progress(done, total)` every PROGRESS_S seconds while they are computed."""
     checkpoint = Path(checkpoint)
-    key = logits_cache_key(checkpoint, dataset)
+    key = logits_cache_key(checkpoint, dataset, checkpoint_hash)
     with _memory_lock:
         if key in _memory:
             cached = _memory[key]
@@ -103,10 +113,10 @@ def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.devic
     return result
 
 
-def logits_cached(checkpoint: str | Path, dataset: Dataset) -> bool:
+def logits_cached(checkpoint: str | Path, dataset: Dataset, checkpoint_hash: str | None = None) -> bool:
     """Whether `teacher_logits` would find these logits in memory or on disk, without running the model."""
     checkpoint = Path(checkpoint)
-    key = logits_cache_key(checkpoint, dataset)
+    key = logits_cache_key(checkpoint, dataset, checkpoint_hash)
     with _memory_lock:
         if key in _memory:
             return True
@@ -202,7 +212,8 @@ def features_path(key: str) -> Path:
 
 
 def teacher_features(checkpoint: str | Path, dataset: Dataset, index: torch.Tensor,
-                     device: torch.device | str = "cpu", *, batch_size: int = 1024) -> TeacherFeatures:
+                     device: torch.device | str = "cpu", *, batch_size: int = 1024,
+                     checkpoint_hash: str | None = None) -> TeacherFeatures:
     """The teacher's penultimate features (the input of `models.classifier`) on the training images `index`.
 
     Cached like the logits and under the same key (`logits_cache_key`): in memory, and in the cache dir as
@@ -212,7 +223,7 @@ def teacher_features(checkpoint: str | Path, dataset: Dataset, index: torch.Tens
     logits, 1.2 MB, are shipped). Features of a trained net are O(1), well inside float16's range.
     """
     checkpoint = Path(checkpoint)
-    key = logits_cache_key(checkpoint, dataset)
+    key = logits_cache_key(checkpoint, dataset, checkpoint_hash)
     start = time.perf_counter()
     with _features_lock:  # concurrent runs: one computes a row, the others then read it
         stored, source = _features.get(key), "memory"

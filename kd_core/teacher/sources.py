@@ -72,7 +72,8 @@ def needs_preparing(cfg) -> bool:
 
 def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
             on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE,
-            on_logits: Callable[[int, int], None] | None = None) -> Resolved:
+            on_logits: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> Resolved:
     with models.INIT_LOCK, torch.random.fork_rng(devices=[]):  # a fresh network's weights follow cfg.seed
         torch.manual_seed(cfg.seed)
         net, native = (_outside_network if cfg.teacher.startswith(SOURCES) else _checkpoint_network)(cfg, dataset)
@@ -80,7 +81,7 @@ def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
     if net is None:  # a kd_core checkpoint used as it is
         path, seconds = native, None
     else:
-        path, seconds, notes = _materialise(cfg, dataset, net, native, device, on_epoch, recipe)
+        path, seconds, notes = _materialise(cfg, dataset, net, native, device, on_epoch, recipe, should_stop)
     meta = check_fits(path, dataset)
     if net is None:
         external.input_check(checkpoints.load_model(path)[0], dataset.image_shape, f"teacher {path.name}")
@@ -267,7 +268,8 @@ def _reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
 
 # ------------------------------------------------------------------------------------------ checkpoint
 
-def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on_epoch, recipe: TeacherRecipe):
+def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on_epoch, recipe: TeacherRecipe,
+                 should_stop: Callable[[], bool] = lambda: False):
     """Save `net` (trained first with cfg.teacher_epochs) as a checkpoint keyed by everything it depends on;
     a checkpoint already made under the same key is reused. (path, training seconds or None, notes)."""
     size = cfg.teacher_image_size or native["size"] or dataset.image_shape[-1]
@@ -287,7 +289,7 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
         start = time.perf_counter()
         model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                                  label_smoothing=recipe.label_smoothing, seed=cfg.seed, device=device,
-                                 on_epoch=on_epoch)
+                                 on_epoch=on_epoch, should_stop=should_stop)
         seconds = time.perf_counter() - start
         meta.update(test_acc=round(acc, 4), teacher_epochs=cfg.teacher_epochs,
                     teacher_train_seconds=round(seconds, 1))

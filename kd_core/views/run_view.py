@@ -26,6 +26,7 @@ import pandas as pd
 
 from kd_core.config import RunConfig
 from kd_core.data.sources import resolve_dataset
+from kd_core.engine.events import Queued
 from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.engine.stats import mean_std
@@ -44,7 +45,7 @@ from kd_core.models import zoo as models
 from kd_core.models.predict import Classifier
 from kd_core.publish import card as model_card
 from kd_core.serve.settings import DATASET_LABELS
-from kd_core.serve.stack_pool import Queued, queued_status
+from kd_core.serve.stack_pool import queued_status
 from kd_core.views import plots
 from kd_core.views.session import SessionStudents
 
