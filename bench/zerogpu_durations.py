@@ -22,10 +22,11 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from kd_core.data.datasets import load_dataset  # noqa: E402
 from kd_core.engine.loop import StackStarted  # noqa: E402
-from kd_core.engine.sweep import live_sweep, parse_values  # noqa: E402
+from kd_core.engine.sweep import parse_values  # noqa: E402
 from kd_core.engine.train import distill  # noqa: E402
 from kd_core.serve import settings, zerogpu
 from kd_core.views import run_view, session
+from kd_core.views.sweep import live_sweep  # noqa: E402
 
 
 class OpCount(TorchDispatchMode):

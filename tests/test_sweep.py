@@ -7,8 +7,9 @@ import torch
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.engine import roles
+from kd_core.engine.events import StackEvaluated, StackStarted, StackStep
 from kd_core.engine.roles import role_losses
-from kd_core.engine.sweep import MAX_GRID, SweepEvaluated, SweepStarted, SweepStep, run_sweep, sweep
+from kd_core.engine.sweep import MAX_GRID, run_sweep, sweep, sweep_result
 from kd_core.engine.train import TrainingDiverged, class_accuracy, predictions, run
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
@@ -75,19 +76,19 @@ def test_batchnorm_students_equal_separate_distill_runs(fashion):
 def test_event_order_summary_and_frame(fashion):
     events = list(sweep(SMALL.replace(epochs=2, batch_size=1000, evaluations=2), temperatures=[2.0],
                         alphas=[0.0, 1.0]))
-    assert kinds(events) == ["SweepStarted", "SweepEvaluated", "SweepStep", "SweepStep", "SweepEvaluated",
-                             "SweepStep", "SweepStep", "SweepEvaluated", "SweepFinished"]
+    assert kinds(events) == ["StackStarted", "StackEvaluated", "StackStep", "StackStep", "StackEvaluated",
+                             "StackStep", "StackStep", "StackEvaluated", "StackFinished"]
     started = events[0]
-    assert isinstance(started, SweepStarted)
+    assert isinstance(started, StackStarted) and len(started.roles) == 3  # CE and the two cells
     assert (started.total_steps, started.steps_per_epoch, started.train_samples) == (4, 2, 2000)
-    steps = [e for e in events if isinstance(e, SweepStep)]
+    steps = [e for e in events if isinstance(e, StackStep)]
     assert [e.step for e in steps] == [1, 2, 3, 4] and [e.epoch for e in steps] == [1, 1, 2, 2]
-    assert all(len(e.kd_loss) == 2 for e in steps)
+    assert all(len(e.losses[0]) == 3 for e in steps)
     # α = 0 is exactly the CE baseline: same init, same batches, same loss
-    assert all(e.kd_loss[0] == pytest.approx(e.ce_loss, rel=1e-6) for e in steps)
-    evaluated = [e for e in events if isinstance(e, SweepEvaluated)]
+    assert all(e.loss(1) == pytest.approx(e.loss(0), rel=1e-6) for e in steps)
+    evaluated = [e for e in events if isinstance(e, StackEvaluated)]
     assert [e.epoch for e in evaluated] == [0, 1, 2] and [e.step for e in evaluated] == [0, 2, 4]
-    result = events[-1].result
+    result = sweep_result(events[-1].result, [2.0], [0.0, 1.0])
     assert result.kd_acc[0] == pytest.approx(result.ce_acc, abs=1e-4)
     summary = result.summary()
     assert {"ce_acc", "grid", "seconds", "best", "repeats", "ce_val_acc"} <= summary.keys()
@@ -120,7 +121,7 @@ def test_repeats_give_cells_their_spread_and_the_best_cell_comes_from_validation
 
 def test_step_events_are_rate_limited(fashion):
     events = list(sweep(SMALL.replace(event_interval_s=3600.0, batch_size=100), [2.0], [0.5]))
-    assert [e.step for e in events if isinstance(e, SweepStep)] == [1, 20]
+    assert [e.step for e in events if isinstance(e, StackStep)] == [1, 20]
 
 
 def test_hidden_class_accuracy_per_student(fashion):
@@ -136,8 +137,8 @@ def test_hidden_class_accuracy_per_student(fashion):
 
 def test_time_limit_stops_after_one_step(fashion):
     events = list(sweep(SMALL.replace(max_seconds=1e-6, epochs=3, evaluations=1), [2.0], [0.5]))
-    assert kinds(events) == ["SweepStarted", "SweepEvaluated", "SweepStep", "SweepEvaluated", "SweepFinished"]
-    result = events[-1].result
+    assert kinds(events) == ["StackStarted", "StackEvaluated", "StackStep", "StackEvaluated", "StackFinished"]
+    result = sweep_result(events[-1].result, [2.0], [0.5])
     assert result.epochs == 1 and "time limit" in result.stopped
 
 

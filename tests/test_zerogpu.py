@@ -14,11 +14,12 @@ import pytest
 from kd_core.config import CPU_MAX_TFLOP, RunConfig
 from kd_core.engine.loop import StackFinished, StackStarted, train_stack
 from kd_core.engine.roles import METHODS
-from kd_core.engine.sweep import SweepView, live_sweep, parse_values
+from kd_core.engine.sweep import parse_values
 from kd_core.engine.train import roles
 from kd_core.models import zoo as models
 from kd_core.serve import settings, zerogpu
 from kd_core.serve.zerogpu import CAP_SECONDS, Work
+from kd_core.views.sweep import SweepView, live_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(train_size=500, epochs=1, repeats=1, evaluations=2)  # trains in a few seconds

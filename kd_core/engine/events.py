@@ -19,6 +19,7 @@ import torch
 
 from kd_core.config import RunConfig
 from kd_core.engine.roles import Role
+from kd_core.run import Teacher
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class StackResult:
     logits_seconds: float
     stopped: str  # "" when all epochs ran, else why training stopped early
     students: object = field(repr=False)  # the stack, on CPU
+    teacher: Teacher | None = field(default=None, repr=False)  # the run's (kd_core.run): path, hash, metadata
 
     def module(self, seed_index: int, role_index: int) -> torch.nn.Module:
         """One trained student as an ordinary module (CPU, eval mode)."""

@@ -333,7 +333,8 @@ class Trainer:
             class_acc=per_student(class_acc), agreement=per_student((test_pred == teacher_test).float().mean(1)),
             test_logits=test_logits, val_logits=val_logits, teacher_val_logits=self.logits.train[val],
             epochs=epochs, seconds=seconds, samples_per_s=samples / seconds if seconds > 0 else 0.0,
-            logits_seconds=self.logits.seconds, stopped=stopped, students=self.students.to("cpu"))
+            logits_seconds=self.logits.seconds, stopped=stopped, students=self.students.to("cpu"),
+            teacher=self.teacher)
 
 
 def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

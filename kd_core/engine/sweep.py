@@ -10,67 +10,32 @@ The best cell is chosen on the validation split, never the test set.
 The grid's students learn by Hinton KD, or by KD on standardised logits (`method="kd-std"`): the methods
 set by T and α alone (kd_core.engine.roles).
 
-`sweep(cfg, temperatures, alphas)` yields `SweepStarted`, `SweepStep`* (at most one per
-`cfg.event_interval_s`), `SweepEvaluated` (`cfg.evaluations` times, on the live validation subset) and
-`SweepFinished(result)`; `run_sweep` returns the `SweepResult`, whose `.summary()` is the CLI's JSON and
-`.frame()` a pandas DataFrame for plots.
+`sweep(run, temperatures, alphas)` yields the engine's own events (kd_core.engine.events), [seed][role] with role 0
+the CE baseline and role 1 + i the grid's cell i; `sweep_result` reads a `SweepResult` out of the finished stack, and
+`run_sweep` returns it: its `.summary()` is the CLI's JSON and `.frame()` a pandas DataFrame for plots. The Sweep
+tab's view is kd_core.views.sweep.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import pandas as pd
 from torch import nn
 
 from kd_core.config import RunConfig
 from kd_core.data.datasets import Dataset
-from kd_core.engine.loop import StackEvaluated, StackFinished, StackResult, StackStarted, StackStep, train_stack
+from kd_core.engine.events import StackEvent, StackFinished, StackResult
+from kd_core.engine.loop import train_stack
 from kd_core.engine.roles import CE_ROLE, Role
 from kd_core.engine.stats import mean_std, paired_difference
-from kd_core.views import plots
+from kd_core.run import Run, resolve_run
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU
 SWEEP_METHODS = ("kd", "kd-std")  # the methods whose loss T and α set (DKD, DIST and the feature methods have no α)
 
 
-# ------------------------------------------------------------------------------------------ events
-
-@dataclass(frozen=True)
-class SweepStarted:
-    config: RunConfig
-    device: str
-    grid: list[tuple[float, float]]  # (T, α) per KD student, row-major over temperatures × alphas
-    teacher_acc: float
-    total_steps: int
-    train_samples: int  # labelled samples per epoch every student sees
-    steps_per_epoch: int
-    logits_seconds: float  # time to get the teacher's logits (0 when already in memory)
-    seeds: tuple[int, ...] = (0,)
-
-
-@dataclass(frozen=True)
-class SweepStep:
-    epoch: int  # 1-based epoch this step belongs to
-    step: int  # steps done so far, over all epochs
-    total_steps: int
-    elapsed_s: float  # training wall time so far (evaluation excluded)
-    ce_loss: float  # the CE baseline's loss, mean over seeds and over the steps since the previous SweepStep
-    kd_loss: list[float]  # each grid student's full loss, same averaging and order as the grid
-
-
-@dataclass(frozen=True)
-class SweepEvaluated:
-    epoch: int  # the epoch in progress (completed at its end)
-    step: int
-    ce_acc: float  # the CE baseline's accuracy on the live validation subset, mean over seeds
-    kd_acc: list[float]  # per grid student, same order as SweepStarted.grid
-    elapsed_s: float
-    ce_hidden_acc: float | None = None  # on the subset's images of the hidden class, when one is hidden
-    kd_hidden_acc: list[float] | None = None
-
+# ------------------------------------------------------------------------------------------ the result
 
 @dataclass(frozen=True, eq=False)
 class SweepResult:
@@ -135,7 +100,8 @@ class SweepResult:
     def frame(self):
         """The grid as a pandas DataFrame: T, alpha, kd_acc, kd_hidden_acc, kd_acc_std, kd_val_acc, the gain
         over CE (mean, 95 % interval) and kd_wins, one row per cell."""
-        import pandas as pd
+        import pandas as pd  # (deferred: the engine does not need it)
+
 
         rows = [{**{k: v for k, v in row.items() if k != "kd_minus_ce"},
                  "gain": row["kd_minus_ce"]["mean"],
@@ -151,14 +117,6 @@ class SweepResult:
 
     def ce_student(self, seed_index: int = 0) -> nn.Module:
         return self.stack.module(seed_index, 0)
-
-
-@dataclass(frozen=True)
-class SweepFinished:
-    result: SweepResult
-
-
-SweepEvent = SweepStarted | SweepStep | SweepEvaluated | SweepFinished
 
 
 def check_grid(temperatures: list[float], alphas: list[float]) -> None:
@@ -180,21 +138,27 @@ def check_grid(temperatures: list[float], alphas: list[float]) -> None:
 
 # ------------------------------------------------------------------------------------------- the view
 
-def sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float], dataset: Dataset | None = None,
-          method: str = "kd"):
-    """Train the CE baseline and one `method` student per (T, α) of `cfg`'s run together; yields events.
-
-    `cfg.temperature`, `cfg.alpha` and `cfg.methods` are ignored (the grid replaces them); every other field
-    means what it means for `distill`. Closing the generator stops training at the next event.
-    """
+def grid_roles(temperatures: list[float], alphas: list[float], method: str = "kd") -> list[Role]:
+    """CE, then one `method` student per (T, α), row-major over temperatures × alphas."""
     check_grid(temperatures, alphas)
     if method not in SWEEP_METHODS:
         raise ValueError(f"a sweep's grid is T × α, so its method must be one of {', '.join(SWEEP_METHODS)} "
                          f"(the others have no α); got {method!r}")
-    grid = [(float(t), float(a)) for t in temperatures for a in alphas]
-    roles = [CE_ROLE, *(Role(f"T={t:g}, α={a:g}", method, t, a) for t, a in grid)]
-    for event in train_stack(cfg, roles, dataset):
-        yield sweep_event(event, grid, temperatures, alphas)
+    return [CE_ROLE, *(Role(f"T={t:g}, α={a:g}", method, float(t), float(a)) for t in temperatures for a in alphas)]
+
+
+def sweep(run: Run | RunConfig, temperatures: list[float], alphas: list[float], dataset: Dataset | None = None,
+          method: str = "kd", train: Callable[..., Iterator[StackEvent]] = train_stack) -> Iterator[StackEvent]:
+    """Train the CE baseline and one `method` student per (T, α) of the run together: the engine's events.
+
+    The config's `temperature`, `alpha` and `methods` are ignored (the grid replaces them); every other field
+    means what it means for `distill`. `train(run, roles)` is the engine, or the app's stack pool (a sweep takes a
+    training slot like any stack). Closing the generator stops training at the next event.
+    """
+    roles = grid_roles(temperatures, alphas, method)
+    if isinstance(run, RunConfig):  # (the CLI, scripts, tests: where the request enters)
+        run = resolve_run(run, dataset)
+    return train(run, roles)
 
 
 def role_means(table: tuple | list) -> list[float]:
@@ -202,67 +166,26 @@ def role_means(table: tuple | list) -> list[float]:
     return [mean_std([row[i] for row in table])[0] for i in range(len(table[0]))]
 
 
-def sweep_event(event, grid: list[tuple[float, float]], temperatures: list[float], alphas: list[float]):
-    if isinstance(event, StackStarted):
-        return SweepStarted(event.config, event.device, grid, event.teacher_acc, event.total_steps,
-                            event.train_samples, event.steps_per_epoch, event.logits_seconds, event.seeds)
-    if isinstance(event, StackStep):
-        losses = role_means(event.losses)
-        return SweepStep(event.epoch, event.step, event.total_steps, event.elapsed_s, losses[0], losses[1:])
-    if isinstance(event, StackEvaluated):
-        acc = role_means(event.accuracy)
-        hidden = None if event.hidden_accuracy is None else role_means(event.hidden_accuracy)
-        return SweepEvaluated(event.epoch, event.step, acc[0], acc[1:], event.elapsed_s,
-                              None if hidden is None else hidden[0], None if hidden is None else hidden[1:])
-    assert isinstance(event, StackFinished)
-    stack, hidden = event.result, event.result.config.hide_class
+def sweep_result(stack: StackResult, temperatures: list[float], alphas: list[float]) -> SweepResult:
+    """The grid's view of a finished stack: role 0 the CE baseline, then the cells."""
+    hidden = stack.config.hide_class
     acc = role_means(stack.test_acc)
     hidden_acc = None if hidden is None else role_means([[c[hidden] for c in row] for row in stack.class_acc])
-    return SweepFinished(SweepResult(
+    return SweepResult(
         config=stack.config, device=stack.device, temperatures=[float(t) for t in temperatures],
         alphas=[float(a) for a in alphas], teacher_acc=stack.teacher_acc, ce_acc=acc[0], kd_acc=acc[1:],
         ce_hidden_acc=None if hidden_acc is None else hidden_acc[0],
         kd_hidden_acc=None if hidden_acc is None else hidden_acc[1:], epochs=stack.epochs, seconds=stack.seconds,
-        samples_per_s=stack.samples_per_s, stopped=stack.stopped, stack=stack))
+        samples_per_s=stack.samples_per_s, stopped=stack.stopped, stack=stack)
 
 
-def run_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float],
+def run_sweep(cfg: Run | RunConfig, temperatures: list[float], alphas: list[float],
               dataset: Dataset | None = None, method: str = "kd") -> SweepResult:
     """Run `sweep` to the end and return its result (for the CLI, scripts and tests)."""
     for event in sweep(cfg, temperatures, alphas, dataset, method):
-        if isinstance(event, SweepFinished):
-            return event.result
-    raise RuntimeError("sweep ended without a SweepFinished event")
-
-
-# ------------------------------------------------------------------------------------ the Sweep tab's view
-
-@dataclass(frozen=True, eq=False)
-class SweepView:
-    """What the Sweep tab shows after one sweep event."""
-    status: str
-    heatmap: str | None  # at the end, the heatmap drawn once as a data URL (all viewers share it); None = none yet
-    frame: pd.DataFrame  # T, alpha, accuracy (%); accuracy missing until an epoch has been evaluated
-    done: bool
-
-
-def finished_sweep_view(result, temperatures: list[float], alphas: list[float]) -> SweepView:
-    """The heatmap of test accuracy coloured by the gain beyond seed noise, and the best cell chosen on the
-    validation split."""
-    grid = result.grid
-    frame = plots.sweep_frame(temperatures, alphas, result.kd_acc).assign(
-        gain=[round(100 * g["kd_minus_ce"]["mean"], 2) for g in grid],
-        wins=[g["kd_wins"] for g in grid], beyond_noise=[g["beyond_noise"] for g in grid],
-        seeds=len(result.stack.seeds))
-    ce_mean, ce_std = mean_std(result.accuracies(0))
-    T, alpha = result.best()
-    beyond = sum(g["beyond_noise"] and g["kd_minus_ce"]["mean"] > 0 for g in grid)
-    status = (f"done in {result.seconds:.1f} s ({result.epochs} epoch(s), {len(result.stack.seeds)} seeds): best "
-              f"on validation T={T:g}, α={alpha:g}; {beyond} of {len(grid)} cells beat CE "
-              f"({100 * ce_mean:.1f} ± {100 * ce_std:.1f}% test) beyond seed noise")
-    # drawn once here, in the run's own thread: every viewer of a shared or replayed sweep gets the same image
-    heatmap = plots.figure_data_url(plots.sweep_heatmap(frame, ce_mean, ce_std=ce_std))
-    return SweepView(status, heatmap, frame, True)
+        if isinstance(event, StackFinished):
+            return sweep_result(event.result, temperatures, alphas)
+    raise RuntimeError("sweep ended without a StackFinished event")
 
 
 def parse_values(name: str, text: str) -> list[float]:
@@ -272,32 +195,3 @@ def parse_values(name: str, text: str) -> list[float]:
     except ValueError:
         raise ValueError(f"{name} must be comma-separated numbers like 1, 2, 4; got {text!r}") from None
     return sorted(set(values))
-
-
-def live_sweep(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Iterator[SweepView]:
-    """Train the T × α grid; yield a SweepView per event, the heatmap at the end."""
-    # every (T, α) cell from the first update on, accuracy missing: the line charts fix their colour
-    # legend on their first frame (see plots.with_every_series), so each line must be named already
-    empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
-    events = sweep(cfg, temperatures, alphas)
-    try:
-        yield SweepView("loading the data and the teacher's logits…", None, empty, False)
-        total = 1
-        for event in events:
-            if isinstance(event, SweepStarted):
-                total = event.total_steps
-                yield SweepView(f"{len(event.grid)} KD students + the CE baseline, trained together on "
-                                f"{event.device}: {total:,} steps", None, empty, False)
-            elif isinstance(event, SweepStep):
-                yield SweepView(f"epoch {event.epoch}/{cfg.epochs} · step {event.step:,}/{total:,} · "
-                                f"{event.elapsed_s:.1f} s", None, empty, False)
-            elif isinstance(event, SweepEvaluated):
-                frame = plots.sweep_frame(temperatures, alphas, event.kd_acc)
-                status = (f"epoch {event.epoch}/{cfg.epochs}, validation subset: CE baseline "
-                          f"{100 * event.ce_acc:.1f}%, best KD cell so far {frame['accuracy'].max():.1f}%")
-                yield SweepView(status, None, frame, False)
-            elif isinstance(event, SweepFinished):
-                yield finished_sweep_view(event.result, temperatures, alphas)
-    finally:
-        events.close()
-

@@ -17,6 +17,7 @@ iterating, a Gradio cancel) stops training at the next event.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
+from kd_core.run import Run, resolve_run
 from kd_core.teacher.logits import logits_cached
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
@@ -250,7 +252,8 @@ def card_summary(result: RunResult, meta: dict) -> dict:
     """What a student's model card reports: the run's summary with every seed's accuracies (kd_core.publish.card)."""
     from kd_core.publish.card import teacher_facts
 
-    return {**teacher_facts(meta), **result.summary(), "ce_acc": result.accuracies("ce"),
+    teacher = result.stack.teacher.meta if result.stack.teacher else None  # read once, when the run was resolved
+    return {**teacher_facts(meta, teacher), **result.summary(), "ce_acc": result.accuracies("ce"),
             "kd_acc": result.accuracies("kd"), "seeds": list(result.seeds)}
 
 
@@ -260,16 +263,23 @@ def save_student(result: RunResult, role: str, path, recipe: str = ""):
     return checkpoints.save_model(path, model, student_metadata(result, role, recipe))
 
 
-def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max_tflop: float = CPU_MAX_TFLOP,
-                     students_per_seed: int | None = None) -> None:
+def check_cpu_budget(run: Run | RunConfig, dataset: Dataset | None = None, device: torch.device | None = None,
+                     max_tflop: float = CPU_MAX_TFLOP, students_per_seed: int | None = None,
+                     repeats: int | None = None) -> None:
     """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
 
     Counts every student's training (≈ 3 × forward) over every sample and epoch (transfer images too), their
     evaluations (the live validation subset `cfg.evaluations` + 1 times, the validation split and the test set
     at the end), a teacher forward per sample when augmenting, the teacher's pass over the training and
     test sets when its logits are not cached yet, and, for the feature methods, its pass over every seed's
-    images (an upper bound: features already cached count too). GPUs are not capped.
+    images (an upper bound: features already cached count too). GPUs are not capped. `run` is the resolved run
+    (its teacher is not looked up again); `repeats` replaces its config's (a pooled stack's seeds).
     """
+    if isinstance(run, RunConfig):  # (scripts, tests: where the request enters)
+        run = resolve_run(run, dataset)
+    cfg, dataset = run.config, run.dataset
+    cfg = cfg if repeats is None else cfg.replace(repeats=repeats)
+    device = device or resolve_device(cfg.device)
     if device.type != "cpu":
         return
     labelled = len(student_indices(dataset.train_labels, train_size=cfg.train_size, hide_class=cfg.hide_class,
@@ -285,19 +295,24 @@ def check_cpu_budget(cfg: RunConfig, dataset: Dataset, device: torch.device, max
     validation = len(dataset.validation_index)
     evaluations = min(LIVE_VALIDATION, validation) * (cfg.evaluations + 1) + validation + len(dataset.test_labels)
     student_flops = students * forward * (3 * samples + evaluations)
-    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    teacher = run.teacher
     teacher_samples = samples * cfg.repeats if cfg.augment else 0
-    if not logits_cached(teacher_path, dataset):
+    if not logits_cached(teacher.path, dataset, teacher.hash):
         teacher_samples += len(dataset.train_labels) + len(dataset.test_labels)
     if not cfg.augment and any(method in FEATURE_METHODS for method in cfg.methods):
         teacher_samples += min(len(dataset.train_labels), (labelled + cfg.unlabeled) * cfg.repeats)
     teacher_flops = 0
     if teacher_samples:
-        teacher, _ = checkpoints.load_model(teacher_path)
-        teacher_flops = models.flops_per_sample(teacher, dataset.image_shape) * teacher_samples
+        teacher_flops = _teacher_flops(teacher.path, teacher.hash, dataset.image_shape) * teacher_samples
     needed = (student_flops + teacher_flops) / 1e12
     if needed > max_tflop:
         raise ValueError(
             f"this run needs about {needed:,.1f} TFLOP, at least {needed / CPU_TFLOP_PER_S / 60:,.0f} "
             f"minutes on a CPU, over the CPU limit of {max_tflop:g} TFLOP; pick a smaller student or "
             f"teacher, fewer epochs, seeds or training images, or run it on a GPU")
+
+
+@functools.lru_cache(maxsize=16)
+def _teacher_flops(path, digest: str, shape: tuple[int, int, int]) -> int:
+    """A teacher's forward FLOPs per image, counted once per checkpoint content (the app asks per planned stack)."""
+    return models.flops_per_sample(checkpoints.load_model(path)[0], shape)

@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kd_core.models.checkpoints import CheckpointError, atomic_write, load_tensors, resolve_teacher
+from kd_core.models.checkpoints import CheckpointError, atomic_write, read_metadata, resolve_teacher
 
 HF_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist",
                "cifar10": "uoft-cs/cifar10"}
@@ -48,16 +48,17 @@ def write_card(model_path: str | Path, text: str) -> Path:
     return atomic_write(card_path(model_path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def teacher_facts(meta: Mapping) -> dict:
-    """`teacher_acc` and `teacher_arch` from a student's teacher checkpoint, when it is still on disk
-    (nothing for a teacher's own metadata)."""
+def teacher_facts(meta: Mapping, teacher: Mapping | None = None) -> dict:
+    """`teacher_acc` and `teacher_arch` from the teacher's metadata (`teacher`: a run's, read when it was resolved),
+    else from a student's teacher checkpoint when it is still on disk (nothing for a teacher's own metadata)."""
     if role_of(meta) == "teacher":
         return {}
-    config = meta.get("config", {})
-    try:
-        _, teacher = load_tensors(resolve_teacher(config.get("teacher", "default"), meta["dataset"]))
-    except (CheckpointError, KeyError):
-        return {}
+    if teacher is None:
+        config = meta.get("config", {})
+        try:
+            teacher = read_metadata(resolve_teacher(config.get("teacher", "default"), meta["dataset"]))
+        except (CheckpointError, KeyError):
+            return {}
     return {key: teacher[source] for key, source in (("teacher_acc", "test_acc"), ("teacher_arch", "arch"))
             if source in teacher}
 

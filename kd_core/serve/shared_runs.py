@@ -30,15 +30,13 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
-from functools import lru_cache
 from pathlib import Path
 
 from kd_core.config import RunConfig
-from kd_core.engine import sweep
 from kd_core.engine.events import Queued
-from kd_core.models import checkpoints
+from kd_core.run import Run, resolve_run
 from kd_core.serve.stack_pool import queued_status, wait_estimate
-from kd_core.views import plots, run_view
+from kd_core.views import plots, run_view, sweep
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time
@@ -259,27 +257,15 @@ class SharedRuns:
 
 # ------------------------------------------------------------------------------------ the app's runs
 
-@lru_cache(maxsize=32)
-def _file_hash(path: str, mtime_ns: int, size: int) -> str:  # re-read when the file changes
-    return checkpoints.file_hash(path)
+def distill_key(run: Run) -> Hashable:
+    return ("distill", *run.key)  # the config and the teacher file's hash, read once when the run was resolved
 
 
-def teacher_hash(cfg: RunConfig) -> str:
-    """The file hash of cfg's teacher checkpoint: a changed checkpoint is a different run."""
-    path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
-    stat = path.stat()
-    return _file_hash(str(path), stat.st_mtime_ns, stat.st_size)
+def sweep_key(run: Run, temperatures: list[float], alphas: list[float]) -> Hashable:
+    return ("sweep", *run.key, tuple(temperatures), tuple(alphas))
 
 
-def distill_key(cfg: RunConfig) -> Hashable:
-    return ("distill", cfg, teacher_hash(cfg))
-
-
-def sweep_key(cfg: RunConfig, temperatures: list[float], alphas: list[float]) -> Hashable:
-    return ("sweep", cfg, teacher_hash(cfg), tuple(temperatures), tuple(alphas))
-
-
-def join_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iterator] = run_view.live_run,
+def join_run(runs: SharedRuns, run: Run | RunConfig, start: Callable[[Run], Iterator] = run_view.live_run,
              key: Hashable | None = None) -> Iterator[run_view.RunView]:
     """`run_view.live_run(cfg)` shared with identical requests: every view this visitor's own to keep.
 
@@ -287,7 +273,9 @@ def join_run(runs: SharedRuns, cfg: RunConfig, start: Callable[[RunConfig], Iter
     stack pool); `key` defaults to `distill_key(cfg)`.
     """
     asked = time.perf_counter()
-    sub = runs.subscribe(distill_key(cfg) if key is None else key, lambda: start(cfg))
+    run = resolve_run(run) if isinstance(run, RunConfig) else run  # (scripts, tests: where the request enters)
+    cfg = run.config
+    sub = runs.subscribe(distill_key(run) if key is None else key, lambda: start(run))
     empty = run_view.RunLog(cfg)
     pending, last = None, -math.inf  # the newest view not yet sent (views are cumulative: the newest says all)
     with _viewers_lock:
@@ -351,10 +339,11 @@ def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.Run
     return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
 
 
-def join_sweep(runs: SharedRuns, cfg: RunConfig, temperatures: list[float], alphas: list[float],
+def join_sweep(runs: SharedRuns, run: Run | RunConfig, temperatures: list[float], alphas: list[float],
                start: Callable[..., Iterator] = sweep.live_sweep) -> Iterator[sweep.SweepView]:
     """`sweep.live_sweep` shared with identical requests; every visitor is sent the one heatmap the run drew."""
-    sub = runs.subscribe(sweep_key(cfg, temperatures, alphas), lambda: start(cfg, temperatures, alphas))
+    run = resolve_run(run) if isinstance(run, RunConfig) else run
+    sub = runs.subscribe(sweep_key(run, temperatures, alphas), lambda: start(run, temperatures, alphas))
     empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
     try:
         for item in sub:

@@ -19,13 +19,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from kd_core.config import RunConfig
-from kd_core.data.sources import resolve_dataset
 from kd_core.engine.events import Queued
 from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
@@ -35,7 +33,6 @@ from kd_core.engine.train import (
     card_summary,
     check_cpu_budget,
     kd_index,
-    resolve_device,
     roles,
     run_result,
     save_student,
@@ -44,6 +41,7 @@ from kd_core.models import checkpoints, predict
 from kd_core.models import zoo as models
 from kd_core.models.predict import Classifier
 from kd_core.publish import card as model_card
+from kd_core.run import Run, resolve_run
 from kd_core.serve.settings import DATASET_LABELS
 from kd_core.serve.stack_pool import queued_status
 from kd_core.views import plots
@@ -190,13 +188,15 @@ def active_runs() -> int:
     return _active_runs
 
 
-def live_run(cfg: RunConfig, train: Callable[..., Iterator] | None = None) -> Iterator[RunView]:
-    """Train cfg's students; yield a RunView per event, the last one with results, files and students.
+def live_run(run: Run | RunConfig, train: Callable[..., Iterator] | None = None) -> Iterator[RunView]:
+    """Train the run's students; yield a RunView per event, the last one with results, files and students.
 
-    `train(cfg, roles)` yields the engine's events for cfg's roles (and `Queued` notices while it waits for a
-    slot): a `StackPool.events` trains compatible visitors' runs as one stack; by default cfg trains alone.
+    `run` was resolved where the request entered (kd_core.run; a RunConfig is resolved here, for scripts and
+    tests). `train(run, roles)` yields the engine's events for its roles (and `Queued` notices while it waits for
+    a slot): a `StackPool.events` trains compatible visitors' runs as one stack; by default the run trains alone.
     Closing this generator (Stop, a Gradio cancel) closes the engine's, which stops training at once.
     """
+    cfg = run if isinstance(run, RunConfig) else run.config
     global _active_runs
     start = time.perf_counter()
     log = RunLog(cfg)
@@ -206,9 +206,10 @@ def live_run(cfg: RunConfig, train: Callable[..., Iterator] | None = None) -> It
     try:
         loading = "logits and features" if any(m in FEATURE_METHODS for m in cfg.methods) else "logits"
         yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
-        dataset = resolve_dataset(cfg)  # the built-in dataset, or the user's folder (kd_core.data.sources)
-        check_cpu_budget(cfg, dataset, resolve_device(cfg.device))  # ValueError: too big for a CPU
-        events = (train or partial(train_stack, dataset=dataset))(cfg, roles(cfg))
+        if isinstance(run, RunConfig):
+            run = resolve_run(run)
+        check_cpu_budget(run)  # ValueError: too big for a CPU
+        events = (train or train_stack)(run, roles(cfg))
         for event in events:
             if isinstance(event, Queued):
                 yield RunView(queued_status(event), 0.0, time.perf_counter() - start, log.losses(), None, 0,
@@ -288,7 +289,7 @@ def results_table(result: RunResult) -> pd.DataFrame:
     """Teacher, CE students, then each method's students: test accuracy (mean ± std over seeds, and every seed's),
     validation accuracy, hidden-class accuracy, size, CPU latency, agreement with the teacher."""
     cfg = result.config
-    teacher_path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    teacher_path = result.stack.teacher.path  # resolved once, where the run entered
     teacher = predict.load_classifier(teacher_path, "teacher")
     hidden = cfg.hide_class
     student_ms = latency_ms(cfg.student, result.ce_student, teacher.in_shape)  # one architecture for all students
