@@ -29,7 +29,7 @@ from kd_core.data.datasets import CLASSES, DatasetUnavailable
 from kd_core.data.sources import resolve_dataset
 from kd_core.engine.loop import resolve_device, train_stack
 from kd_core.engine.roles import METHODS, NAMES
-from kd_core.engine.sweep import MAX_GRID, live_sweep
+from kd_core.engine.sweep import MAX_GRID
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.engine.train import TrainingDiverged, check_cpu_budget
 from kd_core.models import predict
@@ -40,6 +40,7 @@ from kd_core.serve.zerogpu import in_caller_context, on_gpu, sweep_duration
 from kd_core.views import headline, lesson, panels, plots, run_view, served, session
 from kd_core.views import pictures as picture_views
 from kd_core.views.bias import bias_view
+from kd_core.views.sweep import live_sweep
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
