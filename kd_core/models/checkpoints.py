@@ -25,7 +25,7 @@ from torch import nn
 from kd_core.models import zoo as models
 
 META_KEY = "kd_playground"
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 class CheckpointError(ValueError):

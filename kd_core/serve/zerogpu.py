@@ -278,7 +278,7 @@ def in_a_fresh_process(run: Callable[..., Iterator], args: tuple, kwargs: dict) 
     errors come back pickled. Closing the iterator (Stop) kills the process."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "SPACES_ZERO_GPU": "false"}
     child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=env, cwd=Path(__file__).resolve().parent.parent)
+                             env=env, cwd=Path(__file__).resolve().parents[2])
     try:
         pickle.dump((run, args, kwargs), child.stdin)
         child.stdin.close()
