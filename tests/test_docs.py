@@ -1,5 +1,6 @@
 """The written contracts (docs/contracts.md) against the code: the files the code cites exist, and the
-contracts list the CLI's subcommands and the app's api_names with their parameters."""
+contracts list the CLI's subcommands and the app's api_names with their parameters; the README and docs/ state
+the α convention as the loss does, and docs/api.md shows every endpoint."""
 
 import re
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "docs/contracts.md"
-SOURCES = [ROOT / "app.py", *sorted((ROOT / "kd_core").glob("*.py")), *sorted((ROOT / "tests").glob("*.py")),
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "kd_core").rglob("*.py")), *sorted((ROOT / "tests").glob("*.py")),
            *sorted((ROOT / "bench").glob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
 
 
@@ -77,3 +78,18 @@ def test_the_contracts_state_the_alpha_convention_as_the_loss_does():
     assert "kd_loss(student_logits, teacher_logits, labels, *, T, alpha)" in loss
     assert list(__import__("inspect").signature(losses.kd_loss).parameters) == [
         "student_logits", "teacher_logits", "labels", "T", "alpha"]
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/methods.md", "docs/contracts.md"])
+def test_the_docs_say_which_side_alpha_weighs_and_translate_keras(document):
+    text = " ".join((ROOT / document).read_text().split())
+    assert "teacher's soft targets" in text
+    assert "0.7·CE + 0.3·KD is α = 0.3 here" in text.replace("**", "")
+
+
+def test_the_api_page_calls_every_public_endpoint():
+    import app
+
+    api = (ROOT / "docs/api.md").read_text()
+    called = set(re.findall(r'api_name="(/\w+)"', api))
+    assert called == set(app.demo.get_api_info()["named_endpoints"])
