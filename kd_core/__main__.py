@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from kd_core.cli import runs
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data.datasets import DatasetUnavailable
 from kd_core.engine.roles import METHODS
@@ -102,7 +101,7 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
         lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
         hide_class=args.hide_class, seed=args.seed, repeats=args.repeats, unlabeled=args.unlabeled,
         unlabeled_hidden=args.unlabeled_hidden, device=args.device, cpu_threads=args.threads,
-        **extra).validate()
+        **extra)  # validated once, by kd_core.run.resolve_run
 
 
 # ------------------------------------------------------------------ your own data and teacher (sources, teachers)
@@ -134,42 +133,6 @@ def data_fields(args: argparse.Namespace) -> dict:
     """The RunConfig fields of `add_data_options`."""
     return {"data": args.data, "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
             "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
-
-
-def prepare_teacher(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[RunConfig, dict]:
-    """With user data or an outside teacher: resolve both (training the teacher first with --teacher-epochs,
-    a line per epoch on stderr); return the run's config and the JSON fields it adds (docs/contracts.md)."""
-    from kd_core.teacher.sources import needs_preparing, prepare
-
-    if not needs_preparing(cfg):
-        return cfg, {"teacher": cfg.teacher}
-
-    def report(event) -> None:
-        print(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  loss {event.train_loss:.4f}  val acc "
-              f"{event.val_acc:.4f}  {event.seconds:.0f}s", file=sys.stderr, flush=True)
-
-    def logits(done: int, total: int) -> None:
-        print(f"teacher logits: {done:,}/{total:,} images", file=sys.stderr, flush=True)
-
-    ready, dataset, resolved = prepare(cfg, device=resolve_device(cfg.device), on_epoch=report, recipe=recipe,
-                                       on_logits=logits)
-    for note in (getattr(dataset, "note", ""), *resolved.notes):
-        if note:
-            print(note, file=sys.stderr, flush=True)
-    print(f"teacher {resolved.id}: validation acc {resolved.val_acc:.4f}", file=sys.stderr, flush=True)
-    fields = {"teacher": resolved.id, "teacher_checkpoint": str(resolved.path), "teacher_val_acc": resolved.val_acc}
-    if resolved.train_seconds is not None:
-        fields["teacher_train_seconds"] = resolved.train_seconds
-    return ready, fields
-
-
-def data_facts(cfg: RunConfig) -> dict:
-    """The JSON's `classes` and `data` (its source and fingerprint) of a finished run (its data is in memory)."""
-    from kd_core.data.sources import fingerprint, resolve_dataset
-
-    dataset = resolve_dataset(cfg)
-    return {"classes": list(dataset.classes), "data": {"source": cfg.data or cfg.dataset,
-                                                       "fingerprint": fingerprint(dataset)}}
 
 
 def build_parser() -> Parser:
@@ -257,26 +220,13 @@ def teacher_arch(text: str) -> str:
 
 
 def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
-    """train-teacher with --data or a timm:/torchvision: arch: kd_core.teacher.sources trains it (as distill's
-    --teacher-epochs does), then the checkpoint is copied to --out with its logits beside it."""
-    from kd_core.data.sources import resolve_dataset
-    from kd_core.teacher.logits import save_logits_beside, teacher_logits
-
-    if not args.out.endswith(".safetensors"):
-        raise ValueError("--out must end in .safetensors")
     recipe = TeacherRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            label_smoothing=args.label_smoothing, seed=args.seed).validate()
     cfg = DEFAULTS.replace(dataset=args.dataset, data=args.data, image_size=args.image_size,
                            teacher=args.arch if ":" in args.arch else f"zoo:{args.arch}", teacher_epochs=args.epochs,
                            teacher_image_size=args.teacher_image_size, seed=args.seed, device=args.device,
-                           teacher_pretrained=args.pretrained and ":" in args.arch).validate()
-    cfg, added = prepare_teacher(cfg, recipe)
-    dataset = resolve_dataset(cfg)
-    out = checkpoints.atomic_write(args.out, lambda tmp: shutil.copyfile(cfg.teacher, tmp))
-    save_logits_beside(out, dataset, teacher_logits(out, dataset, resolve_device(cfg.device)))
-    meta = checkpoints.read_metadata(out)
-    return {"checkpoint": str(out), "val_acc": added["teacher_val_acc"], "test_acc": meta.get("test_acc"),
-            "train_seconds": added.get("teacher_train_seconds"), "arch": args.arch, **data_facts(cfg)}
+                           teacher_pretrained=args.pretrained and ":" in args.arch)
+    return runs.train_teacher_on_data(cfg, recipe, args.out, args.arch)
 
 
 # ------------------------------------------------------------------------- study (kd_core.study.trials, Optuna)
@@ -311,7 +261,7 @@ def cmd_study(args: argparse.Namespace) -> dict:
         raise ValueError(f"study needs {error.name}: pip install -r requirements-study.txt") from None
     cfg = run_config(args)
     if not (args.best or args.summary):
-        check_before_work(cfg)
+        runs.check_before_work(cfg)
     return study.command(args, cfg)
 
 
@@ -381,68 +331,14 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
             "dataset": args.dataset}
 
 
-def check_before_work(cfg: RunConfig) -> None:
-    """The device exists and the teacher was made for the run's dataset (checked from its metadata), before
-    the dataset is loaded or downloaded and before any training; else a ValueError: exit 2."""
-    resolve_device(cfg.device)
-    if not cfg.data:  # user data: kd_core.teacher.sources checked the teacher against it
-        checkpoints.check_teacher_fits(checkpoints.resolve_teacher(cfg.teacher, cfg.dataset), cfg.dataset)
-
-
 def cmd_distill(args: argparse.Namespace) -> dict:
-    from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted
-    from kd_core.engine.train import distill, kd_index, run_result
-
-    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment,
-                     pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
-                     feature_weight=args.feature_weight)
-    cfg, added = prepare_teacher(cfg)
-    check_before_work(cfg)
-    result, kd = None, kd_index(cfg)
-    for event in distill(cfg):
-        if isinstance(event, StackStarted):
-            for note in event.notes:
-                print(note, file=sys.stderr, flush=True)
-            transfer = f" + {event.transfer_samples} unlabelled" if event.transfer_samples else ""
-            print(f"teacher acc {event.teacher_acc:.4f} ({event.logits_source} logits, "
-                  f"{event.logits_seconds:.1f}s); {event.train_samples} training samples{transfer} per seed, "
-                  f"{len(event.seeds)} seed(s), on {event.device}", file=sys.stderr, flush=True)
-        elif isinstance(event, StackEvaluated) and event.step > 0:
-            hidden = (f"  hidden class: CE {event.hidden_mean(0):.3f} KD {event.hidden_mean(kd):.3f}"
-                      if event.hidden_accuracy is not None else "")
-            print(f"epoch {event.progress:.2f}/{cfg.epochs}  validation: CE acc {event.mean(0):.4f}  KD acc "
-                  f"{event.mean(kd):.4f}{hidden}  {event.elapsed_s:.1f}s", file=sys.stderr, flush=True)
-        elif isinstance(event, StackFinished):
-            result = run_result(event.result)
-            print(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}", file=sys.stderr,
-                  flush=True)
-            for method in result.methods() if len(cfg.methods) > 1 else ():
-                print(f"  {method['method']}: {method['acc']:.4f} ± {method['acc_std']:.4f}; {method['verdict']}",
-                      file=sys.stderr, flush=True)
-    if args.save_students:
-        save_students(result, Path(args.save_students), args.argv)
-    return {**result.summary(), **data_facts(cfg), **added}
-
-
-def save_students(result, directory: Path, argv: list[str]) -> None:
-    """Each student as a checkpoint and, beside it, its model card from the saved metadata and the run."""
-    from kd_core.engine.train import card_summary, save_student
-    from kd_core.publish.card import model_card, write_card
-
-    for role in ("ce", "kd"):
-        path = save_student(result, role, directory / f"{role}-student.safetensors",
-                            recipe="python -m kd_core " + shlex.join(argv))
-        meta = checkpoints.load_tensors(path)[1]
-        write_card(path, model_card(meta, card_summary(result, meta)))
+    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment, pretrained=args.pretrained,
+                     methods=args.methods, dkd_beta=args.dkd_beta, feature_weight=args.feature_weight)
+    return runs.distill_command(cfg, args.save_students, args.argv)
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from kd_core.engine.sweep import run_sweep
-
-    cfg, added = prepare_teacher(run_config(args))
-    check_before_work(cfg)
-    return {**run_sweep(cfg, temperatures=args.T, alphas=args.alpha, method=args.method).summary(), **data_facts(cfg),
-            **added}
+    return runs.sweep_command(run_config(args), args.T, args.alpha, args.method)
 
 
 def cmd_export(args: argparse.Namespace) -> dict:

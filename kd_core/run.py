@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from kd_core.config import RunConfig
-from kd_core.data.datasets import Dataset, load_dataset
+from kd_core.data.datasets import CLASSES, Dataset, load_dataset
 from kd_core.models import checkpoints
 from kd_core.teacher import sources as teachers
 from kd_core.teacher.logits import LogitsProgress
@@ -57,24 +57,35 @@ class Run:
         return dataclasses.replace(self, config=self.config.replace(**changes))
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    return torch.device(name)
+
+
 def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
     """cfg checked, its data loaded and its checkpoint teacher read once; ValueError (or DatasetUnavailable,
-    CheckpointError) in one line otherwise. An outside or untrained teacher is left for `prepare`."""
-    cfg.validate()
+    CheckpointError) in one line otherwise. The config is validated once, here, against the data's classes.
+    An outside or untrained teacher is left for `prepare`."""
     if teachers.needs_preparing(cfg):
+        cfg.validate()  # (the user's data: its classes are known once it is read)
         teachers.fetch_weights(cfg)  # before the data is read: offline, a download fails at once
         if dataset is None:
             from kd_core.data.sources import resolve_dataset
 
             dataset = resolve_dataset(cfg)
-        cfg.validate(dataset.num_classes)
+        if cfg.hide_class is not None and cfg.hide_class >= dataset.num_classes:
+            raise ValueError(f"hide_class must be a whole number in [0, {dataset.num_classes - 1}]; "
+                             f"got {cfg.hide_class!r}")
         return Run(cfg, dataset, None)
+    cfg.validate(len(CLASSES[cfg.dataset]) if cfg.dataset in CLASSES else None)
     path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     digest, meta = checkpoints.inspect(path)
     checkpoints.check_teacher_fits(path, cfg.dataset, meta)  # before any data is loaded or downloaded
-    dataset = dataset or load_dataset(cfg.dataset)
-    cfg.validate(dataset.num_classes)
-    return Run(cfg, dataset, Teacher(path, digest, meta, cfg.teacher))
+    return Run(cfg, dataset or load_dataset(cfg.dataset), Teacher(path, digest, meta, cfg.teacher))
 
 
 def prepare(run: Run, device: str | torch.device = "cpu", *, on_event: Callable[[object], None] = lambda e: None,
@@ -108,4 +119,5 @@ def as_run(run: Run | RunConfig, dataset: Dataset | None = None, device: str | t
     return prepare(run, device)
 
 
-__all__ = ["Run", "Teacher", "TeacherEpoch", "LogitsProgress", "Stopped", "resolve_run", "prepare", "as_run"]
+__all__ = ["LogitsProgress", "Run", "Stopped", "Teacher", "TeacherEpoch", "as_run", "prepare", "resolve_device",
+           "resolve_run"]

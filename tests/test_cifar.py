@@ -294,7 +294,7 @@ def test_cpu_budget_counts_students_teacher_passes_and_uncached_logits(cifar_tea
 
 
 def test_train_teacher_on_colour_images(monkeypatch):
-    monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset())
+    monkeypatch.setattr(training, "load_dataset", lambda name: colour_dataset())
     epochs = []
     model, acc = training.train_teacher("cifar10", "cnn-tiny", epochs=2, batch_size=32, on_epoch=epochs.append)
     assert [e.epoch for e in epochs] == [1, 2] and acc == epochs[-1].test_acc
@@ -308,7 +308,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 @pytest.mark.gpu
 @gpu
 def test_gpu_train_teacher_resnet_with_bf16_and_channels_last(monkeypatch):
-    monkeypatch.setattr(teacher, "load_dataset", lambda name: colour_dataset(train=256))
+    monkeypatch.setattr(training, "load_dataset", lambda name: colour_dataset(train=256))
     model, acc = training.train_teacher("cifar10", "resnet18-cifar", epochs=1, batch_size=64, device="cuda")
     assert next(model.parameters()).device.type == "cpu" and 0 <= acc <= 1
 

@@ -30,9 +30,9 @@ def assert_same_weights(batched: dict, module: torch.nn.Module, atol: float) -> 
 
 def test_batched_sweep_equals_separate_distill_runs(fashion):
     events = list(sweep(SMALL, temperatures=[1.0, 4.0], alphas=[0.5, 0.9]))
-    result = events[-1].result
+    result = sweep_result(events[-1].result, [1.0, 4.0], [0.5, 0.9])
     grid = [(1.0, 0.5), (1.0, 0.9), (4.0, 0.5), (4.0, 0.9)]
-    assert events[0].grid == grid
+    assert [(role.temperature, role.alpha) for role in events[0].roles[1:]] == grid
     for cell in (0, 3):  # two corners show both the grid order and the loss per cell
         T, alpha = grid[cell]
         separate = run(SMALL.replace(temperature=T, alpha=alpha))
@@ -181,4 +181,4 @@ def test_grid_of_max_size_is_accepted():
     temperatures, alphas = [1.0, 2.0, 4.0, 8.0, 16.0], [0.0, 0.25, 0.5, 0.75, 0.9]
     assert len(temperatures) * len(alphas) == MAX_GRID
     started = next(sweep(SMALL, temperatures, alphas))
-    assert len(started.grid) == MAX_GRID
+    assert len(started.roles) == 1 + MAX_GRID

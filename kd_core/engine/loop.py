@@ -49,21 +49,12 @@ from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
-from kd_core.run import Run, as_run
+from kd_core.run import Run, as_run, resolve_device
 from kd_core.teacher.logits import teacher_features, teacher_logits
 
 
 class TrainingDiverged(RuntimeError):
     """A student's loss became NaN or infinite; the message suggests what to change."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
-    return torch.device(name)
 
 
 def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:

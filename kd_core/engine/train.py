@@ -185,9 +185,9 @@ def kd_index(cfg: RunConfig) -> int:
     return 1 + (cfg.methods.index("kd") if "kd" in cfg.methods else 0)
 
 
-def distill(cfg: RunConfig, dataset: Dataset | None = None) -> Iterator[StackEvent]:
-    """Train cfg's CE and KD students for each of cfg.repeats seeds: the engine's events for `roles(cfg)`."""
-    return train_stack(cfg, roles(cfg), dataset)
+def distill(run: Run | RunConfig, dataset: Dataset | None = None) -> Iterator[StackEvent]:
+    """Train the run's CE and KD students for each of its seeds: the engine's events for `roles(config)`."""
+    return train_stack(run, roles(run if isinstance(run, RunConfig) else run.config), dataset)
 
 
 def run_result(stack: StackResult) -> RunResult:

@@ -1,5 +1,6 @@
 """The app's "Your data" panel: its choices as a RunConfig within the public Space's limits, the teacher's
-preparation as a stream of status lines, and predictions with the run's own classes.
+preparation as a job for a training slot (its events the run's own vocabulary), and predictions with the run's own
+classes.
 
 An upload is a .zip of an ImageFolder (kd_core.data.sources) read under `sources.SPACE_LIMITS`; the teacher is
 trained on it (an architecture from TEACHER_ARCHS, at most MAX_APP_TEACHER_EPOCHS epochs), the shipped
@@ -9,10 +10,7 @@ is capped like a run (`check_teacher_budget`): a CPU Space cannot be held for an
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,9 +19,12 @@ from PIL import Image
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import sources
 from kd_core.data.datasets import Dataset
+from kd_core.engine.events import Queued
+from kd_core.engine.loop import resolve_device
 from kd_core.models import external, predict
 from kd_core.models import zoo as models
-from kd_core.teacher import sources as teachers
+from kd_core.run import LogitsProgress, Run, TeacherEpoch, prepare, resolve_run
+from kd_core.serve.stack_pool import queued_status
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")
@@ -40,8 +41,9 @@ LIMITS_TEXT = (f"Limits on this Space: a .zip of at most {sources.SPACE_LIMITS.u
 
 
 def app_config(upload: str | None, kind: str, arch: str, hub_id: str, teacher_epochs: int, image_size: int,
-               teacher_image_size: int, student: str, epochs: int, repeats: int) -> tuple[RunConfig, Dataset]:
-    """The panel's values -> (RunConfig, the decoded data), or one ValueError saying what to change."""
+               teacher_image_size: int, student: str, epochs: int, repeats: int) -> Run:
+    """The panel's values -> the resolved run (its teacher still to prepare: `preparation`), or one ValueError
+    saying what to change."""
     if not upload or not str(upload).lower().endswith(".zip"):
         raise ValueError("upload a .zip of your images first: one folder per class (optionally inside "
                          "train/, val/ and test/ folders)")
@@ -73,7 +75,7 @@ def app_config(upload: str | None, kind: str, arch: str, hub_id: str, teacher_ep
                          f"at most {MAX_APP_IMAGE_SIZE} to resize them")
     if trains:
         check_teacher_budget(cfg, dataset)
-    return cfg, dataset
+    return resolve_run(cfg, dataset)
 
 
 def check_teacher_budget(cfg: RunConfig, dataset: Dataset, max_tflop: float = CPU_MAX_TFLOP) -> None:
@@ -92,39 +94,27 @@ def check_teacher_budget(cfg: RunConfig, dataset: Dataset, max_tflop: float = CP
                          f"smaller image size")
 
 
-@dataclass(frozen=True)
-class Prepared:
-    config: RunConfig  # the run's, its teacher a checkpoint
-    resolved: teachers.Resolved
-    dataset: Dataset
+def preparation(run: Run) -> Callable[[Callable[[object], None], Callable[[], bool]], Run]:
+    """The teacher's preparation as a job for the stack pool's slot (`StackPool.job`): it emits a `TeacherEpoch`
+    per training epoch and `LogitsProgress` while the logits are computed, stops at the next batch once nobody
+    reads, and returns the prepared run."""
+    device = resolve_device(run.config.device)
+    return lambda emit, should_stop: prepare(run, device, on_event=emit, should_stop=should_stop)
 
 
-def prepare_lines(cfg: RunConfig, dataset: Dataset) -> Iterator[str | Prepared]:
-    """Status lines while the teacher is prepared (one per training epoch), then the Prepared run."""
-    lines: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        try:
-            ready, _, resolved = teachers.prepare(
-                cfg, dataset, on_epoch=lambda e: lines.put(f"teacher epoch {e.epoch}/{cfg.teacher_epochs}: "
-                                                           f"validation accuracy {100 * e.val_acc:.1f}%"),
-                on_logits=lambda done, total: lines.put(f"the teacher's logits: {done:,} of {total:,} images"))
-            lines.put(Prepared(ready, resolved, dataset))
-        except Exception as error:  # handed to the caller's thread, which raises it there
-            lines.put(error)
-
-    threading.Thread(target=work, daemon=True).start()
-    yield f"{dataset.note}; preparing the teacher {cfg.teacher}…"
-    while True:
-        item = lines.get()
-        if isinstance(item, Exception):
-            raise item
-        yield item
-        if isinstance(item, Prepared):
-            return
+def status_line(event: object, run: Run) -> str:
+    """The Your data tab's status line for one event of the teacher's preparation."""
+    if isinstance(event, Queued):
+        return queued_status(event)
+    if isinstance(event, TeacherEpoch):
+        return (f"teacher epoch {event.epoch}/{run.config.teacher_epochs}: validation accuracy "
+                f"{100 * event.val_acc:.1f}%")
+    if isinstance(event, LogitsProgress):
+        return f"the teacher's logits: {event.done:,} of {event.total:,} images"
+    return f"{run.dataset.note}; preparing the teacher {run.config.teacher}…"
 
 
-def predict_own(picture: Image.Image, prepared: Prepared | None, students, k: int = 3) -> dict[str, dict]:
+def predict_own(picture: Image.Image, prepared: Run | None, students, k: int = 3) -> dict[str, dict]:
     """{"teacher" | "ce" | "kd": top-k {class: probability}} for `picture`, resized to the run's input, with
     the run's classes."""
     if prepared is None or students is None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from kd_core.config import RunConfig
 from kd_core.engine.events import Queued
@@ -41,7 +42,7 @@ from kd_core.models import checkpoints, predict
 from kd_core.models import zoo as models
 from kd_core.models.predict import Classifier
 from kd_core.publish import card as model_card
-from kd_core.run import Run, resolve_run
+from kd_core.run import Run, Teacher, resolve_run
 from kd_core.serve.settings import DATASET_LABELS
 from kd_core.serve.stack_pool import queued_status
 from kd_core.views import plots
@@ -289,13 +290,12 @@ def results_table(result: RunResult) -> pd.DataFrame:
     """Teacher, CE students, then each method's students: test accuracy (mean ± std over seeds, and every seed's),
     validation accuracy, hidden-class accuracy, size, CPU latency, agreement with the teacher."""
     cfg = result.config
-    teacher_path = result.stack.teacher.path  # resolved once, where the run entered
-    teacher = predict.load_classifier(teacher_path, "teacher")
+    teacher_model, in_shape = teacher_network(result.stack.teacher)
     hidden = cfg.hide_class
-    student_ms = latency_ms(cfg.student, result.ce_student, teacher.in_shape)  # one architecture for all students
-    rows = [table_row("teacher", teacher.model, [result.teacher_acc], [result.stack.teacher_val_acc], "",
+    student_ms = latency_ms(cfg.student, result.ce_student, in_shape)  # one architecture for all students
+    rows = [table_row("teacher", teacher_model, [result.teacher_acc], [result.stack.teacher_val_acc], "",
                       None if hidden is None else [result.teacher_class_acc[hidden]], 1.0,
-                      latency_ms(str(teacher_path), teacher.model, teacher.in_shape))]
+                      latency_ms(str(result.stack.teacher.path), teacher_model, in_shape))]
     for role in ("ce", *cfg.methods):
         column = result.column(role)
         test = result.accuracies(role)
@@ -305,6 +305,16 @@ def results_table(result: RunResult) -> pd.DataFrame:
                               result.hidden_accuracies(role), agreement, student_ms))
     table = pd.DataFrame(rows)
     return table if hidden is not None else table.drop(columns="hidden class (%)")
+
+
+def teacher_network(teacher: Teacher) -> tuple[torch.nn.Module, tuple[int, int, int]]:
+    """A network of the teacher's architecture for the table's size and latency, which do not depend on its weights:
+    a zoo teacher is built from its metadata (read once, when the run was resolved); another is loaded."""
+    meta, in_shape = teacher.meta, tuple(teacher.meta["in_shape"])
+    if meta["arch"] in models.TEACHERS or meta["arch"] in models.STUDENTS:
+        return models.build(meta["arch"], in_shape, meta["num_classes"]).eval(), in_shape
+    loaded = predict.load_classifier(teacher.path, "teacher")
+    return loaded.model, loaded.in_shape
 
 
 _latencies: dict[tuple, float] = {}
