@@ -46,10 +46,11 @@ def test_the_space_limits_apply_to_an_upload(colour_zip, monkeypatch):
 
 
 def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
-    cfg, dataset = own_data.app_config(str(colour_zip), **{**ARGS, "arch": "timm:resnet18", "teacher_epochs": 10,
-                                                            "teacher_image_size": 64})
+    run = own_data.app_config(str(colour_zip), **{**ARGS, "arch": "timm:resnet18", "teacher_epochs": 10,
+                                                   "teacher_image_size": 64})
+    assert not run.prepared  # its teacher is prepared in a training slot (StackPool.job)
     with pytest.raises(ValueError, match=r"training timm:resnet18 for 10 epochs on these images needs about"):
-        own_data.check_teacher_budget(cfg, dataset, max_tflop=0.01)
+        own_data.check_teacher_budget(run.config, run.dataset, max_tflop=0.01)
 
 
 @pytest.mark.browser

@@ -288,3 +288,31 @@ def test_shutdown_stops_running_stacks_and_waits_for_their_threads(fashion):
     rest = list(stream)
     assert not any(isinstance(event, StackFinished) for event in rest)  # stopped, not finished
     assert not list(pool.events(cfg, roles(cfg)))  # and nothing starts any more
+
+
+def test_a_teachers_training_in_a_slot_stops_at_the_next_batch_when_its_reader_leaves(fashion):
+    """A Your-data teacher trains as a job in a pool slot: Stop (its stream closed) ends it at the next batch."""
+    from kd_core.models.zoo import build
+    from kd_core.teacher.training import TeacherEpoch, fit_teacher
+
+    pool, batches = StackPool(max_running=1), []
+
+    def work(emit, should_stop):
+        def stop() -> bool:
+            batches.append(1)
+            return should_stop()
+
+        model = build("mlp-small", fashion.image_shape, fashion.num_classes)
+        fit_teacher(model, fashion, epochs=50, lr=1e-3, batch_size=256, on_epoch=emit, should_stop=stop)
+
+    stream = pool.job(work)
+    waiting = pool.job(lambda emit, should_stop: "done")  # over the bound: told its place in the queue
+    assert isinstance(next(waiting), Queued)
+    assert isinstance(next(event for event in stream if not isinstance(event, Queued)), TeacherEpoch)
+    stream.close()
+    assert list(waiting)[-1] == "done"  # the slot came free
+    wait_for(lambda: pool.running() == 0, 3.0)
+    seen = len(batches)
+    assert seen < 2 * 220  # (an epoch is 215 batches) it stopped within the second epoch
+    threading.Event().wait(0.5)
+    assert len(batches) == seen  # and trains no more

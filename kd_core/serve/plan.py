@@ -204,6 +204,9 @@ class Stack:
 
     def add(self, member: Member) -> None:
         self.members.append(member)
+        self.joined = time.monotonic()
+        if member.work is not None:  # a job: no seeds or roles
+            return
         self.seeds = sorted(set(self.seeds) | set(member.cfg.seeds))
         self.roles = list(dict.fromkeys([*self.roles, *member.roles]))
         self.joined = time.monotonic()
