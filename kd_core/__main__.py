@@ -329,8 +329,8 @@ def add_push_parser(commands) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> dict:
-    published = hub.push(args.run_dir, args.repo, private=args.private, endpoint=args.endpoint,
-                         license=args.license)
+    published = hub.push(args.run_dir, args.repo, token=hub.machine_token(), private=args.private,
+                         endpoint=args.endpoint, license=args.license)
     return published.summary()  # its commit_url is the last line without --json
 
 
