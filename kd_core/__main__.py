@@ -6,7 +6,7 @@ arguments, a teacher that does not fit the dataset, or unavailable data exit wit
 `error: …` line on stderr, no traceback; the teacher is checked before any data is loaded or downloaded.
 `distill --save-students DIR` writes each student with a model card beside it (`kd-student.safetensors` +
 `kd-student.md`); `export CKPT --out PATH.onnx` writes the ONNX model (uint8 images in, normalisation
-built in; see kd_core.publish.export) with its card `PATH.md`, and needs the optional ONNX packages. `push RUN_DIR
+built in; see kd_core.publish.export) with its card `PATH.md`, and needs the ONNX packages. `push RUN_DIR
 --repo
 NAME` publishes a run folder's KD student, its ONNX export and a Hub model card (kd_core.publish.hub).
 """
@@ -279,8 +279,8 @@ def add_push_parser(commands) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> dict:
-    published = hub.push(args.run_dir, args.repo, private=args.private, endpoint=args.endpoint,
-                         license=args.license)
+    published = hub.push(args.run_dir, args.repo, token=hub.machine_token(), private=args.private,
+                         endpoint=args.endpoint, license=args.license)
     return published.summary()  # its commit_url is the last line without --json
 
 

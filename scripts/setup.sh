@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv/ in the repo root and install KD Playground into it; idempotent, safe to re-run.
-#   bash scripts/setup.sh        runtime packages (the app, the CLI)
+#   bash scripts/setup.sh        runtime packages (the app, the CLI): requirements.txt, what a Space installs
 #   bash scripts/setup.sh --dev  plus the test tools (pytest, ruff, playwright) and Chromium
+# KD_VENV=PATH puts the environment there instead (.ci/run builds a runtime-only one beside .venv/).
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when apt is available (offline);
 # elsewhere torchvision downloads it on first use.
 set -euo pipefail
@@ -23,10 +24,11 @@ apt_install dataset-fashion-mnist
 
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
-[ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+venv=${KD_VENV:-.venv}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
 if [ $dev -eq 1 ]; then
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  "$venv/bin/python" -m pip install -q -r requirements-dev.txt
 else
-  .venv/bin/python -m pip install -q -r requirements.txt
+  "$venv/bin/python" -m pip install -q -r requirements.txt
 fi

@@ -4,8 +4,6 @@ import json
 import re
 import shlex
 
-import pytest
-
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.publish import deploy
@@ -26,7 +24,7 @@ def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
     assert f"{100 * result['kd_acc']:.2f}" == stated[0] and f"{100 * result['kd_acc_std']:.2f}" == stated[1]
     assert result["repeats"] == 2 and result["config"]["temperature"] == 3.0
     session.discard(students)
-    pytest.importorskip("onnxruntime")  # the ONNX export of the same student, with its card
+    # the ONNX export of the same student, with its card
     view = deploy.export_view(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
     assert [p.name for p in view.files] == ["kd-student.md", "kd-student.onnx"]
     assert list(view.latency["model"]) == ["teacher", "KD student"] and "faster" in view.words

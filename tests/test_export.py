@@ -187,7 +187,7 @@ def test_card_reproduce_command_parses_with_the_cli_parser(kd_student):
 
 
 def test_distill_save_students_writes_a_card_per_student(tmp_path, capsys, monkeypatch):
-    for package in ("onnx", "onnxruntime", "onnxscript"):  # the main path must not need the ONNX extras
+    for package in ("onnx", "onnxruntime", "onnxscript"):  # training must not need the ONNX packages
         monkeypatch.setitem(sys.modules, package, None)
     argv = ["distill", "--epochs", "1", "--train-size", "2000", "--T", "3", "--alpha", "0.7",
             "--save-students", str(tmp_path), "--json"]

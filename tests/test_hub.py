@@ -160,7 +160,7 @@ def test_live_push_to_the_hub(run_dir):
     from huggingface_hub import HfApi, ModelCard
 
     name = f"kd-playground-test-{uuid.uuid4().hex[:8]}"
-    published = hub.push(run_dir, name, private=True)
+    published = hub.push(run_dir, name, token=hub.machine_token(), private=True)
     api = HfApi()
     try:
         assert sorted(api.list_repo_files(published.repo_id)) == [".gitattributes", "README.md", "kd-student.onnx",
@@ -201,6 +201,32 @@ def test_the_apps_publish_button_pushes_the_sessions_student_with_the_visitors_t
     per_seed = students.summary["per_seed"]
     assert results[("ce_twin_accuracy", "test")] == [round(s["ce_acc"], 4) for s in per_seed]
     assert results[("accuracy", "validation")] == [round(s["kd_val_acc"], 4) for s in per_seed]
+
+
+@pytest.mark.parametrize("visitor_token", [None, ""])
+def test_a_visitor_without_a_token_is_refused_and_the_servers_token_is_never_used(visitor_token, standin,
+                                                                                  monkeypatch, tmp_path):
+    """A Space's owner often keeps HF_TOKEN as a secret: a visitor who has not signed in (no OAuth token, or an
+    empty one) is refused in one line, and nothing reaches the Hub, neither with HF_TOKEN nor a stored login."""
+    import gradio as gr
+    from huggingface_hub import constants
+    from support import finished_session
+
+    import app
+    from kd_core.config import RunConfig
+
+    monkeypatch.setattr(constants, "ENDPOINT", standin.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_space_owner")
+    stored = tmp_path / "stored-token"
+    stored.write_text("hf_stored_login")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(stored))
+    _, students = finished_session(RunConfig(epochs=1, train_size=1000, repeats=1))
+    token = None if visitor_token is None else gr.OAuthToken(token=visitor_token, scope="openid", expires_at=0)
+    calls = len(standin.calls)
+    with pytest.raises(gr.Error, match="(?i)sign in with Hugging Face first") as refused:
+        app.publish("kd-space", True, students, token)
+    assert "\n" not in str(refused.value)
+    assert len(standin.calls) == calls and not {"Bearer hf_space_owner", "Bearer hf_stored_login"} & standin.tokens
 
 
 def test_off_spaces_the_app_says_how_to_push_from_the_command_line():

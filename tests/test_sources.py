@@ -336,7 +336,6 @@ def test_train_teacher_on_a_folder_saves_a_checkpoint_that_distill_takes(tmp_pat
 def test_hidden_class_transfer_set_methods_students_export_and_sweep_work_on_a_folder(colours, tmp_path, capsys):
     """The rest of the playground on user data and an outside teacher: a hidden class, a transfer set, a feature
     method (the timm teacher's penultimate features), saved students with cards, ONNX export, a sweep."""
-    pytest.importorskip("onnxruntime")
     common = ["--data", str(colours), "--image-size", "32", "--teacher", "timm:resnet10t", "--teacher-epochs", "2",
               "--teacher-image-size", "64", "--epochs", "1", "--repeats", "2", "--json"]
     code, summary, err = run_cli(["distill", *common, "--train-size", "40", "--hide-class", "1", "--unlabeled", "15",

@@ -3,8 +3,9 @@
 `export_with_card` is what `python -m kd_core export` runs and what the app can call for an ONNX download:
 export (kd_core.publish.export), compare ONNX Runtime's logits with PyTorch's on the dataset's test images (an
 `ExportMismatch` removes the file and says by how much they differ), measure batch-1 and batch-256 latency
-on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.publish.card). Needs the optional ONNX
-packages. `export_view` is the app's export button: a session's KD student, and its latency beside the teacher's.
+on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.publish.card). Needs the ONNX
+packages of requirements.txt. `export_view` is the app's export button: a session's KD student, and its latency
+beside the teacher's.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ same operations in the same order as `Dataset.normalize`), then the model in eva
 Export uses `torch.onnx.export` (torch 2.14: `dynamo=True` is the default; it traces with `torch.export`
 and needs the `onnx` and `onnxscript` packages) with a dynamic batch dimension; `check_round_trip` runs the
 file with ONNX Runtime on CPU and compares its logits with PyTorch's. `onnx`, `onnxruntime` and
-`onnxscript` are optional extras (requirements-export.txt): the app's main path never imports them, and
-when one is missing `require_onnx` raises `ExportUnavailable` with the one line that says how to install.
+`onnxscript` are in requirements.txt (the app's export, its in-browser student and Publish use them), yet
+training and prediction never import them: an install without them still trains, and when one is missing
+`require_onnx` raises `ExportUnavailable` with the one line that says how to install.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import nn
 from kd_core.models.checkpoints import atomic_write
 
 ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-INSTALL_HINT = "pip install -r requirements-export.txt  (or: pip install onnx onnxruntime onnxscript)"
+INSTALL_HINT = "pip install -r requirements.txt  (or: pip install onnx onnxruntime onnxscript)"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 INPUT_CONTRACT = ("images: uint8 [B, C, H, W], pixel values 0..255, B dynamic; "
                   "logits: float32 [B, K]; normalisation is inside the graph")
@@ -46,7 +47,7 @@ ATOL, RTOL = 1e-4, 1e-4  # logits agree with PyTorch's to |onnx - torch| <= ATOL
 
 
 class ExportUnavailable(RuntimeError):
-    """An optional ONNX package is not installed; the message names it and how to install."""
+    """An ONNX package is not installed; the message names it and how to install."""
 
 
 class ExportMismatch(ValueError):
@@ -62,7 +63,7 @@ def require_onnx() -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ExportUnavailable(f"ONNX export needs the optional package(s) {', '.join(missing)}; "
+        raise ExportUnavailable(f"ONNX export needs the package(s) {', '.join(missing)}; "
                                 f"install with: {INSTALL_HINT}")
 
 

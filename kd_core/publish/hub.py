@@ -12,9 +12,12 @@ licence, tags, datasets, `base_model` when the teacher came from the Hub, and a 
 student's validation and test accuracy (mean over seeds, the std and per-seed values in `args`) beside the CE
 twin's (as `ce_twin_accuracy`, so no leaderboard reads the twin's figure as this model's).
 
-Everything goes through `HfApi(endpoint=...)` (`create_repo`, `upload_folder`); nothing here speaks HTTP. A
-missing token or offline mode fails before any request, a refused connection on the first request, each with
-one line (`PushError`, a ValueError: exit code 2 on the CLI, `gr.Error` in the app).
+Everything goes through `HfApi(endpoint=..., token=...)` (`create_repo`, `upload_folder`); nothing here speaks
+HTTP. `push` uses the token it is given and no other: the CLI gives `machine_token()` (HF_TOKEN or the stored
+login: the user's own machine), the app the visitor's OAuth token, never the server's (a Space's owner often
+keeps HF_TOKEN as a secret; a visitor must not push with it). A missing token or offline mode fails before any
+request, a refused connection on the first request, each with one line (`PushError`, a ValueError: exit code 2
+on the CLI, `gr.Error` in the app).
 """
 
 from __future__ import annotations
@@ -172,30 +175,38 @@ def offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or flag  # the variable may be set after huggingface_hub was imported
 
 
-def resolve_token(token: str | None) -> str:
-    """The given token, else HF_TOKEN or the stored `hf auth login` token; PushError before any request."""
-    from huggingface_hub import get_token
-
+def require_online() -> None:
     if offline():
         raise PushError("cannot publish offline: HF_HUB_OFFLINE is set; unset it and connect to the internet")
-    token = token or get_token()
+
+
+def machine_token() -> str:
+    """This machine's own token, HF_TOKEN or the stored `hf auth login` one: for the CLI, never for a visitor."""
+    from huggingface_hub import get_token
+
+    require_online()  # offline, that is the one line worth reading, token or not
+    token = get_token()
     if not token:
         raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
     return token
 
 
-def push(run_dir: str | Path, repo: str, *, private: bool = False, endpoint: str | None = None,
-         token: str | None = None, summary: Mapping | None = None, license: str = DEFAULT_LICENSE) -> Published:
+def push(run_dir: str | Path, repo: str, *, token: str, private: bool = False, endpoint: str | None = None,
+         summary: Mapping | None = None, license: str = DEFAULT_LICENSE) -> Published:
     """Create `repo` (if new) and commit the KD student, its ONNX export and the card to it; what was committed.
 
-    `summary`: the run's `RunResult.summary()` (the app has it); without it the figures come from the
-    checkpoints in `run_dir`. `endpoint`: another Hub (default: huggingface.co, or $HF_ENDPOINT)."""
+    `token`: whose push this is; an empty one is refused before any request, never replaced by HF_TOKEN or a
+    stored login (`machine_token()` is the CLI's). `summary`: the run's `RunResult.summary()` (the app has it);
+    without it the figures come from the checkpoints in `run_dir`. `endpoint`: another Hub (default:
+    huggingface.co, or $HF_ENDPOINT)."""
     from huggingface_hub import HfApi
 
     # HTTPError: the base error of huggingface_hub's HTTP library (httpx2 in 2.x, httpx in 1.x), as errors.py has it
     from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
-    token = resolve_token(token)
+    require_online()
+    if not token:
+        raise PushError("no Hugging Face token: sign in with Hugging Face first")
     if not repo or repo.count("/") > 1:
         raise PushError(f"--repo must be NAME or OWNER/NAME, got {repo!r}")
     folder = stage(run_dir, summary, model_name=repo.rsplit("/", 1)[-1], license=license)

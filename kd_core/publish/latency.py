@@ -10,7 +10,7 @@ together, not runs: with a load average of 11 on 2 cores here, both the minimum 
 moved by up to 2x between three back-to-back runs.
 Batch 256 is reported per image. `latency_rows` returns plain dicts (JSON-ready); `latency_table` makes
 the display DataFrame and `speedup_words` the teacher-to-student comparison in one plain sentence.
-Needs the optional ONNX packages (see kd_core.publish.export).
+Needs the ONNX packages of requirements.txt (see kd_core.publish.export).
 """
 
 from __future__ import annotations
