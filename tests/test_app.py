@@ -20,12 +20,15 @@ from gradio_client.utils import Status
 from support import finished_session, free_port, own_top_k, wait_for
 
 import app
+from kd_core import ui
 from kd_core.config import RunConfig
 from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.train import run
 from kd_core.models import checkpoints, predict
 from kd_core.serve import settings, shared_runs
 from kd_core.teacher.logits import teacher_logits
+from kd_core.ui import common, dark_knowledge, train
+from kd_core.ui import predict as predict_tab
 from kd_core.views import pictures as picture_views
 from kd_core.views import run_view, session
 
@@ -196,9 +199,9 @@ def test_gradio_deletes_its_copies_of_served_files(tmp_path, monkeypatch):
     assert older_than_s >= 3600 and every_s <= 3600  # a finished run stays downloadable for an hour
     cache = tmp_path / "gradio"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    page = app.build(delete_cache=(1, 3))
+    page = ui.build(app.SERVICES, delete_cache=(1, 3))
     examples = cached_files(cache)
-    assert len(examples) == len(app.EXAMPLES)
+    assert len(examples) == len(common.EXAMPLES)
     from PIL import Image, ImageDraw
 
     picture = tmp_path / "new-picture.png"  # a picture the cache has not seen
@@ -220,7 +223,7 @@ def test_gradio_deletes_its_copies_of_served_files(tmp_path, monkeypatch):
 
 def test_an_upload_gradio_deleted_is_a_clear_error(tmp_path):
     gone = {"path": str(tmp_path / "deleted-an-hour-later.png"), "orig_name": "coat.png"}
-    for handler in (lambda: app.predict_upload(gone, None), lambda: app.soften(gone, 4.0)):
+    for handler in (lambda: predict_tab.predict_upload(gone, None), lambda: dark_knowledge.soften(gone, 4.0)):
         with pytest.raises(gr.Error, match="no longer on the server .*: upload it again"):
             handler()
 
@@ -228,7 +231,7 @@ def test_an_upload_gradio_deleted_is_a_clear_error(tmp_path):
 def test_predict_shows_what_the_models_see(client, fashion):
     preview, steps, teacher, ce, kd, source, *methods = client.predict(handle_file(DRESS), api_name="/predict")
     assert steps == "What the models see: already 28×28 on a dark background: used as is."
-    assert [len(label["confidences"]) for label in (teacher, ce, kd)] == [app.TOP_K] * 3
+    assert [len(label["confidences"]) for label in (teacher, ce, kd)] == [common.TOP_K] * 3
     expected = predict.default_teacher().probabilities(fashion.test_images[13])
     assert label_probabilities(teacher)["Dress"] == pytest.approx(expected[3].item(), abs=1e-6)
     assert predict.open_image(preview).size == (224, 224)  # 28×28 enlarged 8× with sharp pixels
@@ -274,9 +277,11 @@ def test_session_students_are_named_by_their_method(fashion):
     assert list(view.predictions) == ["teacher", "ce", "dkd"]
     assert view.predictions["dkd"] == pytest.approx(
         own_top_k(result.stack.module(0, 1), fashion, fashion.test_images[13]), abs=1e-6)
-    assert {method: label.visible for method, label in zip(app.PREDICT_METHODS, app.show_students(students),
+    shown = predict_tab.show_students(students)
+    assert {method: label.visible for method, label in zip(predict_tab.PREDICT_METHODS, shown,
                                                            strict=True)} == {m: m == "dkd" for m in METHODS}
-    assert [label.visible for label in app.show_students(None)] == [m == "kd" for m in app.PREDICT_METHODS]
+    assert [label.visible for label in predict_tab.show_students(None)] == [m == "kd"
+                                                                           for m in predict_tab.PREDICT_METHODS]
     assert list(picture_views.predict_picture(dress, None).predictions) == ["teacher", "ce", "kd"]  # the shipped pair
 
 
@@ -290,7 +295,7 @@ def test_predict_sketch_classifies_a_drawing(client, tmp_path):
     sketch = {"background": None, "layers": [], "composite": handle_file(str(path))}
     preview, steps, teacher, *_ = client.predict(sketch, api_name="/predict_sketch")
     assert steps.startswith("What the models see: transparent parts made white → grayscale → inverted")
-    assert len(teacher["confidences"]) == app.TOP_K
+    assert len(teacher["confidences"]) == common.TOP_K
 
 
 def test_dark_knowledge_softens_the_teacher(client):
@@ -395,7 +400,7 @@ def test_run_time_cap_comes_from_the_environment(monkeypatch):
 @pytest.mark.parametrize("name", list(settings.PRESETS))
 def test_presets_are_valid_configs_the_widgets_can_show(name):
     cfg = settings.preset(name).validate()
-    *values, student, train_size, hide_class, teacher = app.apply_preset(name)
+    *values, student, train_size, hide_class, teacher = train.apply_preset(name)
     assert values == [cfg.temperature, cfg.alpha, cfg.epochs, cfg.lr, cfg.seed, cfg.repeats, cfg.unlabeled,
                       list(cfg.methods), cfg.dkd_beta, cfg.feature_weight, "fashion-mnist"]
     assert cfg.unlabeled in settings.UNLABELED_SIZES

@@ -15,11 +15,13 @@ from PIL import Image
 from support import free_port
 
 import app
+from kd_core import ui
 from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset
 from kd_core.models import checkpoints
 from kd_core.serve import settings
 from kd_core.teacher.training import train_teacher
+from kd_core.ui import train
 from kd_core.views import run_view
 
 TINTS = torch.tensor([[(k * 37) % 256, (k * 91) % 256, (k * 53) % 256] for k in range(10)], dtype=torch.uint8)
@@ -64,7 +66,7 @@ def cifar_on_disk(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cifar_server(cifar_on_disk):
-    page = app.build()
+    page = ui.build(app.SERVICES, delete_cache=app.CACHE_CLEANUP)
     page.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
     yield page.local_url
     page.close()
@@ -95,7 +97,7 @@ def _no_cifar_teacher(teacher_path):
 
 
 def test_dataset_pickers_follow_the_dataset(cifar_on_disk):
-    student, train_size, hide_class, teacher = app.dataset_widgets("cifar10", "mlp-small", 0, "Dress")
+    student, train_size, hide_class, teacher = train.dataset_widgets("cifar10", "mlp-small", 0, "Dress")
     assert [value for _, value in student.choices] == ["mlp-tiny", "mlp-small", "mlp-medium", "cnn-tiny",
                                                        "resnet18-cifar"]
     assert student.value == "mlp-small"
@@ -103,7 +105,7 @@ def test_dataset_pickers_follow_the_dataset(cifar_on_disk):
     assert [value for _, value in hide_class.choices] == ["none", *CLASSES["cifar10"]]
     assert hide_class.value == "none"  # "Dress" is no CIFAR-10 class
     assert teacher.startswith("CIFAR-10 teacher: ")
-    student, _, hide_class, _ = app.dataset_widgets("fashion-mnist", "resnet18-cifar", 1000, "Dress")
+    student, _, hide_class, _ = train.dataset_widgets("fashion-mnist", "resnet18-cifar", 1000, "Dress")
     assert (student.value, hide_class.value) == ("mlp-small", "Dress")
 
 

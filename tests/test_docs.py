@@ -62,11 +62,11 @@ def test_the_contracts_list_every_public_endpoint_and_its_parameters():
 
 
 def test_the_contracts_list_predicts_method_outputs_in_the_apps_order():
-    import app
+    from kd_core.ui import predict
 
     entry = section("Gradio API").split("- `/predict`")[1].split("\n- ")[0]
     listed = re.findall(r"`([\w-]+)`", " ".join(entry.split("in its order:")[1].split("(")[0].split()))
-    assert listed == list(app.PREDICT_METHODS[1:])  # the outputs after `students`
+    assert listed == list(predict.PREDICT_METHODS[1:])  # the outputs after `students`
 
 
 def test_the_contracts_state_the_alpha_convention_as_the_loss_does():

@@ -1,5 +1,5 @@
 """The one private Gradio API the app relies on, `Blocks.state_holder.delete_state`, wrapped in
-`app.delete_session_state`: these tests fail loudly when a Gradio upgrade renames or changes it."""
+`kd_core.ui.page.delete_session_state`: these tests fail loudly when a Gradio upgrade renames or changes it."""
 
 
 import gradio as gr
@@ -8,6 +8,7 @@ from gradio_client import Client
 from support import free_port
 
 import app
+from kd_core.ui import page as ui_page
 
 
 @pytest.fixture
@@ -32,12 +33,12 @@ def test_deleting_a_sessions_state_runs_its_delete_callback_and_drops_the_value(
     other = Client(page.local_url, verbose=False)
     other.predict("another visitor's", api_name="/remember")
 
-    app.delete_session_state(page, client.session_hash)
+    ui_page.delete_session_state(page, client.session_hash)
 
     assert deleted == ["students of this session"]  # the callback ran once, with this session's value only
     assert client.predict("", api_name="/recall") == ""  # the value is gone for this session
     assert other.predict("", api_name="/recall") == "another visitor's"
-    app.delete_session_state(page, "no-such-session")  # an unknown session is not an error
+    ui_page.delete_session_state(page, "no-such-session")  # an unknown session is not an error
     assert deleted == ["students of this session"]
     client.close()
     other.close()
@@ -52,11 +53,11 @@ def test_a_gradio_that_changed_the_private_api_is_a_loud_error(change, monkeypat
     else:
         monkeypatch.setattr(page, "state_holder", object())
     with pytest.raises(RuntimeError, match=r"Gradio .* changed Blocks.state_holder.delete_state"):
-        app.delete_session_state(page, "any")
+        ui_page.delete_session_state(page, "any")
 
 
 def test_the_apps_unload_handler_goes_through_the_wrapper():
     """The app's page is built with an unload handler whose code calls `delete_session_state`."""
-    handler = app.release_session(app.demo)
+    handler = ui_page.release_session(app.demo)
     assert "delete_session_state" in handler.__code__.co_names
     assert "state_holder" not in handler.__code__.co_names

@@ -180,17 +180,17 @@ def test_the_apps_publish_button_pushes_the_sessions_student_with_the_visitors_t
     from huggingface_hub import ModelCard, constants
     from support import finished_session
 
-    import app
     from kd_core.config import RunConfig
+    from kd_core.ui import publish
 
     monkeypatch.setattr(constants, "ENDPOINT", standin.url)  # HfApi()'s default endpoint: the stand-in
     _, students = finished_session(RunConfig(epochs=1, train_size=1000, repeats=2))
     visitor = gr.OAuthToken(token="hf_visitor", scope="openid profile write-repos", expires_at=0)
     with pytest.raises(gr.Error, match="Sign in with Hugging Face first"):
-        app.publish("kd-space", True, students, None)
+        publish.publish("kd-space", True, students, None)
     with pytest.raises(gr.Error, match="Train a pair first"):
-        app.publish("kd-space", True, None, visitor)
-    words = app.publish("kd-space", True, students, visitor)
+        publish.publish("kd-space", True, None, visitor)
+    words = publish.publish("kd-space", True, students, visitor)
     repo = f"{OWNER}/kd-space"
     assert words.startswith(f"Published: [{repo}]({standin.url}/{repo}) · commit: {standin.url}/{repo}/commit/")
     assert "Bearer hf_visitor" in standin.tokens and standin.private[repo] is True
@@ -231,8 +231,9 @@ def test_a_visitor_without_a_token_is_refused_and_the_servers_token_is_never_use
 
 def test_off_spaces_the_app_says_how_to_push_from_the_command_line():
     import app
+    from kd_core.ui import publish
 
-    assert not app.ON_SPACES
+    assert not publish.ON_SPACES
     texts = [block.value for block in app.demo.blocks.values() if getattr(block, "value", None).__class__ is str]
     assert any("python -m kd_core push students --repo NAME" in text for text in texts)
     assert not any(type(block).__name__ == "LoginButton" for block in app.demo.blocks.values())

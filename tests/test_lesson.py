@@ -1,11 +1,14 @@
 """The guided lesson's steps (kd_core.views.lesson), the Train tab's folded-group summaries (kd_core.views.panels),
 and the
-Lesson tab's wiring in app.py."""
+Lesson tab's wiring in kd_core/ui/lesson.py."""
 
+import gradio as gr
 import pytest
 
 import app
 from kd_core.serve import settings
+from kd_core.ui import lesson as lesson_tab
+from kd_core.ui import train
 from kd_core.views import lesson, panels
 
 
@@ -57,22 +60,22 @@ def test_step_text_and_next_step_wraps_around():
 
 def test_show_step_sets_the_dark_knowledge_temperature_or_the_train_preset():
     widgets = 15  # apply_preset's outputs
-    tabs, banner, temperature, *rest = app.show_step(0, widgets)
+    tabs, banner, temperature, *rest = lesson_tab.show_step(0, widgets)
     assert tabs.selected == "dark-knowledge" and temperature == 4.0
     assert banner.value == lesson.step_banner(0) and banner.visible is True
-    assert len(rest) == 1 + widgets and all(isinstance(value, type(app.gr.skip())) for value in rest)
-    tabs, banner, temperature, preset, *values = app.show_step(2, widgets)
+    assert len(rest) == 1 + widgets and all(isinstance(value, type(gr.skip())) for value in rest)
+    tabs, banner, temperature, preset, *values = lesson_tab.show_step(2, widgets)
     assert banner.value == ("**Lesson, step 3 of 5:** Why does the teacher stop helping once the labels are "
                             "plentiful?")
     assert (tabs.selected, preset) == ("train", "Full data: no gain here")
-    assert isinstance(temperature, type(app.gr.skip())) and len(values) == widgets
-    assert values[:11] == list(app.apply_preset("Full data: no gain here"))[:11]  # the preset's plain values
+    assert isinstance(temperature, type(gr.skip())) and len(values) == widgets
+    assert values[:11] == list(train.apply_preset("Full data: no gain here"))[:11]  # the preset's plain values
     assert values[:3] == [2.0, 0.5, 3]  # T, α, epochs of the full-data preset
 
 
 def test_the_page_presses_start_only_on_train_steps():
-    assert app.PRESS_START.startswith("(index) => { if ([1, 2, 3, 4].includes(index)) document.getElementById(")
-    assert "'kd-start'" in app.PRESS_START
+    assert lesson_tab.PRESS_START.startswith("(index) => { if ([1, 2, 3, 4].includes(index)) document.getElementById(")
+    assert "'kd-start'" in lesson_tab.PRESS_START
 
 
 def test_group_labels_say_the_current_values():
@@ -89,6 +92,6 @@ def test_group_labels_say_the_current_values():
 
 
 def test_the_folded_groups_start_with_the_defaults_summaries():
-    labels = {block.label for block in app.demo.blocks.values() if isinstance(block, app.gr.Accordion)}
+    labels = {block.label for block in app.demo.blocks.values() if isinstance(block, gr.Accordion)}
     assert labels == {"Data: Fashion-MNIST · 1,000 labelled images · no class hidden · no transfer set",
                       "Students: mlp-small · lr 0.003 · 20 epochs · 5 seeds from 0", "Methods: KD"}

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from support import free_port, wait_for
 
 import app
+from kd_core import ui
 from kd_core.views import run_view
 from tests.test_served_images import fetch_whole_picture
 
@@ -205,7 +206,7 @@ def soak_page(tmp_path, monkeypatch):
             times += [time.monotonic(), ended]
 
     monkeypatch.setattr(run_view, "live_run", recorded)
-    page = app.build(delete_cache=(1, 10))
+    page = ui.build(app.SERVICES, delete_cache=(1, 10))
     page.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **app.LAUNCH_OPTIONS)
     yield page, runs, tmp_path
     page.close()

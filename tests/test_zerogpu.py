@@ -280,11 +280,11 @@ def test_the_run_keeps_the_callers_context_in_a_worker_thread():
     assert list(run(TINY)) == [None, None]
 
 
-def test_a_train_tab_stack_runs_in_its_first_visitors_context(monkeypatch):
+def test_a_train_tab_stack_runs_in_its_first_visitors_context():
     """The Train tab's path: the handler, the shared run's thread, the live run, the stack pool, then the stack's
     thread, which is where ZeroGPU looks for the visitor's request."""
-    import app
     from kd_core.serve import shared_runs, stack_pool
+    from kd_core.ui.common import live_run_here
 
     visitor = contextvars.ContextVar("visitor", default=None)
     seen = []
@@ -293,9 +293,9 @@ def test_a_train_tab_stack_runs_in_its_first_visitors_context(monkeypatch):
         seen.append(visitor.get())
         yield from train_stack(cfg, stack_roles, seeds=seeds)
 
-    monkeypatch.setattr(app, "POOL", stack_pool.StackPool(train=engine, window_s=0.1))
+    pool = stack_pool.StackPool(train=engine, window_s=0.1)
     visitor.set("visitor 1")
-    views = list(shared_runs.join_run(shared_runs.SharedRuns(max_running=2), TINY, app.live_run_here(),
+    views = list(shared_runs.join_run(shared_runs.SharedRuns(max_running=2), TINY, live_run_here(pool),
                                       key="context test"))
     assert seen == ["visitor 1"] and views[-1].table is not None
 

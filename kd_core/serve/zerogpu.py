@@ -44,6 +44,7 @@ from kd_core.engine.roles import FEATURE_METHODS, Role
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
+from kd_core.run import Run
 from kd_core.teacher import logits as teacher
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
@@ -151,10 +152,11 @@ def sweep_gpu_seconds(cfg: RunConfig, temperatures: Sequence[float], alphas: Seq
     return estimate_seconds(stack_work(cfg, grid=len(set(temperatures)) * len(set(alphas))))
 
 
-def duration(cfg: RunConfig, roles: Sequence[Role] | None = None, *args: Any, seeds: Sequence[int] | None = None,
-             cap: float = CAP_SECONDS, **kwargs: Any) -> int:
-    """What `spaces.GPU(duration=...)` is given for `engine.train_stack(cfg, roles, seeds=...)`: the call's
+def duration(cfg: Run | RunConfig, roles: Sequence[Role] | None = None, *args: Any,
+             seeds: Sequence[int] | None = None, cap: float = CAP_SECONDS, **kwargs: Any) -> int:
+    """What `spaces.GPU(duration=...)` is given for `engine.train_stack(run, roles, seeds=...)`: the call's
     estimate, at most `cap`. ZeroGPU calls it with the decorated function's arguments; others are ignored."""
+    cfg = cfg.config if isinstance(cfg, Run) else cfg  # (the estimate reads the config's fields alone)
     return int(min(cap, gpu_seconds(cfg, roles, seeds)))
 
 
@@ -314,9 +316,9 @@ def _serve_one_run() -> None:
     out.flush()
 
 
-def on_cpu(cfg: RunConfig) -> RunConfig:
+def on_cpu(cfg: Run | RunConfig) -> Run | RunConfig:
     """The same run on the CPU ("auto" would pick the GPU ZeroGPU pretends to have outside a call)."""
-    return cfg.replace(device="cpu")
+    return cfg.replace(device="cpu")  # (Run.replace changes its config's fields)
 
 
 def noted(item: Any, note: str) -> Any:

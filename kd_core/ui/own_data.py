@@ -1,0 +1,98 @@
+"""The Your data tab: a visitor's zip of class folders and a teacher (trained on it, or from the Hub) -> the
+teacher prepared (a line per epoch), then the CE and KD students as in the Train tab, with seeds, curves, table
+and verdict, and a picture predicted with the run's own class names (kd_core.serve.own_data).
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+from PIL import Image
+
+from kd_core.config import MAX_REPEATS
+from kd_core.run import Run
+from kd_core.serve import own_data, shared_runs
+from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
+from kd_core.views import plots
+
+
+@user_errors
+def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: str, teacher_epochs: int,
+                     image_size: int, teacher_image_size: int, student: str, epochs: int, repeats: int):
+    """Your zip and teacher: prepare the teacher (trained first when asked, a line per epoch), then the usual
+    CE and KD students with seeds, curves, table and verdict."""
+    run = own_data.app_config(upload, kind, arch, hub_id, teacher_epochs, image_size,
+                              teacher_image_size, student, epochs, repeats)  # resolved once, here
+    prepared = run
+    # the teacher's preparation takes a training slot like any stack: Stop or a closed tab ends it at the next batch
+    for event in (services.pool.job(own_data.preparation(run)) if not run.prepared else ()):
+        if isinstance(event, Run):
+            prepared = event
+            break
+        yield (f'<div class="kd-status">{html.escape(own_data.status_line(event, run))}</div>', gr.skip(),
+               gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    updates = ViewUpdates()
+    for view in shared_runs.join_run(services.runs, prepared, live_run_here(services.pool)):
+        done = view.table is not None
+        yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip()
+
+
+@user_errors
+def predict_own_data(picture: Image.Image | None, prepared, students):
+    """A picture -> the run's teacher's and students' top classes, with the run's class names."""
+    if picture is None:
+        return None, None, None
+    found = own_data.predict_own(picture, prepared, students, TOP_K)
+    return found["teacher"], found["ce"], found["kd"]
+
+
+def own_data_tab(services: Services) -> None:
+    gr.Markdown("Distil **your own** image classifier: upload a .zip with one folder per class (JPEG, PNG, "
+                "WebP; optional `train/`, `val/`, `test/` folders, else 20 % of each class is the test split and "
+                "a tenth of the rest the validation split), pick a teacher, and the CE and KD students train side "
+                "by side as in the Train tab, with seeds and a verdict. " + own_data.LIMITS_TEXT)
+    prepared, own_students = gr.State(None), gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            upload = gr.File(label="Your images (.zip)", file_types=[".zip"], type="filepath")
+            kind = gr.Radio(list(own_data.TEACHER_KINDS), value=own_data.TEACHER_KINDS[0], label="Teacher")
+            arch = gr.Dropdown(list(own_data.TEACHER_ARCHS), value=own_data.TEACHER_ARCHS[0],
+                               label="Architecture to train (Train one on my data)")
+            teacher_epochs = gr.Slider(1, own_data.MAX_APP_TEACHER_EPOCHS, 5, step=1, label="Teacher epochs")
+            hub_id = gr.Textbox("", label="Hub id (ORG/NAME; needs the internet)", placeholder="timm/resnet18.a1_in1k")
+            with gr.Row():
+                image_size = gr.Number(0, precision=0, minimum=0, maximum=own_data.MAX_APP_IMAGE_SIZE,
+                                       label="Student image size (0: as uploaded)")
+                teacher_image_size = gr.Number(0, precision=0, minimum=0, maximum=own_data.MAX_APP_IMAGE_SIZE,
+                                               label="Teacher image size (0: its own)")
+            student = gr.Dropdown(list(own_data.STUDENTS), value=DEFAULTS.student, label="Student")
+            with gr.Row():
+                epochs = gr.Slider(1, own_data.MAX_APP_EPOCHS, 10, step=1, label="Student epochs")
+                repeats = gr.Slider(1, MAX_REPEATS, 3, step=1, label="Seeds")
+        with gr.Column(scale=3):
+            with gr.Row():
+                start = gr.Button("Start", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            status = gr.HTML('<div class="kd-status">Upload a zip, then press Start.</div>')
+            with gr.Row():
+                losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
+                                     title="Training loss", x_title="step", y_title="loss")
+                accuracies = gr.Plot(label="Validation accuracy", show_label=False)
+            table = gr.Dataframe(label="Results on your test split (mean ± std over seeds)", visible=False,
+                                 interactive=False)
+            gr.Markdown("### Predict with your run's classes")
+            with gr.Row():
+                picture = gr.Image(type="pil", label="A picture", height=220)
+                teacher_label = gr.Label(num_top_classes=TOP_K, label="Teacher")
+                ce_label = gr.Label(num_top_classes=TOP_K, label="CE student")
+                kd_label = gr.Label(num_top_classes=TOP_K, label="KD student")
+    run = start.click(with_services(distill_own_data, services),
+                      [upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size, student, epochs,
+                       repeats],
+                      [status, losses, accuracies, table, own_students, prepared], api_visibility="private",
+                      concurrency_limit=services.training_visitors, concurrency_id="training", show_progress="full",
+                      show_progress_on=[status])  # private: the API's checked endpoints are settings.api_checks
+    stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+    picture.change(predict_own_data, [picture, prepared, own_students], [teacher_label, ce_label, kd_label],
+                   api_visibility="private")
