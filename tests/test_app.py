@@ -25,12 +25,12 @@ from kd_core.config import RunConfig
 from kd_core.engine.roles import METHODS, NAMES
 from kd_core.engine.train import run
 from kd_core.models import checkpoints, predict
-from kd_core.serve import settings, shared_runs
+from kd_core.serve import settings
 from kd_core.teacher.logits import teacher_logits
 from kd_core.ui import common, dark_knowledge, train
 from kd_core.ui import predict as predict_tab
+from kd_core.views import joined, run_view, session
 from kd_core.views import pictures as picture_views
-from kd_core.views import run_view, session
 
 ROOT = Path(__file__).resolve().parent.parent
 DRESS = str(ROOT / "checkpoints" / "examples" / "3-dress-test-13.png")
@@ -83,7 +83,7 @@ def test_api_names_and_distill_parameters(client):
 
 
 def test_distill_streams_updates_then_results_and_files(client, fashion, monkeypatch):
-    monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.0)  # every view sent (a busy page gets the newest only)
+    monkeypatch.setattr(joined, "VIEW_INTERVAL_S", 0.0)  # every view sent (a busy page gets the newest only)
     job = client.submit(**TINY, api_name="/distill")
     updates = list(job)
     # preparing, Started, Evaluated(0), Step(s) and the live evaluations, Finished

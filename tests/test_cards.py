@@ -6,8 +6,7 @@ import shlex
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.publish import deploy
-from kd_core.views import run_view, session
+from kd_core.views import export, run_view, session
 
 
 def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
@@ -25,6 +24,6 @@ def test_the_apps_card_reproduces_its_run(tmp_path, capsys, monkeypatch):
     assert result["repeats"] == 2 and result["config"]["temperature"] == 3.0
     session.discard(students)
     # the ONNX export of the same student, with its card
-    view = deploy.export_view(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
+    view = export.export_view(session.SessionStudents(**{**students.__dict__, "run_dir": tmp_path}))
     assert [p.name for p in view.files] == ["kd-student.md", "kd-student.onnx"]
     assert list(view.latency["model"]) == ["teacher", "KD student"] and "faster" in view.words

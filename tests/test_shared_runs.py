@@ -13,9 +13,11 @@ from support import wait_for
 
 import app
 from kd_core.config import RunConfig
+from kd_core.engine.events import Queued
 from kd_core.engine.train import run as solo_run
 from kd_core.serve import settings
-from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, Queued, SharedRuns, queued_status
+from kd_core.serve.shared_runs import OWN, REPLAY, SHARED, SharedRuns
+from kd_core.serve.stack_pool import queued_status
 from kd_core.views import run_view, session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,10 +343,10 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
     which keeps the accuracy chart of a skipped view when it leaves the chart unchanged; nothing that changed is
     lost. Views before the first curve (the run starting) are not held back."""
     from kd_core.engine.loop import StackStep
-    from kd_core.serve import shared_runs
+    from kd_core.views import joined
     from kd_core.views.run_view import AccuracyCurves, LossCurves, RunView
 
-    monkeypatch.setattr(shared_runs, "VIEW_INTERVAL_S", 0.5)
+    monkeypatch.setattr(joined, "VIEW_INTERVAL_S", 0.5)
     chart = AccuracyCurves((), None, 1)
     curve = LossCurves((StackStep(1, 1, 10, ((1.0, 1.0),), 0.1),))
 
@@ -354,7 +356,7 @@ def test_a_busy_visitor_gets_the_newest_view_not_every_one(monkeypatch):
                           10, 1)
 
     runs = SharedRuns(max_running=1)
-    sent = list(shared_runs.join_run(runs, RunConfig(), quick_views, key="quick"))
+    sent = list(joined.join_run(runs, RunConfig(), quick_views, key="quick"))
     assert [view.status for view in sent[:4]] == ["view 0", "view 1", "view 2", "view 3"]  # up to the first curve
     assert len(sent) < 20 and sent[-1].status.startswith("view 19")  # then the newest
     assert sent[-1].accuracies is chart  # carried over from the skipped view 4

@@ -285,6 +285,7 @@ def test_a_train_tab_stack_runs_in_its_first_visitors_context():
     thread, which is where ZeroGPU looks for the visitor's request."""
     from kd_core.serve import shared_runs, stack_pool
     from kd_core.ui.common import live_run_here
+    from kd_core.views import joined
 
     visitor = contextvars.ContextVar("visitor", default=None)
     seen = []
@@ -295,7 +296,7 @@ def test_a_train_tab_stack_runs_in_its_first_visitors_context():
 
     pool = stack_pool.StackPool(train=engine, window_s=0.1)
     visitor.set("visitor 1")
-    views = list(shared_runs.join_run(shared_runs.SharedRuns(max_running=2), TINY, live_run_here(pool),
+    views = list(joined.join_run(shared_runs.SharedRuns(max_running=2), TINY, live_run_here(pool),
                                       key="context test"))
     assert seen == ["visitor 1"] and views[-1].table is not None
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from kd_core.config import RunConfig
 from kd_core.engine.events import StackEvaluated, StackFinished, StackStarted
 from kd_core.engine.sweep import run_sweep
-from kd_core.engine.train import card_summary, distill, kd_index, run_result, save_student
+from kd_core.engine.train import distill, kd_index, run_result, save_student
 from kd_core.models import checkpoints
-from kd_core.publish.card import model_card, write_card
+from kd_core.publish.card import model_card, run_card_summary, write_card
 from kd_core.run import LogitsProgress, Run, TeacherEpoch, prepare, resolve_device, resolve_run
 from kd_core.teacher.logits import save_logits_beside, teacher_logits
 from kd_core.teacher.training import RECIPE, TeacherRecipe
@@ -115,7 +115,7 @@ def save_students(result, directory: Path, argv: list[str]) -> None:
         path = save_student(result, role, directory / f"{role}-student.safetensors",
                             recipe="python -m kd_core " + shlex.join(argv))
         meta = checkpoints.load_tensors(path)[1]
-        write_card(path, model_card(meta, card_summary(result, meta)))
+        write_card(path, model_card(meta, run_card_summary(result, meta)))
 
 
 def sweep_command(cfg: RunConfig, temperatures: list[float], alphas: list[float], method: str) -> dict:

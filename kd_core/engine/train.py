@@ -248,15 +248,6 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
             "recipe": recipe, "config": cfg.__dict__}
 
 
-def card_summary(result: RunResult, meta: dict) -> dict:
-    """What a student's model card reports: the run's summary with every seed's accuracies (kd_core.publish.card)."""
-    from kd_core.publish.card import teacher_facts
-
-    teacher = result.stack.teacher.meta if result.stack.teacher else None  # read once, when the run was resolved
-    return {**teacher_facts(meta, teacher), **result.summary(), "ce_acc": result.accuracies("ce"),
-            "kd_acc": result.accuracies("kd"), "seeds": list(result.seeds)}
-
-
 def save_student(result: RunResult, role: str, path, recipe: str = ""):
     """Write the run's `role` ("ce" or "kd") student of the first seed as a checkpoint; returns its path."""
     model = result.kd_student if role == "kd" else result.ce_student

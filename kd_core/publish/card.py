@@ -254,3 +254,11 @@ def limitations(meta: Mapping) -> str:
             f"{meta.get('dataset', '?')} only. Other pictures must be brought to that form first (the app's "
             "`kd_core.models.predict.prepare_image` does it for photos and sketches); accuracy on them is not "
             "measured.")
+
+
+def run_card_summary(result, meta: Mapping) -> dict:
+    """What a student's model card reports of the run it came from (a kd_core.engine.train.RunResult): the run's
+    summary with every seed's accuracies, and the teacher's facts from the metadata read when the run was resolved."""
+    teacher = result.stack.teacher.meta if result.stack.teacher else None
+    return {**teacher_facts(meta, teacher), **result.summary(), "ce_acc": result.accuracies("ce"),
+            "kd_acc": result.accuracies("kd"), "seeds": list(result.seeds)}

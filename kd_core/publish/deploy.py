@@ -4,17 +4,14 @@
 export (kd_core.publish.export), compare ONNX Runtime's logits with PyTorch's on the dataset's test images (an
 `ExportMismatch` removes the file and says by how much they differ), measure batch-1 and batch-256 latency
 on CPU (kd_core.publish.latency), and write the card beside the file (kd_core.publish.card). Needs the ONNX
-packages of requirements.txt. `export_view` is the app's export button: a session's KD student, and its latency
-beside the teacher's.
+packages of requirements.txt. The app's export button is kd_core.views.export.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -30,11 +27,6 @@ from kd_core.publish.export import (
     require_onnx,
 )
 from kd_core.publish.latency import latency_rows
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from kd_core.views.session import SessionStudents
 
 
 def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summary: Mapping | None = None,
@@ -59,36 +51,3 @@ def export_with_card(model: nn.Module, meta: Mapping, out: str | Path, *, summar
     card = write_card(path, model_card(meta, facts, onnx_file=path.name, latency=rows))
     return {"onnx": str(path), "card": str(card), "onnx_bytes": path.stat().st_size, "input": INPUT_CONTRACT,
             **check.summary(), "latency": rows[0], "export_seconds": export_seconds}
-
-
-# ------------------------------------------------------------------------------------ the app's export view
-
-@dataclass(frozen=True, eq=False)
-class ExportView:
-    """After an ONNX export: the files, the latency of teacher and KD student, and the comparison in words."""
-
-    files: list[Path]
-    latency: pd.DataFrame  # kd_core.publish.latency.latency_table: PyTorch and ONNX Runtime, batch 1 and 256
-    words: str
-
-
-def export_view(students: SessionStudents | None) -> ExportView:
-    """The first seed's KD student as ONNX (normalisation built in), checked against PyTorch on the test set,
-    timed beside the teacher, with its card; ValueError saying what is missing (a run, or the ONNX packages)."""
-    from kd_core.models import predict
-    from kd_core.publish.export import ExportUnavailable
-    from kd_core.publish.latency import latency_table, speedup_words
-    from kd_core.views.session import downloads
-
-    if students is None or students.summary is None:
-        raise ValueError("train a pair first: the export takes this session's KD student")
-    try:
-        export_with_card(students.kd.model, students.kd.meta, students.run_dir / "kd-student.onnx",
-                         summary=students.summary)
-    except ExportUnavailable as error:
-        raise ValueError(str(error)) from None
-    teacher = predict.default_teacher(students.kd.meta["dataset"])
-    rows = latency_rows({"teacher": (teacher.model, teacher.meta), "KD student": (students.kd.model,
-                                                                               students.kd.meta)})
-    return ExportView(downloads(students), latency_table(rows), speedup_words(rows))
-

@@ -12,47 +12,24 @@ many runs are ahead and an estimated wait taken from recent run times. (The app'
 request through, `max_running` = its visitors, and its `kd_core.serve.stack_pool` trains compatible ones as one stack
 with its own slots; the Sweep tab's runs take slots here.)
 
-The second half applies it to the app: `join_run` / `join_sweep` key a run by its `RunConfig` and the
-teacher checkpoint's file hash, give every subscriber its own copy of what it could change (students,
-run directory, CSV, checkpoint, figures), and say in the status line when the results are shared.
+A visitor's side of it (`join_run`, `join_sweep`: the views each subscriber is sent) is kd_core.views.joined.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-import shutil
 import statistics
-import tempfile
 import threading
 import time
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
-from pathlib import Path
 
-from kd_core.config import RunConfig
 from kd_core.engine.events import Queued
-from kd_core.run import Run, resolve_run
-from kd_core.serve.stack_pool import queued_status, wait_estimate
-from kd_core.views import plots, run_view, sweep
+from kd_core.serve.stack_pool import wait_estimate
 
 OWN, SHARED, REPLAY = "own", "shared", "replay"  # how a subscriber came to a run
 NOTHING = object()  # what Subscription.next_within returns when no item came in time
-# a visitor's Train tab gets at most one update per VIEW_INTERVAL_S, or per VIEW_INTERVAL_S × viewers / VIEWERS_AT_BASE
-# when more watch (30 viewers: one every 1.9 s), after the first curve, which goes at once: each update costs
-# the server about 10 ms per viewer (Gradio's diff, JSON, the event stream), and 30 viewers at 4 updates a
-# second kept 2 cores busier than the training (bench/RESULTS.md, classroom)
-VIEW_INTERVAL_S = 0.25
-VIEWERS_AT_BASE = 4
-NOTICES = {  # appended to the status line of a run that is not the visitor's own
-    OWN: "",
-    SHARED: " · same settings as a run already in progress: sharing its results (change the seed for "
-            "your own run)",
-    REPLAY: " · same settings as a run that just finished: replaying its results (change the seed for "
-            "your own run)",
-}
 
 
 # ------------------------------------------------------------------------------------ the registry
@@ -253,103 +230,3 @@ class SharedRuns:
             run.state = "stopped"  # its thread closes the generator at its next item, then frees the slot
             del self._in_flight[run.key]
             self._start_waiting()  # (a pending run's slot: it never had one)
-
-
-# ------------------------------------------------------------------------------------ the app's runs
-
-def distill_key(run: Run) -> Hashable:
-    return ("distill", *run.key)  # the config and the teacher file's hash, read once when the run was resolved
-
-
-def sweep_key(run: Run, temperatures: list[float], alphas: list[float]) -> Hashable:
-    return ("sweep", *run.key, tuple(temperatures), tuple(alphas))
-
-
-def join_run(runs: SharedRuns, run: Run | RunConfig, start: Callable[[Run], Iterator] = run_view.live_run,
-             key: Hashable | None = None) -> Iterator[run_view.RunView]:
-    """`run_view.live_run(cfg)` shared with identical requests: every view this visitor's own to keep.
-
-    `start(cfg)` makes the run's generator of RunViews (the app passes `run_view.live_run` training through its
-    stack pool); `key` defaults to `distill_key(cfg)`.
-    """
-    asked = time.perf_counter()
-    run = resolve_run(run) if isinstance(run, RunConfig) else run  # (scripts, tests: where the request enters)
-    cfg = run.config
-    sub = runs.subscribe(distill_key(run) if key is None else key, lambda: start(run))
-    empty = run_view.RunLog(cfg)
-    pending, last = None, -math.inf  # the newest view not yet sent (views are cumulative: the newest says all)
-    with _viewers_lock:
-        _viewers[0] += 1
-    try:
-        while True:
-            wait = math.inf if pending is None else max(0.0, last + view_interval() - time.monotonic())
-            try:
-                item = sub.next_within(wait) if wait < math.inf else next(sub)
-            except StopIteration:
-                break
-            if item is not NOTHING:
-                elapsed = time.perf_counter() - asked
-                view = (run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(), None,
-                                         0, cfg.epochs)
-                        if isinstance(item, Queued) else own_view(item, sub.how, elapsed))
-                pending = newest(pending, view)
-                if view.students is None and time.monotonic() - last < view_interval():
-                    continue  # (the last view, with the results, always goes at once)
-            yield pending
-            if pending.losses.steps:  # the first curve goes at once; the throttle starts after it
-                last = time.monotonic()
-            pending = None
-        if pending is not None:
-            yield pending
-    finally:
-        with _viewers_lock:
-            _viewers[0] -= 1
-        sub.close()
-
-
-_viewers_lock = threading.Lock()
-_viewers = [0]  # Train-tab visitors watching a run now
-
-
-def view_interval() -> float:
-    return VIEW_INTERVAL_S * max(1.0, _viewers[0] / VIEWERS_AT_BASE)
-
-
-def newest(older: run_view.RunView | None, view: run_view.RunView) -> run_view.RunView:
-    """`view`, keeping the accuracy chart of an older unsent view when `view` leaves it unchanged (None)."""
-    if older is None or view.accuracies is not None or older.accuracies is None:
-        return view
-    return dataclasses.replace(view, accuracies=older.accuracies)
-
-
-def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.RunView:
-    """`view` for one subscriber: its own elapsed time and notice; at the end its own students and files."""
-    view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s)
-    if view.students is None:
-        return view  # frames and tables are only read, never changed: shared as they are
-    run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))
-    for path in view.students.run_dir.iterdir():  # the CSV, the checkpoint, its model card
-        shutil.copy2(path, run_dir / path.name)
-    log_csv, kd_checkpoint = (None if path is None else run_dir / path.name
-                              for path in (view.log_csv, view.kd_checkpoint))
-    # copied together, so that `kd` stays one of `methods` in the copy
-    ce, kd, methods = copy.deepcopy((view.students.ce, view.students.kd, view.students.methods))
-    students = dataclasses.replace(view.students, ce=ce, kd=kd, methods=methods, run_dir=run_dir)
-    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)  # as run_view.finished_view
-    return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
-
-
-def join_sweep(runs: SharedRuns, run: Run | RunConfig, temperatures: list[float], alphas: list[float],
-               start: Callable[..., Iterator] = sweep.live_sweep) -> Iterator[sweep.SweepView]:
-    """`sweep.live_sweep` shared with identical requests; every visitor is sent the one heatmap the run drew."""
-    run = resolve_run(run) if isinstance(run, RunConfig) else run
-    sub = runs.subscribe(sweep_key(run, temperatures, alphas), lambda: start(run, temperatures, alphas))
-    empty = plots.sweep_frame(temperatures, alphas, [math.nan] * (len(temperatures) * len(alphas)))
-    try:
-        for item in sub:
-            if isinstance(item, Queued):
-                yield sweep.SweepView(queued_status(item) + NOTICES[sub.how], None, empty, False)
-            else:
-                yield dataclasses.replace(item, status=item.status + NOTICES[sub.how])
-    finally:
-        sub.close()

@@ -12,9 +12,9 @@ from PIL import Image
 
 from kd_core.config import MAX_REPEATS
 from kd_core.run import Run
-from kd_core.serve import own_data, shared_runs
+from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.views import plots
+from kd_core.views import joined, plots
 
 
 @user_errors
@@ -33,7 +33,7 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
         yield (f'<div class="kd-status">{html.escape(own_data.status_line(event, run))}</div>', gr.skip(),
                gr.skip(), gr.skip(), gr.skip(), gr.skip())
     updates = ViewUpdates()
-    for view in shared_runs.join_run(services.runs, prepared, live_run_here(services.pool)):
+    for view in joined.join_run(services.runs, prepared, live_run_here(services.pool)):
         done = view.table is not None
         yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip()
 

@@ -13,10 +13,10 @@ from kd_core.config import MAX_REPEATS
 from kd_core.engine.sweep import MAX_GRID
 from kd_core.engine.sweep import parse_values as sweep_values
 from kd_core.run import resolve_run
-from kd_core.serve import settings, shared_runs
+from kd_core.serve import settings
 from kd_core.serve.zerogpu import in_caller_context
 from kd_core.ui.common import DEFAULTS, Services, user_errors, with_services
-from kd_core.views import plots
+from kd_core.views import joined, plots
 from kd_core.views.sweep import live_sweep
 
 
@@ -29,7 +29,7 @@ def sweep(services: Services, temperatures: str, alphas: str, epochs: int, train
     # a sweep takes a slot of the one pool (its stack trains through the pool's GPU-decorated engine); in this
     # handler's context, so that ZeroGPU charges this visitor's quota
     on_device = in_caller_context(partial(live_sweep, train=services.pool.events))
-    for view in shared_runs.join_sweep(services.sweeps, run, *grid, start=on_device):
+    for view in joined.join_sweep(services.sweeps, run, *grid, start=on_device):
         yield (view.status, gr.skip() if view.heatmap is None else PlotData(type="matplotlib", plot=view.heatmap),
                plots.sweep_lines(view.frame, "alpha"), plots.sweep_lines(view.frame, "T"),
                gr.Dataframe(view.frame, visible=view.done))

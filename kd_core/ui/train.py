@@ -13,11 +13,10 @@ from gradio.components.plot import PlotData
 
 from kd_core.config import MAX_REPEATS
 from kd_core.engine.roles import METHODS
-from kd_core.publish import deploy
 from kd_core.run import resolve_run
-from kd_core.serve import settings, shared_runs
+from kd_core.serve import settings
 from kd_core.ui.common import DEFAULTS, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.views import headline, panels, plots, session
+from kd_core.views import export, headline, joined, panels, plots, session
 from kd_core.views.bias import bias_view
 
 # one line: the loss, and which side α weighs (t, s: teacher and student logits; y: the labels)
@@ -41,7 +40,7 @@ def distill(services: Services, temperature: float, alpha: float, epochs: int, l
                                dkd_beta=dkd_beta, feature_weight=feature_weight)
     run = resolve_run(cfg)  # once, here: the key, the pool, the budget, the engine and the results read it
     updates = ViewUpdates()
-    for view in shared_runs.join_run(services.runs, run, live_run_here(services.pool)):
+    for view in joined.join_run(services.runs, run, live_run_here(services.pool)):
         yield (*updates(view, view.log_csv, view.kd_checkpoint),
                view.students if view.table is not None else gr.skip())
     session.discard(students)  # the new run's students replace the previous run's
@@ -84,7 +83,7 @@ def show_downloads(students: session.SessionStudents | None):
 def export_onnx(students: session.SessionStudents | None):
     """The KD student as ONNX with its model card, beside the card already offered, and how fast it runs beside
     the teacher (a few seconds)."""
-    view = deploy.export_view(students)
+    view = export.export_view(students)
     return [str(p) for p in view.files], gr.Dataframe(view.latency, visible=True), view.words
 
 

@@ -11,6 +11,8 @@ raised here is a sentence for the visitor.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import html
 import shutil
 import tempfile
@@ -31,7 +33,6 @@ from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
     RunResult,
-    card_summary,
     check_cpu_budget,
     kd_index,
     roles,
@@ -258,7 +259,7 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     log.table().to_csv(log_csv, index=False)
     kd_checkpoint = save_student(result, "kd", run_dir / "kd-student.safetensors")
     meta = checkpoints.load_tensors(kd_checkpoint)[1]  # as saved: with its size
-    summary = card_summary(result, meta)
+    summary = model_card.run_card_summary(result, meta)
     model_card.write_card(kd_checkpoint, model_card.model_card(meta, summary))
     description = (f"this session's run: T={cfg.temperature:g}, α={cfg.alpha:g}, {result.epochs} epoch(s), "
                    f"{cfg.student} on {Path(cfg.data).name if cfg.data else DATASET_LABELS[cfg.dataset]}, the "
@@ -267,9 +268,7 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
     students = SessionStudents(predict.classifier_from(NAMES["ce"], result.ce_student, meta),
                                methods[cfg.methods[kd_index(cfg) - 1]], description, run_dir, cfg.hide_class,
                                result.bias_report(), summary=summary, methods=methods)
-    # the files go with the students however they are dropped: replaced, the session closed (`discard`),
-    # or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback
-    weakref.finalize(students, shutil.rmtree, run_dir, ignore_errors=True)
+    owning_files(students)
     status = (f"done: {result.verdict} · test accuracy CE {100 * result.ce_acc:.1f}%, KD "
               f"{100 * result.kd_acc:.1f}%, teacher {100 * result.teacher_acc:.1f}% · {result.seconds:.1f} s of "
               f"training on {result.device}, {result.samples_per_s:,.0f} images/s")
@@ -277,6 +276,27 @@ def finished_view(result: RunResult, log: RunLog, elapsed_s: float) -> RunView:
         status += f" · stopped early: {result.stopped}"
     return RunView(status, 1.0, elapsed_s, log.losses(), log.accuracies(), log.started.total_steps,
                    cfg.epochs, results_table(result), log_csv, kd_checkpoint, students, result.verdict)
+
+
+def owning_files(students: SessionStudents) -> SessionStudents:
+    """The students' run folder goes with them however they are dropped: replaced, the session closed (`discard`),
+    or the session forgotten by Gradio beyond its session capacity, which calls no delete_callback."""
+    weakref.finalize(students, shutil.rmtree, students.run_dir, ignore_errors=True)
+    return students
+
+
+def own_copy(view: RunView) -> RunView:
+    """A finished view with its own copy of the students and of their folder (the CSV, the checkpoint, its card):
+    what a visitor sharing a run may change or lose is that visitor's alone."""
+    run_dir = Path(tempfile.mkdtemp(prefix="kd-run-"))
+    for path in view.students.run_dir.iterdir():
+        shutil.copy2(path, run_dir / path.name)
+    log_csv, kd_checkpoint = (None if path is None else run_dir / path.name
+                              for path in (view.log_csv, view.kd_checkpoint))
+    # copied together, so that `kd` stays one of `methods` in the copy
+    ce, kd, methods = copy.deepcopy((view.students.ce, view.students.kd, view.students.methods))
+    students = owning_files(dataclasses.replace(view.students, ce=ce, kd=kd, methods=methods, run_dir=run_dir))
+    return dataclasses.replace(view, log_csv=log_csv, kd_checkpoint=kd_checkpoint, students=students)
 
 
 def method_students(result: RunResult, meta: dict) -> dict[str, Classifier]:
