@@ -2,7 +2,7 @@
 
 A table of bad values (wrong types, NaN, ±inf, null, empty and over-long strings) goes to every parameter of
 /distill, /predict, /predict_sketch, /soften and /sweep through Gradio's HTTP API on loopback (raw JSON:
-gradio_client cannot send NaN), the other parameters holding valid values. Before `app.CheckedBlocks`,
+gradio_client cannot send NaN), the other parameters holding valid values. Before `CheckedBlocks` (kd_core.ui),
 `temperature="abc"` got "The upstream Gradio app has raised an exception but has not enabled verbose error
 reporting", and a Dropdown's refusal named no parameter.
 """
