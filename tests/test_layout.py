@@ -13,9 +13,6 @@ MAX_LINES = 400
 # every module of kd_core but the UI's, by its dotted name (__main__ included: the CLI imports no gradio either)
 CORE_MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                       for path in (ROOT / "kd_core").rglob("*.py") if path.relative_to(ROOT).parts[1] != "ui")
-# files over the limit when the fence went up, each a debt to pay when it is next touched; strict, so that its entry
-# must go once the file is split
-TOO_LONG = {"kd_core/__main__.py", "kd_core/engine/loop.py", "kd_core/serve/stack_pool.py", "kd_core/study/trials.py"}
 IMPORT_ALL = """
 import importlib, sys
 for name in sys.argv[1:]:
@@ -44,10 +41,7 @@ def test_the_fence_sees_gradio_when_the_ui_is_imported():
 
 def source_files() -> list:
     paths = [ROOT / "app.py", *sorted((ROOT / "kd_core").rglob("*.py"))]
-    return [pytest.param(path, id=str(path.relative_to(ROOT)),
-                         marks=[pytest.mark.xfail(strict=True, reason="over 400 lines before the fence")]
-                         if str(path.relative_to(ROOT)) in TOO_LONG else [])
-            for path in paths]
+    return [pytest.param(path, id=str(path.relative_to(ROOT))) for path in paths]
 
 
 @pytest.mark.parametrize("source", source_files())

@@ -345,8 +345,11 @@ def test_a_trial_whose_heartbeat_stopped_is_failed_from_any_host(tmp_path, monke
     its last heartbeat is older than the grace period."""
     import time
 
-    monkeypatch.setattr(kd_study, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(kd_study, "GRACE_S", 1)
+    from kd_core.study import storage
+
+    monkeypatch.setattr(kd_study, "HEARTBEAT_S", 1)  # the worker's heartbeat thread
+    monkeypatch.setattr(storage, "HEARTBEAT_S", 1)  # the storage's
+    monkeypatch.setattr(storage, "GRACE_S", 1)
     study = open_study(f"sqlite:///{tmp_path / 's.db'}", "s", SMALL, SearchSpace())
     trial = kd_study.ask(study)
     study._storage.set_trial_system_attr(trial._trial_id, kd_study.WORKER_ATTR, {"host": "elsewhere", "pid": 1})

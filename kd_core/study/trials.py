@@ -26,70 +26,23 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat  # the storages that record heartbeats (RDB)
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import Trial, TrialState
 
 from kd_core.config import RunConfig
 from kd_core.engine.loop import StackEvaluated, StackFinished, TrainingDiverged, train_stack
 from kd_core.engine.roles import CE_ROLE, NAMES
 from kd_core.engine.stats import mean_std, paired_difference, verdict
+from kd_core.run import Run, resolve_run
 from kd_core.study.space import SearchSpace, load_space, trial_role
+from kd_core.study.storage import HEARTBEAT_S, open_storage, quiet_experimental, shown
 
-HEARTBEAT_S = 10  # RDB storages: a running trial's heartbeat period; stale after GRACE_S without one
-GRACE_S = 60
 WORKER_ATTR = "kd_worker"  # trial system attribute: {"host", "pid"} of the worker training it
 CONFIG_ATTR, SPACE_ATTR, BEST_TEST_ATTR = "kd_config", "kd_space", "kd_best_test"  # study user attributes
 PER_MACHINE = ("device", "cpu_threads", "event_interval_s")  # config fields a worker may set for itself
-
-
-# ------------------------------------------------------------------------------------------ storage
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file for a plain path; RDBStorage with a heartbeat for `sqlite:///…` and `postgresql://…`."""
-    if "://" not in url:
-        return JournalStorage(JournalFileBackend(url))
-    if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
-        raise ValueError(f"storage must be a journal file path, sqlite:///… or postgresql://…; got {shown(url)}")
-    try:
-        with quiet_experimental():
-            return RDBStorage(rdb_url(url), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except ModuleNotFoundError as error:
-        raise ValueError(f"{shown(url)} needs the {error.name} package: "
-                         f"pip install -r requirements-study.txt") from None
-    except Exception as error:  # sqlalchemy's connection errors: one line, not a traceback
-        raise ValueError(f"cannot open storage {shown(url)}: {str(error).splitlines()[0]}") from None
-
-
-def rdb_url(url: str) -> str:
-    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; requirements-study.txt installs psycopg2."""
-    return "postgresql+psycopg2://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
-
-
-def shown(url: str) -> str:
-    """The URL without its password (it goes into logs and JSON)."""
-    if "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy can parse: say nothing of it beyond the scheme
-        return url.split("://")[0] + "://…"
-
-
-@contextmanager
-def quiet_experimental() -> Iterator[None]:
-    """Optuna marks some APIs used here (fail_stale_trials, constant_liar, the matplotlib plots) experimental."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
 
 
 def open_study(url: str, name: str, cfg: RunConfig | None = None, space: SearchSpace | None = None,
@@ -198,6 +151,7 @@ def run_worker(study: optuna.Study, cfg: RunConfig, trials: int, stack: int, log
     one stack. `log(line)` gets one line per finished or pruned trial."""
     space = study_space(study)
     owner = {"host": socket.gethostname(), "pid": os.getpid()}
+    run = resolve_run(cfg)  # once per worker, where its requests enter: every stack it trains reads it
     while trials > 0:
         fail_lost_trials(study)
         asked = [ask(study) for _ in range(min(stack, trials))]
@@ -209,7 +163,7 @@ def run_worker(study: optuna.Study, cfg: RunConfig, trials: int, stack: int, log
             try:
                 for lr in sorted({p["lr"] for p in params}):
                     group = [(t, p) for t, p in zip(asked, params, strict=True) if p["lr"] == lr]
-                    train_trials(study, cfg.replace(lr=lr), group, log or (lambda line: None))
+                    train_trials(study, run.replace(lr=lr), group, log or (lambda line: None))
             except BaseException as error:  # an interrupt, a bug: every asked trial ends, none stays running
                 fail_unfinished(study, asked, str(error) or type(error).__name__)
                 raise
@@ -223,11 +177,11 @@ def ask(study: optuna.Study) -> Trial:
         return study.ask()
 
 
-def train_trials(study: optuna.Study, cfg: RunConfig, group: list[tuple[Trial, dict]], log) -> None:
+def train_trials(study: optuna.Study, run: Run, group: list[tuple[Trial, dict]], log) -> None:
     """One stack: CE (role 0) and trial i as role i + 1; pruned trials are dropped as the stack trains."""
     roles = [CE_ROLE, *(trial_role(p, f"trial {t.number}") for t, p in group)]
     members, dropped = dict(enumerate((t for t, _ in group), start=1)), set()
-    events = train_stack(cfg, roles, dropped=dropped, test=False)
+    events = train_stack(run, roles, dropped=dropped, test=False)
     evaluation = 0
     try:
         for event in events:
