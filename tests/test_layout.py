@@ -48,3 +48,62 @@ def source_files() -> list:
 def test_no_source_file_is_over_400_lines(source):
     lines = len(source.read_text().splitlines())
     assert lines <= MAX_LINES, f"{source.relative_to(ROOT)} has {lines} lines (at most {MAX_LINES})"
+
+
+# the layers, lowest first: a module imports from its own layer or a lower one, never a higher one (data flows one
+# way: request -> run -> serve -> engine events -> views -> ui / CLI); kd_core's package face imports nothing. The
+# zoo's architectures sit below the config, which checks a student's name against them
+LAYERS = ["models.external", "models.zoo", "config", "losses", "data", "models", "teacher", "run", "engine",
+          "publish", "serve", "study", "views", "cli", "__main__", "ui"]
+
+
+def layer_of(module: str) -> int:
+    """The layer of `kd_core.<module>`: its longest prefix in LAYERS."""
+    name = module.removeprefix("kd_core.")
+    return max((len(layer), i) for i, layer in enumerate(LAYERS) if name == layer or name.startswith(layer + "."))[1]
+
+
+def kd_core_imports(path: Path) -> set[str]:
+    """Every kd_core module `path` imports, at any depth of the file (deferred imports too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kd_core."):
+            folder = ROOT / node.module.replace(".", "/")
+            submodules = {alias.name for alias in node.names if (folder / f"{alias.name}.py").is_file()}
+            found.update(f"{node.module}.{name}" for name in submodules)
+            if len(submodules) < len(node.names):  # names the module (or a package's face) defines
+                found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.module == "kd_core":
+            found.update(f"kd_core.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    upward = []
+    for path in (ROOT / "kd_core").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if module == "kd_core.__init__":
+            continue
+        upward += [f"{module} -> {target}" for target in kd_core_imports(path) if layer_of(target) > layer_of(module)]
+    assert upward == []
+
+
+def test_no_import_cycle():
+    graph = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): kd_core_imports(p)
+             for p in (ROOT / "kd_core").rglob("*.py")}
+    state: dict[str, str] = {}
+
+    def cycle_from(module: str, trail: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if target == module or target not in graph:
+                continue
+            if state.get(target) == "open":
+                return [*trail, module, target]
+            if target not in state and (found := cycle_from(target, [*trail, module])):
+                return found
+        state[module] = "done"
+        return None
+
+    cycles = [found for module in sorted(graph) if module not in state and (found := cycle_from(module, []))]
+    assert cycles == []
