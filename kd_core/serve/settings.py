@@ -1,7 +1,8 @@
 """What a visitor of the app may set, without Gradio: limits, presets, the datasets on offer, `make_config`.
 
-`app.py` fills its widgets from here (choices that depend on the dataset included) and maps their values
-onto `make_config`, which applies the app's limits on top of `RunConfig.validate`. `api_checks` checks
+The page (kd_core.ui) fills its widgets from here (choices that depend on the dataset included) and maps their
+values onto `make_config`, which applies the app's limits (RunConfig.validate runs once after them, when the handler
+resolves the run). `api_checks` checks
 every value a client sends to an API endpoint (any JSON: a wrong type, NaN, an empty or over-long string)
 before Gradio handles it. Every `ValueError` raised here is one line for the visitor that names the value
 and its allowed range, and quotes at most 40 characters of what was sent.
@@ -144,7 +145,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
                 repeats: int = RunConfig.repeats, unlabeled: int = 0, methods: Sequence[str] = RunConfig.methods,
                 dkd_beta: float = RunConfig.dkd_beta, feature_weight: float = RunConfig.feature_weight,
                 base: RunConfig | None = None) -> RunConfig:
-    """The app's settings as a validated RunConfig, capped for a shared machine; ValueError if not."""
+    """The app's settings as a RunConfig within the app's limits, capped for a shared machine; ValueError if not."""
     base = base or RunConfig()
     dataset = base.dataset if dataset is None else dataset
     offered = app_datasets()
@@ -175,7 +176,7 @@ def make_config(*, temperature: float, alpha: float, epochs: int, lr: float, stu
                        unlabeled=unlabeled, methods=methods, dkd_beta=dkd_beta, feature_weight=feature_weight,
                        max_seconds=max_run_seconds(),
                        cpu_threads=training_threads())
-    return cfg.validate(len(classes))
+    return cfg  # RunConfig.validate runs once, in kd_core.run.resolve_run, where the handler resolves the run
 
 
 def sweep_config(epochs: int, train_size: int, repeats: int = SWEEP_DEFAULTS["repeats"]) -> RunConfig:

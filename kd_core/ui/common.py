@@ -24,6 +24,7 @@ from kd_core.data.datasets import DatasetUnavailable
 from kd_core.engine.train import TrainingDiverged
 from kd_core.models import predict
 from kd_core.models.checkpoints import CHECKPOINT_DIR
+from kd_core.publish.export import ExportUnavailable
 from kd_core.serve import settings, shared_runs, stack_pool
 from kd_core.serve.zerogpu import in_caller_context
 from kd_core.views import plots, run_view, served
@@ -31,7 +32,9 @@ from kd_core.views import plots, run_view, served
 DEFAULTS = RunConfig()
 EXAMPLES = sorted(str(path) for path in (CHECKPOINT_DIR / "examples").glob("*.png"))
 TOP_K = 3  # classes shown per model in the Predict tab
-USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged)  # CheckpointError is a ValueError
+# a visitor's errors: each is one line for the page (CheckpointError is a ValueError; ExportUnavailable names the
+# missing ONNX packages, which requirements.txt installs)
+USER_ERRORS = (ValueError, DatasetUnavailable, TrainingDiverged, ExportUnavailable)
 CSS = """
 .kd-pixels img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .kd-status progress { width: 40%; vertical-align: middle; }
