@@ -56,7 +56,6 @@ CACHE_CLEANUP = (600, 3600)
 # is plain CPU data. Each call declares the GPU time its stack needs; one over a call's cap is refused, saying
 # what to lower; one ZeroGPU refuses (quota, no GPU) trains on the CPU in a fresh process, saying so
 train_on_device = on_gpu(train_stack)
-sweep_on_device = train_on_device  # a sweep is a stack of the pool's, on the same GPU-decorated engine
 
 
 def stack_fits(run: Run, seeds: int, roles: int) -> bool:
@@ -74,7 +73,7 @@ def stack_fits(run: Run, seeds: int, roles: int) -> bool:
 PARALLEL = 1 if train_on_device is not train_stack or resolve_device("auto").type == "cuda" else len(
     os.sched_getaffinity(0))
 POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits, parallel=PARALLEL)
-SERVICES = ui.Services(runs=RUNS, sweeps=SWEEPS, pool=POOL, sweep_on_device=sweep_on_device,
+SERVICES = ui.Services(runs=RUNS, sweeps=SWEEPS, pool=POOL,
                        training_visitors=TRAINING_VISITORS, concurrent_runs=CONCURRENT_RUNS)
 
 demo = ui.build(SERVICES, delete_cache=CACHE_CLEANUP)

@@ -14,6 +14,7 @@ from kd_core.engine import loop as engine
 from kd_core.engine import train
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
+from kd_core.run import as_run
 from kd_core.teacher import logits as teacher
 from kd_core.teacher import training
 from kd_core.teacher.logits import clear_memory_cache
@@ -129,7 +130,7 @@ def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
     clear_memory_cache()
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar",
                     pretrained=True, repeats=1)
-    stream = engine.train_stack(cfg, train.roles(cfg), colour_dataset())
+    stream = engine.train_stack(as_run(cfg, colour_dataset()), train.roles(cfg))
     started = next(stream)
     students = stream.gi_frame.f_locals["trainer"].students  # a ModuleStack: ResNets are not stacked
     ce_student, kd_student = students.module(0), students.module(1)

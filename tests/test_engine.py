@@ -14,13 +14,14 @@ from kd_core.engine.roles import CE_ROLE, Role, role_losses
 from kd_core.engine.stack import ACTIVATION_BYTES, StudentStack
 from kd_core.losses import kd_loss
 from kd_core.models import zoo as models
+from kd_core.run import as_run
 
 SMALL = RunConfig(train_size=2000, epochs=1, repeats=1, event_interval_s=0.0)
 PAIR = [CE_ROLE, Role("KD student", "kd", 3.0, 0.7)]
 
 
 def finished(cfg, roles=PAIR):
-    return [e for e in train_stack(cfg, roles) if isinstance(e, StackFinished)][0].result
+    return [e for e in train_stack(as_run(cfg), roles) if isinstance(e, StackFinished)][0].result
 
 
 def record_batches(monkeypatch) -> list[torch.Tensor]:
@@ -230,17 +231,17 @@ def test_transfer_labels_are_never_read_and_ce_never_sees_transfer_images(method
 ])
 def test_bad_repeats_and_transfer_settings_are_clear_errors(change, message, fashion):
     with pytest.raises(ValueError, match=message):
-        next(train_stack(SMALL.replace(**change), PAIR))
+        next(train_stack(as_run(SMALL.replace(**change)), PAIR))
 
 
 # -------------------------------------------------------------------------------------- the events
 
 def test_steps_reach_the_total_and_evaluations_are_spread(fashion):
     # 257 images at batch 256: the lone last image of each epoch is skipped, and not counted as a step
-    events = list(train_stack(SMALL.replace(train_size=257, epochs=2, batch_size=256, evaluations=16), PAIR))
+    events = list(train_stack(as_run(SMALL.replace(train_size=257, epochs=2, batch_size=256, evaluations=16)), PAIR))
     steps = [e for e in events if isinstance(e, StackStep)]
     assert [(s.step, s.total_steps) for s in steps] == [(1, 2), (2, 2)]
-    events = list(train_stack(SMALL.replace(epochs=3, batch_size=100, evaluations=12), PAIR))
+    events = list(train_stack(as_run(SMALL.replace(epochs=3, batch_size=100, evaluations=12)), PAIR))
     evaluated = [e for e in events if isinstance(e, engine.StackEvaluated)]
     assert [e.step for e in evaluated] == [0, *range(5, 61, 5)]
     assert evaluated[-1].progress == pytest.approx(3.0) and len(evaluated[1].accuracy[0]) == 2
@@ -252,7 +253,7 @@ def test_a_diverging_role_stops_the_run_with_a_message(fashion, monkeypatch):
 
     monkeypatch.setattr(roles, "role_losses", poisoned)
     with pytest.raises(engine.TrainingDiverged, match="lower the learning rate"):
-        list(train_stack(SMALL, PAIR))
+        list(train_stack(as_run(SMALL), PAIR))
 
 
 # -------------------------------------------------------------------------------------- methods
@@ -298,7 +299,7 @@ def test_methods_train_side_by_side_and_report_against_ce(fashion):
         assert method["per_seed"] == per_seed and method["acc"] == pytest.approx(sum(per_seed) / 2)
         assert method["acc"] > 0.6 and method["verdict"]
     with pytest.raises(ValueError, match="methods must be one or more of kd, kd-std, dkd, dkd-std, dist"):
-        next(train_stack(SMALL.replace(methods=("fitnets",)), PAIR))
+        next(train_stack(as_run(SMALL.replace(methods=("fitnets",))), PAIR))
 
 
 def test_runs_beside_each_other_equal_the_same_runs_alone(fashion):

@@ -212,8 +212,8 @@ def test_a_visitor_without_a_token_is_refused_and_the_servers_token_is_never_use
     from huggingface_hub import constants
     from support import finished_session
 
-    import app
     from kd_core.config import RunConfig
+    from kd_core.ui import publish
 
     monkeypatch.setattr(constants, "ENDPOINT", standin.url)
     monkeypatch.setenv("HF_TOKEN", "hf_space_owner")
@@ -224,7 +224,7 @@ def test_a_visitor_without_a_token_is_refused_and_the_servers_token_is_never_use
     token = None if visitor_token is None else gr.OAuthToken(token=visitor_token, scope="openid", expires_at=0)
     calls = len(standin.calls)
     with pytest.raises(gr.Error, match="(?i)sign in with Hugging Face first") as refused:
-        app.publish("kd-space", True, students, token)
+        publish.publish("kd-space", True, students, token)
     assert "\n" not in str(refused.value)
     assert len(standin.calls) == calls and not {"Bearer hf_space_owner", "Bearer hf_stored_login"} & standin.tokens
 

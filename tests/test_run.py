@@ -14,8 +14,9 @@ from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.models import checkpoints
 from kd_core.run import resolve_run
-from kd_core.serve.shared_runs import SharedRuns, join_run
+from kd_core.serve.shared_runs import SharedRuns
 from kd_core.serve.stack_pool import StackPool
+from kd_core.views.joined import join_run
 from kd_core.views.run_view import live_run
 
 SMALL = ["--train-size", "500", "--epochs", "1", "--repeats", "2"]

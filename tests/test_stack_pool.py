@@ -12,7 +12,7 @@ from kd_core.config import RunConfig
 from kd_core.engine.events import Queued
 from kd_core.engine.loop import StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.train import roles
-from kd_core.run import resolve_run
+from kd_core.run import as_run, resolve_run
 from kd_core.serve.plan import Projection, project, stack_key
 from kd_core.serve.stack_pool import StackPool
 
@@ -88,7 +88,7 @@ def test_compatible_visitors_train_as_one_stack_and_each_equals_its_solo_run(fas
         started = next(e for e in events if isinstance(e, StackStarted))
         assert started.config == cfg and started.seeds == (cfg.seed, cfg.seed + 1)
         assert [r.name for r in started.roles] == [r.name for r in roles(cfg)]
-        shared, alone = result_of(events), result_of(drain(train_stack(cfg, roles(cfg))))
+        shared, alone = result_of(events), result_of(drain(train_stack(as_run(cfg), roles(cfg))))
         assert shared.test_acc == alone.test_acc and shared.val_acc == alone.val_acc, cfg
         assert shared.test_logits.shape == alone.test_logits.shape
         assert torch.allclose(shared.test_logits, alone.test_logits, atol=1e-3)

@@ -23,6 +23,7 @@ from kd_core.config import RunConfig
 from kd_core.engine import loop as engine
 from kd_core.engine.loop import StackEvaluated, StackFinished, train_stack
 from kd_core.engine.roles import CE_ROLE, Role, method_role
+from kd_core.run import as_run
 from kd_core.study import trials as kd_study
 from kd_core.study.space import SearchSpace, load_space, trial_role
 from kd_core.study.trials import open_study, run_worker
@@ -82,7 +83,7 @@ def test_dropping_roles_leaves_the_others_bit_identical():
 
     def trained(drop: set[int]):
         dropped = set()
-        for event in train_stack(SMALL, roles, dropped=dropped, test=False):
+        for event in train_stack(as_run(SMALL), roles, dropped=dropped, test=False):
             if isinstance(event, StackEvaluated) and event.step > 0:
                 dropped.update(drop)
             if isinstance(event, StackFinished):
@@ -106,7 +107,8 @@ def test_no_student_is_evaluated_on_the_test_set_in_a_study(monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(engine.Trainer, "result", spy)
-    result = next(e.result for e in train_stack(SMALL, [CE_ROLE], test=False) if isinstance(e, StackFinished))
+    result = next(e.result for e in train_stack(as_run(SMALL), [CE_ROLE], test=False)
+                  if isinstance(e, StackFinished))
     assert sizes == [False] and result.test_logits.shape[1] == 0
     assert all(acc != acc for row in result.test_acc for acc in row)  # NaN: nothing was measured
 
@@ -118,7 +120,7 @@ def test_each_stacked_trial_equals_its_configuration_trained_alone(tmp_path):
     trials = study.get_trials()
     assert [t.params for t in trials] == ENQUEUED and all(t.state == TrialState.COMPLETE for t in trials)
     for trial in trials:
-        alone = next(e.result for e in train_stack(SMALL.replace(lr=trial.params["lr"]),
+        alone = next(e.result for e in train_stack(as_run(SMALL.replace(lr=trial.params["lr"])),
                                                    [CE_ROLE, trial_role(trial.params, "alone")], test=False)
                      if isinstance(e, StackFinished))
         per_seed = [row[1] for row in alone.val_acc]
@@ -147,8 +149,8 @@ def test_a_stack_all_pruned_stops_training(tmp_path):
 
 
 def stack_raising(error: BaseException, calls: list):
-    def train_stack(cfg, roles, **options):
-        calls.append((cfg.lr, len(roles)))
+    def train_stack(run, roles, **options):
+        calls.append((run.config.lr, len(roles)))
         raise error
         yield  # a generator, like the engine's
 

@@ -17,9 +17,10 @@ from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import parse_values
 from kd_core.engine.train import roles
 from kd_core.models import zoo as models
+from kd_core.run import as_run
 from kd_core.serve import settings, zerogpu
 from kd_core.serve.zerogpu import CAP_SECONDS, Work
-from kd_core.views.sweep import SweepView, live_sweep
+from kd_core.views.sweep import SweepView
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(train_size=500, epochs=1, repeats=1, evaluations=2)  # trains in a few seconds
@@ -156,7 +157,7 @@ def test_the_apps_training_functions_are_the_engines_off_spaces():
     pytest.importorskip("spaces")
     import app
 
-    assert app.train_on_device is train_stack and app.sweep_on_device is live_sweep
+    assert app.train_on_device is train_stack  # stacks, sweeps included, train through it in the pool's slots
 
 
 # -------------------------------------------------------------------- ZeroGPU's refusals, stood in for
@@ -212,17 +213,17 @@ def test_each_refusal_reaches_the_visitor_as_its_one_line(refusal):
     stand_in = StandIn(zerogpu_error(*refusal))
     run = zerogpu.on_gpu(train_stack, gpu=stand_in, cpu_fallback=False)
     with pytest.raises(ValueError) as raised:
-        next(run(TINY, roles(TINY)))
+        next(run(as_run(TINY), roles(TINY)))
     assert str(raised.value) == LINES[refusal]
     assert stand_in.durations == [zerogpu.duration] and len(stand_in.calls) == 1
 
 
 def test_a_refused_run_trains_on_the_cpu_with_the_same_results_saying_why():
     stand_in = StandIn(zerogpu_error(*QUOTA))
-    events = list(zerogpu.on_gpu(train_stack, gpu=stand_in)(TINY, roles(TINY), seeds=(0, 1)))
+    events = list(zerogpu.on_gpu(train_stack, gpu=stand_in)(as_run(TINY), roles(TINY), seeds=(0, 1)))
     started = next(event for event in events if isinstance(event, StackStarted))
     assert started.notes[-1] == f"{LINES[QUOTA]}; training on the CPU instead"  # shown in the status line
-    assert results(events) == results(list(train_stack(TINY.replace(device="cpu"), roles(TINY), seeds=(0, 1))))
+    assert results(events) == results(list(train_stack(as_run(TINY.replace(device="cpu")), roles(TINY), seeds=(0, 1))))
     assert results(events)[0] == "cpu"
 
 
@@ -236,7 +237,7 @@ def test_a_refused_sweep_says_so_in_its_status_line():
 
 def test_gpu_time_running_out_mid_run_is_one_line_and_no_second_run():
     stand_in = StandIn(zerogpu_error("ZeroGPU worker error", "GPU task aborted"), before=2)
-    events, run = [], zerogpu.on_gpu(train_stack, gpu=stand_in)(TINY, roles(TINY))
+    events, run = [], zerogpu.on_gpu(train_stack, gpu=stand_in)(as_run(TINY), roles(TINY))
     with pytest.raises(ValueError) as raised:
         events.extend(run)
     assert str(raised.value) == ("ZeroGPU stopped this run before it finished (it may have used up its 20 s of GPU "
@@ -248,7 +249,7 @@ def test_other_errors_pass_through_unchanged():
     for error in (ValueError("lr must be a number in (0, 1]; got 2"),
                   zerogpu_error("ZeroGPU worker error", "KeyError")):
         with pytest.raises(type(error)) as raised:
-            list(zerogpu.on_gpu(train_stack, gpu=StandIn(error))(TINY, roles(TINY)))
+            list(zerogpu.on_gpu(train_stack, gpu=StandIn(error))(as_run(TINY), roles(TINY)))
         assert raised.value is error
 
 
@@ -335,7 +336,7 @@ def test_stop_during_the_cpu_fallback_ends_its_process(monkeypatch):
     popen = subprocess.Popen
     monkeypatch.setattr(zerogpu.subprocess, "Popen", lambda *args, **kwargs: started.append(popen(*args, **kwargs))
                         or started[-1])
-    events = zerogpu.on_gpu(train_stack, gpu=StandIn(zerogpu_error(*NO_GPU)))(TINY, roles(TINY))
+    events = zerogpu.on_gpu(train_stack, gpu=StandIn(zerogpu_error(*NO_GPU)))(as_run(TINY), roles(TINY))
     assert next(events).notes == (f"{LINES[NO_GPU]}; training on the CPU instead",)
     events.close()  # what Stop does
     assert len(started) == 1 and started[0].poll() is not None

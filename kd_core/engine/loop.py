@@ -34,7 +34,6 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from kd_core.config import RunConfig
 from kd_core.data.datasets import Dataset, augment
 from kd_core.engine.events import (
     StackEvaluated,
@@ -49,7 +48,7 @@ from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
-from kd_core.run import Run, as_run, resolve_device
+from kd_core.run import Run, resolve_device
 from kd_core.teacher.logits import teacher_features, teacher_logits
 
 
@@ -68,18 +67,18 @@ def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def train_stack(run: Run | RunConfig, roles: Sequence[Role], dataset: Dataset | None = None,
-                seeds: Sequence[int] | None = None, *, dropped: set[int] | None = None,
-                test: bool = True) -> Iterator[StackEvent]:
+def train_stack(run: Run, roles: Sequence[Role], seeds: Sequence[int] | None = None, *,
+                dropped: set[int] | None = None, test: bool = True) -> Iterator[StackEvent]:
     """Train `roles` × the run's seeds together; yields StackStarted, StackStep, StackEvaluated, StackFinished.
 
-    `run` is resolved where the request entered (kd_core.run); a bare RunConfig (scripts, tests) is resolved here,
-    the caller being where it enters. `seeds` replaces the config's (seed, seed + 1, …): several visitors' runs
-    trained as one stack (`kd_core.serve.stack_pool`) take the union of their seeds; each seed's students are the
-    same whatever the others. `dropped`: role indices the consumer stops training (it may add to the set between
-    events); `test`: whether the students are evaluated on the test set at the end."""
+    `run` was resolved where the request entered (kd_core.run.resolve_run), its teacher prepared: the engine reads
+    it and resolves nothing. `seeds` replaces the config's (seed, seed + 1, …): several visitors' runs trained as
+    one stack (`kd_core.serve.stack_pool`) take the union of their seeds; each seed's students are the same whatever
+    the others. `dropped`: role indices the consumer stops training (it may add to the set between events); `test`:
+    whether the students are evaluated on the test set at the end."""
     roles = tuple(role.check() for role in roles)
-    run = as_run(run, dataset, resolve_device(run.device if isinstance(run, RunConfig) else run.config.device))
+    if not isinstance(run, Run) or not run.prepared:
+        raise TypeError("train_stack takes a resolved run with its teacher prepared (kd_core.run.as_run)")
     if run.config.unlabeled and run.config.augment:
         raise ValueError("a transfer set (unlabeled) trains on the cached teacher logits; turn augment off")
     trainer = Trainer(run, roles, seeds, dropped, test)

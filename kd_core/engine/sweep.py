@@ -29,7 +29,7 @@ from kd_core.engine.events import StackEvent, StackFinished, StackResult
 from kd_core.engine.loop import train_stack
 from kd_core.engine.roles import CE_ROLE, Role
 from kd_core.engine.stats import mean_std, paired_difference
-from kd_core.run import Run, resolve_run
+from kd_core.run import Run, as_run, resolve_device
 
 MAX_GRID = 25  # KD students per seed in a sweep (the CE baseline comes on top): bounds memory and CPU
 SWEEP_METHODS = ("kd", "kd-std")  # the methods whose loss T and α set (DKD, DIST and the feature methods have no α)
@@ -156,8 +156,8 @@ def sweep(run: Run | RunConfig, temperatures: list[float], alphas: list[float], 
     training slot like any stack). Closing the generator stops training at the next event.
     """
     roles = grid_roles(temperatures, alphas, method)
-    if isinstance(run, RunConfig):  # (the CLI, scripts, tests: where the request enters)
-        run = resolve_run(run, dataset)
+    if isinstance(run, RunConfig):  # (scripts, tests: where the request enters)
+        run = as_run(run, dataset, resolve_device(run.device))
     return train(run, roles)
 
 

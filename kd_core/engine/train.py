@@ -43,7 +43,7 @@ from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
-from kd_core.run import Run, resolve_run
+from kd_core.run import Run, as_run, resolve_run
 from kd_core.teacher.logits import logits_cached
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
@@ -186,8 +186,10 @@ def kd_index(cfg: RunConfig) -> int:
 
 
 def distill(run: Run | RunConfig, dataset: Dataset | None = None) -> Iterator[StackEvent]:
-    """Train the run's CE and KD students for each of its seeds: the engine's events for `roles(config)`."""
-    return train_stack(run, roles(run if isinstance(run, RunConfig) else run.config), dataset)
+    """Train the run's CE and KD students for each of its seeds: the engine's events for `roles(config)`. A
+    RunConfig (scripts, tests) is resolved here, where its request enters (`as_run`, the teacher prepared too)."""
+    run = as_run(run, dataset, resolve_device(run.device if isinstance(run, RunConfig) else run.config.device))
+    return train_stack(run, roles(run.config))
 
 
 def run_result(stack: StackResult) -> RunResult:

@@ -265,7 +265,8 @@ def best_test(study: optuna.Study, url: str) -> dict:
 
 def test_figures(cfg: RunConfig, params: dict) -> dict:
     """CE and the configuration, one stack over the study's seeds: test accuracies and the verdict."""
-    events = train_stack(cfg.replace(lr=params["lr"]), [CE_ROLE, trial_role(params, "best")])
+    # a request of its own: resolved here, where it enters
+    events = train_stack(resolve_run(cfg.replace(lr=params["lr"])), [CE_ROLE, trial_role(params, "best")])
     result = next(e.result for e in events if isinstance(e, StackFinished))
     ce, best = ([row[i] for row in result.test_acc] for i in (0, 1))
     difference = paired_difference(best, ce)

@@ -59,7 +59,6 @@ class Services:
     runs: shared_runs.SharedRuns  # Train and Your data runs: identical requests share one
     sweeps: shared_runs.SharedRuns  # the Sweep tab's: a sweep is a stack of its own
     pool: stack_pool.StackPool  # the one owner of training slots
-    sweep_on_device: Callable  # live_sweep, on ZeroGPU's GPU where there is one
     training_visitors: int  # /distill and /sweep calls served at once (each holds a thread)
     concurrent_runs: int  # stacks training at once (the header says so)
 

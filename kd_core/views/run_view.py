@@ -43,7 +43,7 @@ from kd_core.models import checkpoints, predict
 from kd_core.models import zoo as models
 from kd_core.models.predict import Classifier
 from kd_core.publish import card as model_card
-from kd_core.run import Run, Teacher, resolve_run
+from kd_core.run import Run, Teacher, as_run
 from kd_core.serve.settings import DATASET_LABELS
 from kd_core.serve.stack_pool import queued_status
 from kd_core.views import plots
@@ -208,8 +208,8 @@ def live_run(run: Run | RunConfig, train: Callable[..., Iterator] | None = None)
     try:
         loading = "logits and features" if any(m in FEATURE_METHODS for m in cfg.methods) else "logits"
         yield RunView(f"loading the data and the teacher's {loading}…", 0.0, 0.0, log.losses(), None, 0, cfg.epochs)
-        if isinstance(run, RunConfig):
-            run = resolve_run(run)
+        if isinstance(run, RunConfig):  # (scripts, tests: where the request enters)
+            run = as_run(run)
         check_cpu_budget(run)  # ValueError: too big for a CPU
         events = (train or train_stack)(run, roles(cfg))
         for event in events:
