@@ -140,3 +140,11 @@ def test_started_reports_the_device_and_cached_logits(fashion):
 def test_gpu_run_matches_the_cpu_accuracy_floor(fashion):
     result = run(RunConfig(epochs=1, device="cuda", repeats=1))
     assert result.device.startswith("cuda") and result.kd_acc >= 0.80
+
+
+def test_the_kd_fields_say_which_method_they_describe(fashion):
+    """`kd_*` are Hinton KD's students when the run has them, else the first method's: `kd_method` names which."""
+    quick = RunConfig(train_size=500, epochs=1, repeats=1)
+    assert run(quick.replace(methods=("dist", "kd"))).summary()["kd_method"] == "kd"
+    summary = run(quick.replace(methods=("dist", "hint"))).summary()
+    assert summary["kd_method"] == "dist" and summary["kd_acc"] == summary["methods"][0]["acc"]

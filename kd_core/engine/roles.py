@@ -62,7 +62,7 @@ class Role:
     method: str = "kd"  # "ce" or a key of METHODS
     temperature: float = 1.0
     alpha: float = 0.0  # kd, kd-std: weight on the teacher's soft targets (α = 0: plain cross-entropy)
-    nckd: float = 8.0  # dkd: weight β on NCKD (TCKD's weight is 1, mdistiller's CIFAR-100 default)
+    dkd_beta: float = 8.0  # dkd: weight β on NCKD (TCKD's weight is 1, mdistiller's CIFAR-100 default)
     inter: float = 1.0  # dist: weight β of the inter-class relation
     intra: float = 1.0  # dist: weight γ of the intra-class relation
     feature_weight: float = FEATURE_WEIGHT  # hint, cosine: weight w of the feature loss; (1 − w) weighs CE
@@ -84,7 +84,7 @@ class Role:
             check_range("feature_weight", self.feature_weight, low=0, high=1,
                         meaning=" (the weight on the feature loss; 1 − it weighs CE)")
         elif self.method.startswith("dkd"):
-            check_dkd_params(1.0, self.nckd, self.temperature)
+            check_dkd_params(1.0, self.dkd_beta, self.temperature)
         elif self.method == "dist":
             check_dist_params(self.inter, self.intra, self.temperature)
         else:
@@ -105,7 +105,7 @@ def method_role(method: str, temperature: float, alpha: float, dkd_beta: float,
         return Role(NAMES[method], method, DIST_TEMPERATURE)
     if method in FEATURE_METHODS:
         return Role(NAMES[method], method, feature_weight=feature_weight)
-    return Role(NAMES[method], method, temperature, alpha, nckd=dkd_beta)
+    return Role(NAMES[method], method, temperature, alpha, dkd_beta=dkd_beta)
 
 
 def hinton_columns(roles: Sequence[Role], device) -> tuple[list[int], torch.Tensor, torch.Tensor]:
@@ -212,5 +212,5 @@ def method_loss(role: Role, logits: torch.Tensor, teacher: torch.Tensor, labels:
         return ce + dist_loss(student, target, beta=role.inter, gamma=role.intra, T=role.temperature)
     # dkd, dkd-std: transfer images take the teacher's top-1 class as the target class
     targets = torch.cat([labels, teacher[..., L:].argmax(1)], dim=1)
-    return ce + dkd_loss(student, target, targets, alpha=1.0, beta=role.nckd, T=role.temperature,
+    return ce + dkd_loss(student, target, targets, alpha=1.0, beta=role.dkd_beta, T=role.temperature,
                          standardize=role.method == "dkd-std")

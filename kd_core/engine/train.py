@@ -87,6 +87,11 @@ class RunResult:
             return None
         return [row[self.column(role)][hidden] for row in self.stack.class_acc]
 
+    @property
+    def kd_method(self) -> str:
+        """The method whose students the `kd_*` fields describe: Hinton KD when the run has it, else its first."""
+        return self.config.methods[kd_index(self.config) - 1]
+
     def column(self, role: str) -> int:
         """The stack's role index of "ce", "kd" (the pair's KD student) or a method name."""
         if role == "ce":
@@ -167,6 +172,7 @@ class RunResult:
             "ce_acc_std": mean_std(self.accuracies("ce"))[1], "kd_acc_std": mean_std(self.accuracies("kd"))[1],
             "repeats": len(self.seeds), "per_seed": self.per_seed(),
             "kd_minus_ce": difference.summary(), "kd_wins": difference.wins, "verdict": self.verdict,
+            "kd_method": self.kd_method,
             "unlabeled": self.config.unlabeled, "methods": self.methods(),
             **(self.bias_report() or {}),
         }

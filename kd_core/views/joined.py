@@ -67,9 +67,12 @@ def join_run(runs: SharedRuns, run: Run | RunConfig, start: Callable[[Run], Iter
                 break
             if item is not NOTHING:
                 elapsed = time.perf_counter() - asked
-                view = (run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(), None,
-                                         0, cfg.epochs)
-                        if isinstance(item, Queued) else own_view(item, sub.how, elapsed))
+                if isinstance(item, Queued):
+                    view = run_view.RunView(queued_status(item) + NOTICES[sub.how], 0.0, elapsed, empty.losses(),
+                                            None, 0, cfg.epochs)
+                else:  # frames and tables are only read, never changed: shared as they are; files and students not
+                    view = dataclasses.replace(item, status=item.status + NOTICES[sub.how], elapsed_s=elapsed)
+                    view = view if view.students is None else run_view.own_copy(view)
                 pending = newest(pending, view)
                 if view.students is None and time.monotonic() - last < view_interval():
                     continue  # (the last view, with the results, always goes at once)
@@ -98,14 +101,6 @@ def newest(older: run_view.RunView | None, view: run_view.RunView) -> run_view.R
     if older is None or view.accuracies is not None or older.accuracies is None:
         return view
     return dataclasses.replace(view, accuracies=older.accuracies)
-
-
-def own_view(view: run_view.RunView, how: str, elapsed_s: float) -> run_view.RunView:
-    """`view` for one subscriber: its own elapsed time and notice; at the end its own students and files."""
-    view = dataclasses.replace(view, status=view.status + NOTICES[how], elapsed_s=elapsed_s)
-    if view.students is None:
-        return view  # frames and tables are only read, never changed: shared as they are
-    return run_view.own_copy(view)
 
 
 def join_sweep(runs: SharedRuns, run: Run | RunConfig, temperatures: list[float], alphas: list[float],
