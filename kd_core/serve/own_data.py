@@ -33,6 +33,7 @@ STUDENTS = models.SMALL_STUDENTS
 MAX_APP_TEACHER_EPOCHS = 10
 MAX_APP_IMAGE_SIZE = 64
 MAX_APP_EPOCHS = 20
+DEFAULT_TEACHER_EPOCHS, DEFAULT_EPOCHS, DEFAULT_REPEATS = 5, 10, 3  # the tab's starting values
 LIMITS_TEXT = (f"Limits on this Space: a .zip of at most {sources.SPACE_LIMITS.upload_bytes // 2**20} MB "
                f"({sources.SPACE_LIMITS.unpacked_bytes // 2**20} MB unpacked), {sources.SPACE_LIMITS.images:,} "
                f"images, {sources.SPACE_LIMITS.classes} classes, {sources.SPACE_LIMITS.pixels:,} pixels per image; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from kd_core.data.datasets import CLASSES
+from kd_core.serve import settings
 from kd_core.ui.common import DEFAULTS, EXAMPLES, open_picture, served_picture, user_errors
 from kd_core.views import pictures as picture_views
 
@@ -34,7 +35,7 @@ def dark_knowledge_tab(page: gr.Blocks) -> gr.Slider:
             image = gr.Image(EXAMPLES[6] if len(EXAMPLES) > 6 else None, type="filepath", label="Picture",
                              sources=["upload", "clipboard"], height=220, elem_classes="kd-pixels")
             gr.Examples(EXAMPLES, image, label="Test images", examples_per_page=10)
-            temperature = gr.Slider(0.5, 20, DEFAULTS.temperature, step=0.5, label="Temperature T")
+            temperature = gr.Slider(*settings.APP_TEMPERATURES, DEFAULTS.temperature, step=0.5, label="Temperature T")
             preview = gr.Image(label="What the teacher sees", height=140, interactive=False,
                                elem_classes="kd-pixels")
         with gr.Column(scale=2):

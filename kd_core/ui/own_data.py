@@ -59,7 +59,8 @@ def own_data_tab(services: Services) -> None:
             kind = gr.Radio(list(own_data.TEACHER_KINDS), value=own_data.TEACHER_KINDS[0], label="Teacher")
             arch = gr.Dropdown(list(own_data.TEACHER_ARCHS), value=own_data.TEACHER_ARCHS[0],
                                label="Architecture to train (Train one on my data)")
-            teacher_epochs = gr.Slider(1, own_data.MAX_APP_TEACHER_EPOCHS, 5, step=1, label="Teacher epochs")
+            teacher_epochs = gr.Slider(1, own_data.MAX_APP_TEACHER_EPOCHS, own_data.DEFAULT_TEACHER_EPOCHS, step=1,
+                                       label="Teacher epochs")
             hub_id = gr.Textbox("", label="Hub id (ORG/NAME; needs the internet)", placeholder="timm/resnet18.a1_in1k")
             with gr.Row():
                 image_size = gr.Number(0, precision=0, minimum=0, maximum=own_data.MAX_APP_IMAGE_SIZE,
@@ -68,8 +69,8 @@ def own_data_tab(services: Services) -> None:
                                                label="Teacher image size (0: its own)")
             student = gr.Dropdown(list(own_data.STUDENTS), value=DEFAULTS.student, label="Student")
             with gr.Row():
-                epochs = gr.Slider(1, own_data.MAX_APP_EPOCHS, 10, step=1, label="Student epochs")
-                repeats = gr.Slider(1, MAX_REPEATS, 3, step=1, label="Seeds")
+                epochs = gr.Slider(1, own_data.MAX_APP_EPOCHS, own_data.DEFAULT_EPOCHS, step=1, label="Student epochs")
+                repeats = gr.Slider(1, MAX_REPEATS, own_data.DEFAULT_REPEATS, step=1, label="Seeds")
         with gr.Column(scale=3):
             with gr.Row():
                 start = gr.Button("Start", variant="primary")

@@ -12,6 +12,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from kd_core.config import MAX_REPEATS
+from kd_core.engine.bias import BIASES
 from kd_core.engine.roles import METHODS
 from kd_core.run import resolve_run
 from kd_core.serve import settings
@@ -23,6 +24,7 @@ from kd_core.views.bias import bias_view
 FORMULA = (r"$L = \alpha T^2 \, \mathrm{KL}(\mathrm{softmax}(t/T) \,\|\, \mathrm{softmax}(s/T)) + (1-\alpha)\,"
            r"\mathrm{CE}(s, y)$ · **α weighs the teacher's soft targets** (t, s: teacher, student logits; y: labels)")
 INLINE_LATEX = [{"left": "$", "right": "$", "display": False}]
+BIAS_STEP = BIASES[1] - BIASES[0]  # the bias slider's step: the curve's points
 START_ID = "kd-start"  # the Train tab's Start button, which the Lesson tab's steps press
 
 
@@ -66,7 +68,7 @@ def set_bias(value: float, students: session.SessionStudents | None):
 def auto_bias(students: session.SessionStudents | None) -> float:
     if students is None or students.bias_report is None:
         raise ValueError("the automatic bias needs a run with a hidden class")
-    return round(students.bias_report["auto_bias"] * 4) / 4  # the slider's step
+    return round(students.bias_report["auto_bias"] / BIAS_STEP) * BIAS_STEP  # on the slider's steps
 
 
 def show_headline(students: session.SessionStudents | None) -> str:
@@ -274,7 +276,8 @@ def results() -> Results:
                     "learnt from the teacher's soft targets alone (no retraining: the test set is "
                     "re-scored from stored logits).")
         with gr.Row():
-            bias = gr.Slider(0, 8, 0, step=0.25, label="Bias added to the hidden class's logit")
+            bias = gr.Slider(BIASES[0], BIASES[-1], 0, step=BIAS_STEP,
+                             label="Bias added to the hidden class's logit")
             auto = gr.Button("Automatic bias (no labels used)", size="sm")
         bias_plot = gr.Plot(show_label=False)
         bias_caption = gr.Markdown()
