@@ -147,11 +147,6 @@ def _cross_entropy_class_major(z: torch.Tensor, labels: torch.Tensor) -> torch.T
     return -log_p.gather(CLASSES, labels.expand(shape).unsqueeze(CLASSES)).squeeze(CLASSES).mean(BATCH)
 
 
-def cross_entropy_stacked(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CE(s, y) averaged over the batch, per leading index: logits [..., B, K], labels [..., B] -> [...]."""
-    return _cross_entropy_class_major(logits.mT, labels)
-
-
 def kd_loss_stacked(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                     T: Hyper, alpha: Hyper, *, standardize: bool = False) -> torch.Tensor:
     """`kd_loss` per leading index: α · T² · KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α) · CE(s, y).

@@ -19,12 +19,10 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from kd_core.models import checkpoints
 from kd_core.models.zoo import describe
 from kd_core.publish.export import INPUT_NAME, OUTPUT_NAME, normalised, onnx_session, to_onnx
 
@@ -101,13 +99,6 @@ def latency_rows(models: Mapping[str, tuple[nn.Module, Mapping]], *, threads: in
             "torch_ms_per_image_b256": timed["torch_ms"][256] / 256,
             "onnx_ms_per_image_b256": timed["onnx_ms"][256] / 256, "threads": threads})
     return rows
-
-
-def checkpoint_latency_rows(paths: Mapping[str, str | Path], *, threads: int = 1,
-                            rounds: int = ROUNDS) -> list[dict]:
-    """`latency_rows` for saved checkpoints (label -> .safetensors path)."""
-    return latency_rows({label: checkpoints.load_model(path) for label, path in paths.items()},
-                        threads=threads, rounds=rounds)
 
 
 DISPLAY_COLUMNS = {
