@@ -30,7 +30,7 @@ from kd_core.data.datasets import load_dataset  # noqa: E402
 from kd_core.engine import train
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
-from kd_core.teacher import sources as teachers
+from kd_core.run import TeacherEpoch, prepare, resolve_run  # noqa: E402
 from kd_core.teacher.logits import predict_logits  # noqa: E402
 
 
@@ -110,8 +110,13 @@ def main() -> None:
                         teacher_image_size=32, cpu_threads=args.threads)
         epochs = []
         start = time.perf_counter()
-        ready, dataset, resolved = teachers.prepare(cfg, dataset, on_epoch=lambda e: (epochs.append(e), print(
-            f"teacher epoch {e.epoch}: val acc {e.val_acc:.4f}  {e.seconds:.0f}s", flush=True)))
+        def report_epoch(event) -> None:
+            if isinstance(event, TeacherEpoch):
+                epochs.append(event)
+                print(f"teacher epoch {event.epoch}: val acc {event.val_acc:.4f}  {event.seconds:.0f}s", flush=True)
+
+        ready = prepare(resolve_run(cfg, dataset), on_event=report_epoch)
+        resolved = ready.teacher
         teacher_s = time.perf_counter() - start
         start = time.perf_counter()
         result = train.run(ready)

@@ -3,14 +3,14 @@
 `cfg.teacher` may be a kd_core checkpoint (a path, or "default" for the shipped one), `timm:NAME` (a timm
 architecture, from scratch or with `cfg.teacher_pretrained` its pretrained weights), `hf-hub:ORG/NAME` (a timm
 model on the Hugging Face Hub), `local-dir:PATH` (the folder `timm.models.save_for_hf` writes) or
-`torchvision:NAME` (with `cfg.teacher_pretrained`, its ImageNet weights). `prepare(cfg)` turns any of them
-into a checkpoint (saved under `$KD_CACHE_DIR/teachers/`, keyed by the source, the data's fingerprint and the
-preprocessing): a `Preprocessed` network (kd_core.models.external) that resizes the run's images to the teacher's
-size (`cfg.teacher_image_size`, else its pretrained config's, else the student's) and normalises them its way.
-With `cfg.teacher_epochs` it is first trained on the run's training split (its head replaced to the data's
-classes when they differ) and its validation accuracy reported. Every teacher is then checked against the
-data (channels, classes, input size) and must beat chance on the validation split, else one ValueError.
-The engine gets the checkpoint's path in `cfg.teacher`; its logits are cached as for any checkpoint.
+`torchvision:NAME` (with `cfg.teacher_pretrained`, its ImageNet weights). `resolve` (called by kd_core.run.prepare,
+in a training slot) turns any of them into a checkpoint (saved under `$KD_CACHE_DIR/teachers/`, keyed by the source,
+the data's fingerprint and the preprocessing): a `Preprocessed` network (kd_core.models.external) that resizes the
+run's images to the teacher's size (`cfg.teacher_image_size`, else its pretrained config's, else the student's) and
+normalises them its way. With `cfg.teacher_epochs` it is first trained on the run's training split (its head
+replaced to the data's classes when they differ) and its validation accuracy reported. Every teacher is then
+checked against the data (channels, classes, input size) and must beat chance on the validation split, else one
+ValueError. The run then reads the checkpoint's path, hash and metadata (kd_core.run.Teacher).
 Downloads fail within OFFLINE_CHECK_S seconds when the host cannot be reached (HF_HUB_OFFLINE too).
 """
 
@@ -47,22 +47,6 @@ class Resolved:
     val_acc: float  # on the validation split
     train_seconds: float | None  # when it was trained first (this run, or the cached run that made it)
     notes: tuple[str, ...] = ()
-
-
-def prepare(cfg, dataset: Dataset | None = None, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE,
-            on_logits: Callable[[int, int], None] | None = None):
-    """(cfg with `teacher` the resolved checkpoint and `teacher_epochs` 0, its Dataset, Resolved).
-    `recipe` gives the teacher training's lr, batch size and label smoothing (epochs and seed are cfg's);
-    `on_epoch` follows its training, `on_logits(done, total)` the pass that computes its logits."""
-    from kd_core.data.sources import resolve_dataset
-
-    if torch.device(device).type == "cpu":  # as the engine does: a 2nd thread on a busy machine ran 10-80× slower
-        torch.set_num_threads(cfg.cpu_threads)
-    fetch_weights(cfg)  # before the data is read: offline, a download fails at once
-    dataset = dataset or resolve_dataset(cfg)
-    resolved = resolve(cfg, dataset, device, on_epoch, recipe, on_logits)
-    return cfg.replace(teacher=str(resolved.path), teacher_epochs=0, teacher_pretrained=False), dataset, resolved
 
 
 def needs_preparing(cfg) -> bool:
