@@ -23,7 +23,7 @@ from kd_core.data.datasets import CLASSES, Dataset, load_dataset
 from kd_core.models import checkpoints
 from kd_core.teacher import sources as teachers
 from kd_core.teacher.logits import LogitsProgress
-from kd_core.teacher.training import RECIPE, Stopped, TeacherEpoch, TeacherRecipe
+from kd_core.teacher.training import RECIPE, Stopped, TeacherEpoch, TeacherProgress, TeacherRecipe
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
 
 def prepare(run: Run, device: str | torch.device = "cpu", *, on_event: Callable[[object], None] = lambda e: None,
             should_stop: Callable[[], bool] = lambda: False, recipe: TeacherRecipe = RECIPE) -> Run:
-    """`run` with its teacher prepared: trained on the data first when asked (a `TeacherEpoch` event per epoch),
+    """`run` with its teacher prepared: trained on the data first when asked (a `TeacherEpoch` event per epoch, a
+    `TeacherProgress` at most every second between them),
     saved as a checkpoint, and its logits computed (`LogitsProgress` events). `should_stop()` is asked at every
     batch; `Stopped` ends the work there. A prepared run comes back as it is."""
     if run.prepared:
@@ -119,5 +120,5 @@ def as_run(run: Run | RunConfig, dataset: Dataset | None = None, device: str | t
     return prepare(run, device)
 
 
-__all__ = ["LogitsProgress", "Run", "Stopped", "Teacher", "TeacherEpoch", "as_run", "prepare", "resolve_device",
-           "resolve_run"]
+__all__ = ["LogitsProgress", "Run", "Stopped", "Teacher", "TeacherEpoch", "TeacherProgress", "as_run", "prepare",
+           "resolve_device", "resolve_run"]

@@ -3,7 +3,8 @@
 A Train-tab run, a sweep, a study's stack, a CLI run: each is a stream of these small frozen events, in this order:
 
     Queued*                      while the request waits for a training slot (kd_core.serve.stack_pool)
-    TeacherEpoch* LogitsProgress*  while its teacher is prepared (trained, then its logits computed)
+    { TeacherProgress* TeacherEpoch }* LogitsProgress*   while its teacher is prepared (trained, then its logits
+                                                          computed)
     StackStarted -> StackEvaluated(step 0) -> { StackStep* | StackEvaluated }* -> StackFinished(StackResult)
 
 Tables are [seed][role]: seed-major, the roles in the run's order (CE first). Views (kd_core.views) and the CLI
@@ -20,6 +21,11 @@ import torch
 from kd_core.config import RunConfig
 from kd_core.engine.roles import Role
 from kd_core.run import Teacher
+from kd_core.teacher.logits import LogitsProgress
+from kd_core.teacher.training import TeacherEpoch, TeacherProgress
+
+__all__ = ["LogitsProgress", "Queued", "StackEvaluated", "StackEvent", "StackFinished", "StackResult", "StackStarted",
+           "StackStep", "TeacherEpoch", "TeacherProgress"]  # the teacher's events are defined where they happen
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from kd_core.engine.events import Queued
 from kd_core.engine.loop import resolve_device
 from kd_core.models import external, predict
 from kd_core.models import zoo as models
-from kd_core.run import LogitsProgress, Run, TeacherEpoch, prepare, resolve_run
+from kd_core.run import LogitsProgress, Run, TeacherEpoch, TeacherProgress, prepare, resolve_run
 from kd_core.serve.stack_pool import queued_status
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
@@ -110,6 +110,9 @@ def status_line(event: object, run: Run) -> str:
     if isinstance(event, TeacherEpoch):
         return (f"teacher epoch {event.epoch}/{run.config.teacher_epochs}: validation accuracy "
                 f"{100 * event.val_acc:.1f}%")
+    if isinstance(event, TeacherProgress):
+        return (f"teacher epoch {event.epoch}/{run.config.teacher_epochs}: step {event.step:,} of "
+                f"{event.total_steps:,}, {event.images_per_s:,.0f} images/s, about {event.eta_s:,.0f} s left")
     if isinstance(event, LogitsProgress):
         return f"the teacher's logits: {event.done:,} of {event.total:,} images"
     return f"{run.dataset.note}; preparing the teacher {run.config.teacher}…"

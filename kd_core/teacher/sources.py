@@ -34,7 +34,7 @@ from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints, external
 from kd_core.models import zoo as models
 from kd_core.teacher.logits import cache_dir, teacher_logits
-from kd_core.teacher.training import RECIPE, TeacherEpoch, TeacherRecipe, fit_teacher
+from kd_core.teacher.training import RECIPE, TeacherEpoch, TeacherProgress, TeacherRecipe, fit_teacher
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")
 OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line
@@ -55,9 +55,12 @@ def needs_preparing(cfg) -> bool:
 
 
 def resolve(cfg, dataset: Dataset, device: str | torch.device = "cpu",
-            on_epoch: Callable[[TeacherEpoch], None] | None = None, recipe: TeacherRecipe = RECIPE,
+            on_epoch: Callable[[TeacherEpoch | TeacherProgress], None] | None = None, recipe: TeacherRecipe = RECIPE,
             on_logits: Callable[[int, int], None] | None = None,
             should_stop: Callable[[], bool] = lambda: False) -> Resolved:
+    """The teacher of `cfg` for `dataset` as a checkpoint (trained first with cfg.teacher_epochs: `on_epoch` gets
+    each TeacherEpoch and, between them, TeacherProgress), checked against the data; `on_logits(done, total)`
+    follows its logits pass; `should_stop()` is asked at every batch (`Stopped`)."""
     with models.INIT_LOCK, torch.random.fork_rng(devices=[]):  # a fresh network's weights follow cfg.seed
         torch.manual_seed(cfg.seed)
         net, native = (_outside_network if cfg.teacher.startswith(SOURCES) else _checkpoint_network)(cfg, dataset)
@@ -273,7 +276,7 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
         start = time.perf_counter()
         model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                                  label_smoothing=recipe.label_smoothing, seed=cfg.seed, device=device,
-                                 on_epoch=on_epoch, should_stop=should_stop)
+                                 on_epoch=on_epoch, should_stop=should_stop, on_progress=on_epoch)
         seconds = time.perf_counter() - start
         meta.update(test_acc=round(acc, 4), teacher_epochs=cfg.teacher_epochs,
                     teacher_train_seconds=round(seconds, 1))

@@ -22,6 +22,8 @@ from kd_core.data.datasets import Dataset, augment, load_dataset
 from kd_core.models import zoo as models
 from kd_core.teacher.logits import predict_logits
 
+PROGRESS_S = 1.0  # seconds between TeacherProgress events
+
 
 class Stopped(Exception):
     """The work's reader left (Stop, a closed tab): a teacher's training or logits pass ends at its next batch."""
@@ -56,6 +58,18 @@ class TeacherRecipe:
 
 
 RECIPE = TeacherRecipe()
+
+
+@dataclass(frozen=True)
+class TeacherProgress:
+    """A teacher's training between epochs, at most every PROGRESS_S: what a visitor or the CLI sees meanwhile (an
+    epoch of a big teacher can take minutes), and what lets a closed stream stop the work between epochs."""
+
+    epoch: int  # 1-based, in progress
+    step: int  # steps done so far, over all epochs
+    total_steps: int
+    images_per_s: float
+    eta_s: float  # at the speed so far: until the last step (evaluations excluded)
 
 
 @dataclass(frozen=True)
@@ -104,10 +118,12 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
 def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, batch_size: int,
                 label_smoothing: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", flips: bool = True,
                 on_epoch: Callable[[TeacherEpoch], None] | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> tuple[nn.Module, float]:
+                should_stop: Callable[[], bool] = lambda: False,
+                on_progress: Callable[[TeacherProgress], None] | None = None) -> tuple[nn.Module, float]:
     """`train_teacher`'s loop on any model and Dataset: the fit split with random shifts (and flips), AdamW +
     OneCycle; `on_epoch` after each epoch with validation and test accuracy. (model on CPU, test accuracy).
-    `should_stop()` is asked before every batch; when it says yes, `Stopped` is raised."""
+    `should_stop()` is asked before every batch; when it says yes, `Stopped` is raised. `on_progress` gets a
+    `TeacherProgress` at most every PROGRESS_S seconds of training."""
     device = torch.device(device)
     mixed = device.type == "cuda"  # bf16 autocast + channels_last on GPUs
     model = model.to(device, memory_format=torch.channels_last) if mixed else model.to(device)
@@ -122,6 +138,7 @@ def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, b
                                                    steps_per_epoch=steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     start, acc = time.perf_counter(), 0.0
+    total_steps, done, reported = epochs * steps_per_epoch, 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(labels), generator=generator).to(device)
@@ -141,6 +158,11 @@ def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, b
             optimizer.step()
             schedule.step()
             total_loss += loss.detach()
+            done += 1
+            if on_progress and time.perf_counter() - reported >= PROGRESS_S:
+                reported = time.perf_counter()
+                rate = done / (reported - start)  # steps per second so far (its evaluations included)
+                on_progress(TeacherProgress(epoch, done, total_steps, rate * batch_size, (total_steps - done) / rate))
         val = predict_logits(model, dataset, val_images, device)
         val_acc = (val.argmax(1) == val_labels).float().mean().item()
         test = predict_logits(model, dataset, dataset.test_images, device)
