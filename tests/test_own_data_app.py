@@ -5,8 +5,10 @@ teacher on it, distil, and predict with the zip's own class names."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -192,3 +194,94 @@ def test_stop_ends_a_teacher_s_training_within_3_s(app_process, long_teacher_zip
     assert training[0] > max(idle) + 0.3, f"the teacher's training did not show in the CPU time: {training}, {idle}"
     assert max(after) <= max(idle) + 0.1, f"the server kept working after Stop: {after} (idle: {idle})"
 
+
+# ------------------------------------------------------------------ ten visitors at once, two slots
+
+QUEUE_LINE = re.compile(r"waiting for a free training slot: (\d+) runs? ahead of yours, (\d+) training now")
+
+
+class Busy:
+    """How many pieces of training work are inside their loop now, and the most there ever were at once."""
+
+    def __init__(self) -> None:
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("visitors, slots", [(10, 2)])
+def test_visitors_starting_your_data_runs_at_once_queue_for_the_pool_s_slots(visitors, slots, tmp_path, monkeypatch):
+    """Acceptance: `visitors` Your-data runs (a teacher to train, then the students) reach a pool of `slots` at the
+    same moment: at no time do more than `slots` teachers or stacks train, each visitor left waiting sees its place
+    in line, and every visitor gets its results."""
+    from kd_core.engine.loop import train_stack
+    from kd_core.serve import shared_runs
+    from kd_core.serve.stack_pool import StackPool
+    from kd_core.ui import own_data as own_data_tab
+    from kd_core.ui.common import Services
+
+    busy, arrived = Busy(), threading.Barrier(visitors)
+    preparation = own_data.preparation
+
+    def counted_preparation(run):  # every visitor's teacher reaches the pool at once, counted while it trains
+        work = preparation(run)
+        arrived.wait(60)
+
+        def counted(emit, should_stop):
+            with busy:
+                return work(emit, should_stop)
+        return counted
+
+    def counted_train(*args, **kwargs):
+        with busy:
+            yield from train_stack(*args, **kwargs)
+
+    monkeypatch.setattr(own_data, "preparation", counted_preparation)
+    pool = StackPool(train=counted_train, max_running=slots)
+    services = Services(runs=shared_runs.SharedRuns(max_running=visitors), sweeps=shared_runs.SharedRuns(),
+                        pool=pool, sweep_on_device=train_stack, training_visitors=visitors, concurrent_runs=slots)
+    zips = [zip_folder(write_images(tmp_path / f"visitor-{i}" / "colours", {"red": 200, "green": 200, "blue": 200},
+                                    size=8, mode="RGB", seed=i), tmp_path / f"visitor-{i}.zip")
+            for i in range(visitors)]  # each its own images: its own teacher and its own students
+    outputs: list[list] = [[] for _ in range(visitors)]
+    errors: list[BaseException] = []
+
+    def visit(i: int) -> None:
+        try:
+            for output in own_data_tab.distill_own_data(services, str(zips[i]), **{**ARGS, "teacher_epochs": 2,
+                                                                                    "epochs": 1, "repeats": 1}):
+                outputs[i].append(output)
+        except BaseException as error:  # noqa: BLE001 -- reported below
+            errors.append(error)
+
+    running, started = [], time.monotonic()
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(visitors)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads) and time.monotonic() - started < 120:
+        running.append(pool.running())
+        time.sleep(0.005)
+    for thread in threads:
+        thread.join(1)
+    pool.shutdown()
+    seconds = time.monotonic() - started
+
+    places = [[tuple(map(int, m.groups())) for out in outs if isinstance(out[0], str)
+               for m in [QUEUE_LINE.search(out[0])] if m] for outs in outputs]
+    print(f"{seconds:.1f} s; running() peak {max(running)} over {len(running)} samples; busy peak {busy.peak}; "
+          f"stacks and jobs started {pool.stacks_started}; places seen (ahead, training now): {places}")
+    assert not errors, errors
+    assert max(running) == slots and busy.peak == slots  # the bound, reached and never passed
+    assert sum(1 for seen in places if seen) >= visitors - slots, "a visitor waited without seeing its place"
+    assert all(ahead < visitors - slots and training <= slots for seen in places for ahead, training in seen)
+    for outs in outputs:  # every visitor's last update: the results table, the students and the prepared run
+        status, _, _, table, students, prepared = outs[-1]
+        assert "done" in status and table["visible"] and table["value"] is not None, status
+        assert students is not None and prepared.prepared
