@@ -153,9 +153,6 @@ def long_teacher_zip(tmp_path_factory) -> Path:
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(strict=True, reason=(
-    "Stop ends the teacher only at its next epoch (~7 s here), not at its next batch: the handler's thread is "
-    "blocked in next() on the pool's stream, which yields only per TeacherEpoch, so Gradio cannot close it sooner"))
 def test_stop_ends_a_teacher_s_training_within_3_s(app_process, long_teacher_zip, screenshots, tmp_path):
     """Acceptance: Stop pressed during a Your-data teacher's training (10 epochs) leaves the server process as idle
     as before Start from 3 s after the press, and the status says Stopped."""
@@ -246,7 +243,7 @@ def test_visitors_starting_your_data_runs_at_once_queue_for_the_pool_s_slots(vis
     monkeypatch.setattr(own_data, "preparation", counted_preparation)
     pool = StackPool(train=counted_train, max_running=slots)
     services = Services(runs=shared_runs.SharedRuns(max_running=visitors), sweeps=shared_runs.SharedRuns(),
-                        pool=pool, sweep_on_device=train_stack, training_visitors=visitors, concurrent_runs=slots)
+                        pool=pool, training_visitors=visitors, concurrent_runs=slots)
     zips = [zip_folder(write_images(tmp_path / f"visitor-{i}" / "colours", {"red": 200, "green": 200, "blue": 200},
                                     size=8, mode="RGB", seed=i), tmp_path / f"visitor-{i}.zip")
             for i in range(visitors)]  # each its own images: its own teacher and its own students
