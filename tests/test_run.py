@@ -12,8 +12,10 @@ import pytest
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
+from kd_core.engine.train import check_cpu_budget, roles
 from kd_core.models import checkpoints
 from kd_core.run import resolve_run
+from kd_core.serve import zerogpu
 from kd_core.serve.shared_runs import SharedRuns
 from kd_core.serve.stack_pool import StackPool
 from kd_core.views.joined import join_run
@@ -56,10 +58,11 @@ def test_a_cli_run_reads_and_hashes_its_teacher_once(fashion, teacher_reads, cap
 
 
 def test_an_app_run_reads_and_hashes_its_teacher_once(fashion, teacher_reads):
-    """The app's path: the run resolved in the handler, its key, the pool's plan and budget check, the engine, the
-    results table and the model card all read the Run."""
+    """The app's path: the run resolved in the handler; its ZeroGPU duration, its key, the pool's plan and budget
+    check, the engine, the results table and the model card all read the Run."""
     run = resolve_run(RunConfig(train_size=500, epochs=1, repeats=2))
-    pool = StackPool(window_s=0.05, fits=lambda run, seeds, roles: True)
+    assert zerogpu.duration(run, roles(run.config)) > 0  # what a ZeroGPU call declares reads the run too
+    pool = StackPool(window_s=0.05, fits=lambda run, seeds, roles: check_cpu_budget(run, repeats=seeds) is None)
     views = list(join_run(SharedRuns(max_running=4), run, partial(live_run, train=pool.events)))
     assert views[-1].table is not None and views[-1].kd_checkpoint.with_suffix(".md").is_file()
     assert teacher_reads == ["bytes"]

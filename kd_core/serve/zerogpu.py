@@ -44,7 +44,7 @@ from kd_core.engine.roles import FEATURE_METHODS, Role
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
-from kd_core.run import Run
+from kd_core.run import Run, Teacher
 from kd_core.teacher import logits as teacher
 
 CAP_SECONDS = 120  # the longest call a visitor without login may declare (the unauthenticated tier's cap)
@@ -74,17 +74,20 @@ class Work:
     flops: float  # students' training and evaluation, the teacher's passes
 
 
-def stack_work(cfg: RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None,
+def stack_work(cfg: Run | RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None,
                grid: int = 0) -> Work:
     """The work of one call: `roles` (default: CE and cfg's methods, or CE and `grid` KD students for a sweep)
-    for every one of `seeds` (default: cfg's repeats), over cfg's data."""
+    for every one of `seeds` (default: cfg's repeats), over cfg's data. A resolved run's teacher is read from the
+    run; a bare config's (the declared durations' table) is looked up."""
+    teacher = cfg.teacher if isinstance(cfg, Run) else None
+    cfg = cfg.config if isinstance(cfg, Run) else cfg
     steps, samples = _samples(cfg)
     per_seed = len(roles) if roles is not None else 1 + (grid or len(cfg.methods))
     students = per_seed * (len(seeds) if seeds is not None else cfg.repeats)
     methods = {role.method for role in roles} if roles is not None else set(cfg.methods)
     evaluated = LIVE_VALIDATION * (cfg.evaluations + 1) + VALIDATION_SIZE + TEST_SET_SIZE
     flops = students * student_flops(cfg.student, cfg.dataset) * (3 * samples + evaluated)
-    return Work(steps, cfg.evaluations + 3, flops + _teacher_flops(cfg, methods, students // per_seed))
+    return Work(steps, cfg.evaluations + 3, flops + _teacher_flops(cfg, methods, students // per_seed, teacher))
 
 
 def _labelled(cfg: RunConfig) -> int:
@@ -102,10 +105,10 @@ def _samples(cfg: RunConfig) -> tuple[int, int]:
     return math.ceil(labelled / cfg.batch_size) * cfg.epochs, labelled * cfg.epochs
 
 
-def _teacher_flops(cfg: RunConfig, methods: set[str], seeds: int) -> float:
+def _teacher_flops(cfg: RunConfig, methods: set[str], seeds: int, resolved: Teacher | None = None) -> float:
     """The teacher's forward passes: its logits when none are shipped beside the checkpoint, its features
     for the feature methods (cached or not: an upper bound), every augmented batch of every seed."""
-    path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
+    path = resolved.path if resolved else checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     samples = 0
     if not teacher.logits_paths(path, key="")[0].is_file():  # the shipped copy's name has no key in it
         samples += TRAIN_SET_SIZES[cfg.dataset] + TEST_SET_SIZE
@@ -115,7 +118,8 @@ def _teacher_flops(cfg: RunConfig, methods: set[str], seeds: int) -> float:
         samples += _samples(cfg)[1] * seeds
     if not samples:
         return 0.0
-    return samples * _forward_flops(checkpoints.read_metadata(path)["arch"], IMAGE_SHAPES[cfg.dataset])
+    meta = resolved.meta if resolved else checkpoints.read_metadata(path)
+    return samples * _forward_flops(meta["arch"], IMAGE_SHAPES[cfg.dataset])
 
 
 def student_flops(name: str, dataset: str) -> int:
@@ -142,7 +146,7 @@ def estimate_seconds(work: Work) -> int:
     return ROUND_S * math.ceil(SAFETY * seconds / ROUND_S)
 
 
-def gpu_seconds(cfg: RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None) -> int:
+def gpu_seconds(cfg: Run | RunConfig, roles: Sequence[Role] | None = None, seeds: Sequence[int] | None = None) -> int:
     """Estimated GPU seconds of one call training `roles` × `seeds` (default: cfg's run), uncapped."""
     return estimate_seconds(stack_work(cfg, roles, seeds))
 
@@ -156,7 +160,6 @@ def duration(cfg: Run | RunConfig, roles: Sequence[Role] | None = None, *args: A
              seeds: Sequence[int] | None = None, cap: float = CAP_SECONDS, **kwargs: Any) -> int:
     """What `spaces.GPU(duration=...)` is given for `engine.train_stack(run, roles, seeds=...)`: the call's
     estimate, at most `cap`. ZeroGPU calls it with the decorated function's arguments; others are ignored."""
-    cfg = cfg.config if isinstance(cfg, Run) else cfg  # (the estimate reads the config's fields alone)
     return int(min(cap, gpu_seconds(cfg, roles, seeds)))
 
 
