@@ -99,6 +99,7 @@ def test_an_exported_fashion_mnist_folder_gives_the_built_in_run(fashion, tmp_pa
     assert summary["classes"] == list(folder.classes)
     assert summary["data"] == {"source": str(tmp_path / "fm"), "fingerprint": sources.fingerprint(folder)}
     assert summary["teacher"] == "default" and "teacher_train_seconds" not in summary
+    assert summary["config"]["dataset"] == "folder:fm"  # the data it trained on, not the built-in default's name
 
 
 def test_a_zip_decodes_to_the_folder_s_tensors(tmp_path):
