@@ -20,16 +20,14 @@ from kd_core.engine.train import distill, kd_index, run_result, save_student
 from kd_core.models import checkpoints
 from kd_core.publish.card import model_card, run_card_summary, write_card
 from kd_core.run import (
-    LogitsProgress,
     Run,
-    TeacherEpoch,
-    TeacherProgress,
     prepare,
     resolve_device,
     resolve_run,
 )
 from kd_core.teacher.logits import save_logits_beside, teacher_logits
 from kd_core.teacher.training import RECIPE, TeacherRecipe
+from kd_core.views.teacher import teacher_line
 
 
 def say(line: str) -> None:
@@ -39,14 +37,8 @@ def say(line: str) -> None:
 def print_event(event: object, cfg: RunConfig) -> None:
     """One line on stderr for an event of the run's stream (the teacher's preparation, then the students')."""
     kd = kd_index(cfg)
-    if isinstance(event, TeacherEpoch):
-        say(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  loss {event.train_loss:.4f}  val acc "
-            f"{event.val_acc:.4f}  {event.seconds:.0f}s")
-    elif isinstance(event, TeacherProgress):
-        say(f"teacher epoch {event.epoch}/{cfg.teacher_epochs}  step {event.step:,}/{event.total_steps:,}  "
-            f"{event.images_per_s:,.0f} images/s  about {event.eta_s:,.0f}s left")
-    elif isinstance(event, LogitsProgress):
-        say(f"teacher logits: {event.done:,}/{event.total:,} images")
+    if (line := teacher_line(event, cfg.teacher_epochs)) is not None:
+        say(line)
     elif isinstance(event, StackStarted):
         for note in event.notes:
             say(note)

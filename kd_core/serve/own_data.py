@@ -19,12 +19,10 @@ from PIL import Image
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import sources
 from kd_core.data.datasets import Dataset
-from kd_core.engine.events import Queued
 from kd_core.engine.loop import resolve_device
 from kd_core.models import external, predict
 from kd_core.models import zoo as models
-from kd_core.run import LogitsProgress, Run, TeacherEpoch, TeacherProgress, prepare, resolve_run
-from kd_core.serve.stack_pool import queued_status
+from kd_core.run import Run, prepare, resolve_run
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")
@@ -101,21 +99,6 @@ def preparation(run: Run) -> Callable[[Callable[[object], None], Callable[[], bo
     reads, and returns the prepared run."""
     device = resolve_device(run.config.device)
     return lambda emit, should_stop: prepare(run, device, on_event=emit, should_stop=should_stop)
-
-
-def status_line(event: object, run: Run) -> str:
-    """The Your data tab's status line for one event of the teacher's preparation."""
-    if isinstance(event, Queued):
-        return queued_status(event)
-    if isinstance(event, TeacherEpoch):
-        return (f"teacher epoch {event.epoch}/{run.config.teacher_epochs}: validation accuracy "
-                f"{100 * event.val_acc:.1f}%")
-    if isinstance(event, TeacherProgress):
-        return (f"teacher epoch {event.epoch}/{run.config.teacher_epochs}: step {event.step:,} of "
-                f"{event.total_steps:,}, {event.images_per_s:,.0f} images/s, about {event.eta_s:,.0f} s left")
-    if isinstance(event, LogitsProgress):
-        return f"the teacher's logits: {event.done:,} of {event.total:,} images"
-    return f"{run.dataset.note}; preparing the teacher {run.config.teacher}…"
 
 
 def predict_own(picture: Image.Image, prepared: Run | None, students, k: int = 3) -> dict[str, dict]:

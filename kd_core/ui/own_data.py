@@ -6,6 +6,7 @@ and verdict, and a picture predicted with the run's own class names (kd_core.ser
 from __future__ import annotations
 
 import html
+import itertools
 
 import gradio as gr
 from PIL import Image
@@ -14,7 +15,9 @@ from kd_core.config import MAX_REPEATS
 from kd_core.run import Run
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.views import joined, plots
+from kd_core.views import joined
+from kd_core.views.teacher import plots
+from kd_core.views.teacher import status_line as teacher_status
 
 
 @user_errors
@@ -26,12 +29,18 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
                               teacher_image_size, student, epochs, repeats)  # resolved once, here
     prepared = run
     # the teacher's preparation takes a training slot like any stack: Stop or a closed tab ends it at the next batch
-    for event in (services.pool.job(own_data.preparation(run)) if not run.prepared else ()):
-        if isinstance(event, Run):
-            prepared = event
-            break
-        yield (f'<div class="kd-status">{html.escape(own_data.status_line(event, run))}</div>', gr.skip(),
-               gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    preparation = services.pool.job(own_data.preparation(run)) if not run.prepared else iter(())
+    try:
+        for event in itertools.chain([None], preparation):  # None: the first line, "preparing the teacher…"
+            if isinstance(event, Run):
+                prepared = event
+                break
+            yield (f'<div class="kd-status">{html.escape(teacher_status(event, run))}</div>', gr.skip(),
+                   gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    finally:  # Stop or a closed tab: the job's slot is given back, its training stopped at the next batch
+        getattr(preparation, "close", lambda: None)()
+    if not prepared.prepared:  # the pool was shutting down: nothing was trained
+        return
     updates = ViewUpdates()
     for view in joined.join_run(services.runs, prepared, live_run_here(services.pool)):
         done = view.table is not None
