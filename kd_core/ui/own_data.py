@@ -15,8 +15,7 @@ from kd_core.config import MAX_REPEATS
 from kd_core.run import Run
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.views import joined
-from kd_core.views.teacher import plots
+from kd_core.views import joined, plots
 from kd_core.views.teacher import status_line as teacher_status
 
 
