@@ -30,7 +30,8 @@ garments look alike), and KD wins in every seed; with all 55,000 labels the CE s
 def header(services: Services) -> str:
     return (f"Training runs on **{session.device_label()}** · one run is capped at {settings.MAX_APP_EPOCHS} "
             f"epochs and {settings.max_run_seconds():g} s; runs that differ only in T, α, methods or seeds train "
-            f"together as one stack, {services.concurrent_runs} stacks at a time, others wait in the queue.")
+            f"together as one stack; {services.concurrent_runs} training slots, which stacks, sweeps and Your-data "
+            f"teachers share, and others wait in the queue.")
 
 
 def delete_session_state(page: gr.Blocks, session_hash: str) -> None:
