@@ -12,7 +12,7 @@ import gradio as gr
 from PIL import Image
 
 from kd_core.config import MAX_REPEATS
-from kd_core.run import Run
+from kd_core.run import Run, TeacherEpoch
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
 from kd_core.views import joined, plots
@@ -29,13 +29,15 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
     prepared = run
     # the teacher's preparation takes a training slot like any stack: Stop or a closed tab ends it at the next batch
     preparation = services.pool.job(own_data.preparation(run)) if not run.prepared else iter(())
+    last_epoch = None
     try:
         for event in itertools.chain([None], preparation):  # None: the first line, "preparing the teacher…"
             if isinstance(event, Run):
                 prepared = event
                 break
-            yield (f'<div class="kd-status">{html.escape(teacher_status(event, run))}</div>', gr.skip(),
-                   gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            last_epoch = event if isinstance(event, TeacherEpoch) else last_epoch
+            yield (f'<div class="kd-status">{html.escape(teacher_status(event, run, last_epoch))}</div>',
+                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
     finally:  # Stop or a closed tab: the job's slot is given back, its training stopped at the next batch
         getattr(preparation, "close", lambda: None)()
     if not prepared.prepared:  # the pool was shutting down: nothing was trained

@@ -21,9 +21,12 @@ def teacher_line(event: object, epochs: int) -> str | None:
     return None
 
 
-def status_line(event: object | None, run: Run) -> str:
-    """The Your data tab's status while the run's teacher is prepared (None: before its first event)."""
+def status_line(event: object | None, run: Run, last_epoch: TeacherEpoch | None = None) -> str:
+    """The Your data tab's status while the run's teacher is prepared (None: before its first event); between
+    epochs, the last finished epoch's validation accuracy stays in the line (`last_epoch`)."""
     if isinstance(event, Queued):
         return queued_status(event)
     line = teacher_line(event, run.config.teacher_epochs)
+    if isinstance(event, TeacherProgress) and last_epoch is not None:
+        line += f" · after epoch {last_epoch.epoch}: validation accuracy {100 * last_epoch.val_acc:.1f}%"
     return line or f"{run.dataset.note}; preparing the teacher {run.config.teacher}…"
