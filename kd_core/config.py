@@ -22,6 +22,7 @@ MAX_TEMPERATURE = 100.0  # beyond this every softened distribution is uniform to
 CPU_TFLOP_PER_S = 0.07
 MAX_IMAGE_SIZE = 1024  # image_size, teacher_image_size: a side in pixels
 MAX_TEACHER_EPOCHS = 200
+MAX_CLASSES = 1000  # classes in a user's data at most (kd_core.data.sources.Limits' default)
 # method -> its loss in one line (the app shows these beside the method picker)
 METHODS = {
     "kd": "Hinton KD: α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE",
@@ -98,9 +99,7 @@ class RunConfig:
         _check_int("cpu_threads", self.cpu_threads, low=1, high=256)
         _check_number("event_interval_s", self.event_interval_s, low=0.0, high=3600.0)
         _check_number("max_seconds", self.max_seconds, low=0.0, high=7 * 24 * 3600.0)
-        if self.hide_class is not None:
-            high = (num_classes - 1) if num_classes else 9
-            _check_int("hide_class", self.hide_class, low=0, high=high)
+        self.check_hidden_class(num_classes or MAX_CLASSES)  # (a user's data: checked again once it is read)
         from kd_core.models.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
@@ -124,6 +123,12 @@ class RunConfig:
         if not isinstance(self.teacher, str) or not self.teacher:
             raise ValueError("teacher must be a checkpoint path or 'default'")
         return self
+
+    def check_hidden_class(self, num_classes: int) -> None:
+        """ValueError unless `hide_class` is None or one of the data's `num_classes` classes (known once a user's
+        data is read: kd_core.run.resolve_run asks again then)."""
+        if self.hide_class is not None:
+            _check_int("hide_class", self.hide_class, low=0, high=num_classes - 1)
 
     @property
     def seeds(self) -> tuple[int, ...]:

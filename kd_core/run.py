@@ -77,9 +77,7 @@ def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
             from kd_core.data.sources import resolve_dataset
 
             dataset = resolve_dataset(cfg)
-        if cfg.hide_class is not None and cfg.hide_class >= dataset.num_classes:
-            raise ValueError(f"hide_class must be a whole number in [0, {dataset.num_classes - 1}]; "
-                             f"got {cfg.hide_class!r}")
+        cfg.check_hidden_class(dataset.num_classes)
         return Run(cfg, dataset, None)
     cfg.validate(len(CLASSES[cfg.dataset]) if cfg.dataset in CLASSES else None)
     path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
@@ -91,9 +89,9 @@ def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
 def prepare(run: Run, device: str | torch.device = "cpu", *, on_event: Callable[[object], None] = lambda e: None,
             should_stop: Callable[[], bool] = lambda: False, recipe: TeacherRecipe = RECIPE) -> Run:
     """`run` with its teacher prepared: trained on the data first when asked (a `TeacherEpoch` event per epoch, a
-    `TeacherProgress` at most every second between them),
-    saved as a checkpoint, and its logits computed (`LogitsProgress` events). `should_stop()` is asked at every
-    batch; `Stopped` ends the work there. A prepared run comes back as it is."""
+    `TeacherProgress` at most every second between them), saved as a checkpoint, and its logits computed
+    (`LogitsProgress` events). `should_stop()` is asked at every batch; `Stopped` ends the work there. A prepared
+    run comes back as it is."""
     if run.prepared:
         return run
     cfg = run.config
