@@ -167,10 +167,10 @@ def busiest(stacks: Sequence[Stack], cores: int) -> int:
 class Member:
     """One request: its run and roles (or a job's work), its readers, and where it trains."""
 
-    def __init__(self, run: Run | None, roles: tuple[Role, ...]) -> None:
+    def __init__(self, run: Run | None, roles: tuple[Role, ...], work: Callable | None = None) -> None:
         self.run, self.roles = run, roles
         self.cfg = run.config if run is not None else None
-        self.work: Callable | None = None  # a job's work (StackPool.job), else None
+        self.work = work  # a job's work (StackPool.job), else None
         self.readers = 1
         self.stack: Stack | None = None  # the pending requests it joined, then the stack `plan` put it in
         self.projection: Projection | None = None  # once its stack starts

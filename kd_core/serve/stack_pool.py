@@ -160,9 +160,7 @@ class StackPool:
         """A job that is not a stack (a teacher's preparation) in a slot of its own: `work(emit, should_stop)`
         emits its events and asks `should_stop()` at every batch (then raises `Stopped`); the stream is Queued
         while it waits, its events, then what `work` returned."""
-        member = Member(None, ())
-        member.work = work
-        return self._enter(member)
+        return self._enter(Member(None, (), work))
 
     def _enter(self, member: Member) -> Iterator:
         with self._changed:
@@ -257,24 +255,8 @@ class StackPool:
 
     def _produce(self, stack: Stack) -> None:
         """The stack's thread: record every engine event; stop when no member has a reader."""
-        state = "finished"
         try:
-            if stack.work is not None:
-                state = self._work(stack)
-                raise StopIteration
-            generator = self.train(stack.run, tuple(stack.roles), seeds=tuple(stack.seeds))
-            try:
-                for event in generator:
-                    with self._changed:
-                        stack.events.append(event)
-                        self._changed.notify_all()
-                        if not stack.has_readers() or self._closing:
-                            state = "stopped"
-                            break
-            finally:
-                generator.close()
-        except StopIteration:
-            pass
+            state = (self._train if stack.work is None else self._work)(stack)
         except BaseException as error:  # noqa: BLE001 -- handed to every member, who raise it
             stack.error, state = error, "failed"
         with self._changed:
@@ -285,6 +267,20 @@ class StackPool:
             self._threads.discard(threading.current_thread())
             self._start_ready()
             self._changed.notify_all()
+
+    def _train(self, stack: Stack) -> str:
+        """A stack's thread: every engine event recorded; "stopped" when no member has a reader any more."""
+        generator = self.train(stack.run, tuple(stack.roles), seeds=tuple(stack.seeds))
+        try:
+            for event in generator:
+                with self._changed:
+                    stack.events.append(event)
+                    self._changed.notify_all()
+                    if not stack.has_readers() or self._closing:
+                        return "stopped"
+        finally:
+            generator.close()
+        return "finished"
 
     def _work(self, stack: Stack) -> str:
         """A job's thread: `work(emit, should_stop)`, its result the last event; "stopped" when its readers left."""
