@@ -62,7 +62,7 @@ def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zip, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     shots = Path(os.environ.get("KD_SCREENSHOT_DIR", tmp_path))
     picture = tmp_path / "red.png"
@@ -84,6 +84,10 @@ def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zi
         finally:
             page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
         page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
+        # T and α were chosen on the zip's validation split (on by default), and the why panel follows the run
+        expect(page.locator("#own-chosen")).to_contain_text("Chosen on your validation split: T = ")
+        expect(page.locator("#own-why")).to_contain_text("Agreement with the teacher")
+        expect(page.locator("#own-reliability canvas")).to_be_visible()
         page.locator("input[type=file]").last.set_input_files(str(picture))
         page.locator(".output-class").first.wait_for(timeout=60_000)
         labels = page.locator(".output-class").all_inner_texts()

@@ -95,3 +95,30 @@ def test_the_choice_reads_validation_only_changed_test_labels_give_the_same_choi
     assert [(row["T"], row["alpha"]) for row in choices[0]["grid"]] == [(1, 0.1), (1, 0.9), (4, 0.1), (4, 0.9)]
     best = max(choices[0]["grid"], key=lambda row: row["val_kd_minus_ce"])
     assert (choices[0]["T"], choices[0]["alpha"]) == (best["T"], best["alpha"])
+
+
+def test_the_why_views_show_the_summary_s_figures():
+    from kd_core.views import plots
+    from kd_core.views import why as views
+
+    bins = [{"lower": b / 15, "upper": (b + 1) / 15, "count": 0, "confidence": None, "accuracy": None}
+            for b in range(15)]
+    bins[14] = {**bins[14], "count": 8, "confidence": 0.97, "accuracy": 0.9}
+    summary = {"agreement": {"ce_top1": 0.8, "kd_top1": 0.85, "ce_copied_errors": 0.4, "kd_copied_errors": 0.5,
+                             "teacher_errors": 0.1},
+               "calibration": {"teacher": 0.012, "ce": 0.07, "kd": 0.03},
+               "reliability": {"teacher": bins, "ce": bins, "kd": bins},
+               "per_class": [{"class": "cat", "ce_acc": 0.5, "kd_acc": 0.6}, {"class": "dog", "ce_acc": 0.9,
+                                                                             "kd_acc": 0.8}]}
+    text = views.why_html(summary)
+    assert "CE 80.0 %, KD 85.0 %" in text and "teacher 1.2 %, CE 7.0 %, KD 3.0 %" in text
+    assert "gained most: cat +10.0; lost most: dog -10.0" in text
+    spec = views.reliability_spec(summary)
+    assert [(row["model"], row["images"]) for row in spec["data"]["values"]] == [
+        (plots.TEACHER, 8), (plots.CE, 8), (plots.KD, 8)]  # empty bins drawn nowhere
+    plots.spec_json(spec)  # no NaN: valid JSON for the browser
+    assert views.why_html(None) == "" and views.chosen_html(None) == ""
+    chosen = {"T": 2.0, "alpha": 0.1, "grid": [{"T": t, "alpha": a, "val_kd_minus_ce": 0.01 * t - a / 10}
+                                              for t in (1.0, 2.0) for a in (0.1, 0.9)]}
+    table = views.chosen_html(chosen)
+    assert "T = 2, α = 0.1" in table and table.count("<tr>") == 3 and "<td><b>+1.00</b></td>" in table

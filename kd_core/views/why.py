@@ -20,8 +20,9 @@ def why_html(summary: dict | None) -> str:
     agreement, calibration = summary["agreement"], summary["calibration"]
     gained, lost = gains(summary["per_class"])
 
-    def classes(rows: list[dict]) -> str:
-        return ", ".join(f"{html.escape(str(r['class']))} {100 * (r['kd_acc'] - r['ce_acc']):+.1f}" for r in rows)
+    def classes(rows: list[dict]) -> str:  # (a difference that rounds to ±0.0 points is no gain or loss)
+        return ", ".join(f"{html.escape(str(r['class']))} {100 * (r['kd_acc'] - r['ce_acc']):+.1f}" for r in rows
+                         if abs(r["kd_acc"] - r["ce_acc"]) >= 0.0005)
 
     lines = [
         f"<b>Agreement with the teacher</b> (test images where the student's top-1 is the teacher's): CE "
@@ -53,9 +54,14 @@ def reliability_spec(summary: dict) -> dict:
                 {"data": {"values": [{"confidence": 0, "accuracy": 0}, {"confidence": 100, "accuracy": 100}]},
                  "mark": {"type": "line", "strokeDash": [4, 4], "color": "#999999"},
                  "encoding": {"x": {"field": "confidence", **axis}, "y": {"field": "accuracy", **axis}}},
-                {"mark": {"type": "line", "point": True, "strokeWidth": 2},
+                {"mark": {"type": "line", "strokeWidth": 2},
                  "encoding": {"x": {"field": "confidence", **axis, "title": "mean confidence (%)"},
-                              "y": {"field": "accuracy", **axis, "title": "accuracy (%)"}, "color": colour,
+                              "y": {"field": "accuracy", **axis, "title": "accuracy (%)"}, "color": colour}},
+                # a point's area follows its bin's images: a bin of three images says little
+                {"mark": {"type": "circle", "opacity": 0.8},
+                 "encoding": {"x": {"field": "confidence", **axis}, "y": {"field": "accuracy", **axis},
+                              "color": colour, "size": {"field": "images", "type": "quantitative", "legend": None,
+                                                        "scale": {"range": [10, 250]}},
                               "tooltip": [{"field": "model"}, {"field": "confidence", "format": ".1f"},
                                           {"field": "accuracy", "format": ".1f"}, {"field": "images"}]}}]}
 
@@ -64,8 +70,16 @@ def chosen_html(chosen: dict | None) -> str:
     """The T and α chosen on the validation split, and every cell's validation KD − CE; empty when not chosen."""
     if not chosen:
         return ""
-    cells = "".join(f"<td>T={row['T']:g}, α={row['alpha']:g}: {100 * row['val_kd_minus_ce']:+.2f}</td>"
-                    for row in chosen["grid"])
+    temperatures = list(dict.fromkeys(row["T"] for row in chosen["grid"]))
+    alphas = list(dict.fromkeys(row["alpha"] for row in chosen["grid"]))
+    gain = {(row["T"], row["alpha"]): row["val_kd_minus_ce"] for row in chosen["grid"]}
+
+    def cell(t: float, a: float) -> str:
+        text = f"{100 * gain[t, a]:+.2f}"
+        return f"<td><b>{text}</b></td>" if (t, a) == (chosen["T"], chosen["alpha"]) else f"<td>{text}</td>"
+
+    head = "<tr><th></th>" + "".join(f"<th>α = {a:g}</th>" for a in alphas) + "</tr>"
+    rows = "".join(f"<tr><th>T = {t:g}</th>" + "".join(cell(t, a) for a in alphas) + "</tr>" for t in temperatures)
     return (f'<div class="kd-chosen"><b>Chosen on your validation split: T = {chosen["T"]:g}, '
-            f'α = {chosen["alpha"]:g}</b> (validation accuracy KD − CE, points, mean over seeds; the test split '
-            f'is reported once, with these values)<table><tr>{cells}</tr></table></div>')
+            f'α = {chosen["alpha"]:g}</b>. Validation accuracy KD − CE (points, mean over the seeds) of each '
+            f'(T, α); the test split is reported once, at the chosen values.<table>{head}{rows}</table></div>')
