@@ -284,6 +284,9 @@ def test_visitors_starting_your_data_runs_at_once_queue_for_the_pool_s_slots(vis
     assert sum(1 for seen in places if seen) >= visitors - slots, "a visitor waited without seeing its place"
     assert all(ahead < visitors - slots and training <= slots for seen in places for ahead, training in seen)
     for outs in outputs:  # every visitor's last update: the results table, the students and the prepared run
-        status, _, _, table, students, prepared = outs[-1]
+        status, _, _, table, students, prepared, _ = outs[-1]
         assert "done" in status and table["visible"] and table["value"] is not None, status
         assert students is not None and prepared.prepared
+        # T and α were chosen on the visitor's validation split first (on by default), and the run used them
+        [chosen] = [out[-1] for out in outs if isinstance(out[-1], str) and out[-1]]
+        assert f"T = {prepared.config.temperature:g}, α = {prepared.config.alpha:g}" in chosen
