@@ -190,7 +190,8 @@ class RunResult:
         teacher = self.stack.teacher_test_logits
         if teacher is None or self.stack.test_logits.shape[1] == 0:
             return {}
-        labels = resolve_dataset(self.config).test_labels[:teacher.shape[0]]  # already in memory: the run loaded it
+        dataset = resolve_dataset(self.config)  # already in memory: the run loaded it
+        labels = dataset.test_labels[:teacher.shape[0]]
         students = {role: self.seed_logits(role) for role in ("ce", "kd")}
         agreement = {role: [why.agreement(seed, teacher, labels) for seed in logits]
                      for role, logits in students.items()}
@@ -200,9 +201,8 @@ class RunResult:
         reliability = {"teacher": why.calibration_bins(teacher, labels),
                        **{role: why.calibration_bins(logits.flatten(0, 1), labels.repeat(len(logits)))
                           for role, logits in students.items()}}  # every seed's images pooled
-        classes = resolve_dataset(self.config).classes
         per_class = [{"class": name, "ce_acc": ce, "kd_acc": kd}
-                     for name, ce, kd in zip(classes, self.ce_class_acc, self.kd_class_acc, strict=True)]
+                     for name, ce, kd in zip(dataset.classes, self.ce_class_acc, self.kd_class_acc, strict=True)]
         return {"agreement": {f"{role}_{key}": mean_std([seed[key] for seed in rows])[0]
                               for role, rows in agreement.items() for key in ("top1", "copied_errors")}
                 | {"teacher_errors": why.agreement(teacher, teacher, labels)["teacher_errors"]},
