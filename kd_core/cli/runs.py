@@ -167,11 +167,21 @@ def distill_command(cfg: RunConfig, save_to: str | None, argv: list[str],
         if isinstance(event, StackFinished):
             result = run_result(event.result)
             say(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}")
+            say_why(result.why())
             for method in result.methods() if len(cfg.methods) > 1 else ():
                 say(f"  {method['method']}: {method['acc']:.4f} ± {method['acc_std']:.4f}; {method['verdict']}")
     if save_to:
         save_students(result, Path(save_to), argv)
     return {**with_data(result.summary(), run), **added, "chosen": chosen}
+
+
+def say_why(why: dict) -> None:
+    """One line of what KD changed besides top-1 (the JSON's agreement and calibration)."""
+    if why:
+        agreement, ece = why["agreement"], why["calibration"]
+        say(f"why: the student repeats the teacher's mistakes on {100 * agreement['kd_copied_errors']:.1f}% of them "
+            f"with KD, {100 * agreement['ce_copied_errors']:.1f}% with CE; calibration error (ECE, 15 bins) teacher "
+            f"{100 * ece['teacher']:.1f}%, CE {100 * ece['ce']:.1f}%, KD {100 * ece['kd']:.1f}%")
 
 
 def save_students(result, directory: Path, argv: list[str]) -> None:
