@@ -24,6 +24,7 @@ import torch
 from kd_core.cli import runs
 from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
 from kd_core.data.datasets import DatasetUnavailable
+from kd_core.engine.choose import ALPHAS, TEMPERATURES
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.engine.train import TrainingDiverged, resolve_device
@@ -170,9 +171,14 @@ def build_parser() -> Parser:
 
     distill = commands.add_parser("distill", help="train a CE student and a KD student side by side")
     add_run_options(distill)
-    distill.add_argument("--T", type=float, default=DEFAULTS.temperature, help="temperature > 0")
-    distill.add_argument("--alpha", type=float, default=DEFAULTS.alpha,
-                         help="weight on the teacher's soft targets, in [0, 1]")
+    distill.add_argument("--T", type=runs.number_or_auto, default=None,
+                         help=f"temperature > 0, or auto: chosen on the validation split from "
+                              f"{', '.join(f'{t:g}' for t in TEMPERATURES)} (the default with --data; "
+                              f"else {DEFAULTS.temperature:g})")
+    distill.add_argument("--alpha", type=runs.number_or_auto, default=None,
+                         help=f"weight on the teacher's soft targets, in [0, 1], or auto: chosen on the validation "
+                              f"split from {', '.join(f'{a:g}' for a in ALPHAS)} (the default with --data; "
+                              f"else {DEFAULTS.alpha:g})")
     distill.add_argument("--methods", type=method_list, default=DEFAULTS.methods,
                          help=f"distilling students trained beside the CE student, comma-separated: "
                               f"{', '.join(METHODS)} (formulas: kd_core/engine/roles.py)")
@@ -332,9 +338,12 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
 
 
 def cmd_distill(args: argparse.Namespace) -> dict:
-    cfg = run_config(args, temperature=args.T, alpha=args.alpha, augment=args.augment, pretrained=args.pretrained,
-                     methods=args.methods, dkd_beta=args.dkd_beta, feature_weight=args.feature_weight)
-    return runs.distill_command(cfg, args.save_students, args.argv)
+    grid = runs.choice_grid(args.T, args.alpha, args.data, args.methods)
+    cfg = run_config(args, temperature=runs.number_or(args.T, DEFAULTS.temperature),
+                     alpha=runs.number_or(args.alpha, DEFAULTS.alpha), augment=args.augment,
+                     pretrained=args.pretrained, methods=args.methods, dkd_beta=args.dkd_beta,
+                     feature_weight=args.feature_weight)
+    return runs.distill_command(cfg, args.save_students, args.argv, grid)
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:

@@ -535,6 +535,9 @@ def test_closing_the_tab_mid_run_stops_training_and_the_next_visitor_trains(serv
             page.get_by_role("button", name="Start", exact=True).click()
             expect(page.locator(".kd-status")).to_contain_text("done:", timeout=60_000)
             expect(page.get_by_text("Results on the 10,000 test images")).to_be_visible()
+            # why beside the verdict: agreement, calibration, per-class gains, and the reliability diagram drawn
+            expect(page.locator("#why")).to_contain_text("Calibration (expected calibration error, 15 bins")
+            expect(page.locator("#reliability canvas")).to_be_visible()
             [students] = live_students() - before
             run_dir = students.run_dir
             del students

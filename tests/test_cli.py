@@ -41,6 +41,23 @@ def test_distill_json_is_the_last_line(tmp_path):
     assert acc == pytest.approx(first_seed["kd_acc"], abs=1e-6)
 
 
+def test_auto_chooses_on_validation_and_a_number_keeps_its_value(capsys):
+    """--alpha auto with --T 2: a one-T grid over the α values, the run trained at the best cell by validation;
+    without --data and without auto, nothing is chosen and the defaults hold."""
+    options = ["distill", "--epochs", "1", "--train-size", "1000", "--repeats", "2", "--json"]
+    assert main([*options, "--T", "2", "--alpha", "auto"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    chosen = result["chosen"]
+    assert [(row["T"], row["alpha"]) for row in chosen["grid"]] == [(2.0, 0.1), (2.0, 0.5), (2.0, 0.9)]
+    best = max(chosen["grid"], key=lambda row: row["val_kd_minus_ce"])
+    assert (chosen["T"], chosen["alpha"]) == (best["T"], best["alpha"]) == (2.0, result["config"]["alpha"])
+    assert result["config"]["temperature"] == 2.0 and "chosen on validation: T=2" in captured.err
+    assert main(options) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["chosen"] is None and (result["config"]["temperature"], result["config"]["alpha"]) == (4.0, 0.9)
+
+
 def test_distill_feature_methods_take_their_weight(capsys):
     assert main(["distill", "--methods", "hint,cosine", "--feature-weight", "0.5", "--epochs", "2", "--train-size",
                  "1000", "--repeats", "2", "--json"]) == 0
@@ -53,7 +70,9 @@ def test_distill_feature_methods_take_their_weight(capsys):
 @pytest.mark.parametrize("args, message", [
     (["distill", "--T", "0"], "temperature"),
     (["distill", "--alpha", "2"], "alpha"),
-    (["distill", "--alpha", "abc"], "invalid float"),
+    (["distill", "--alpha", "abc"], "expected a number or auto, got 'abc'"),
+    (["distill", "--T", "auto", "--methods", "kd,dkd"], r"choose for Hinton KD alone \(--methods kd\)"),
+    (["distill", "--T", "auto", "--alpha", "2"], "alpha"),
     (["distill", "--epochs", "0"], "epochs"),
     (["distill", "--hide-class", "12"], "hide_class"),
     (["distill", "--student", "huge"], "invalid choice"),

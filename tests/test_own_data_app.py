@@ -62,7 +62,7 @@ def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zip, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     shots = Path(os.environ.get("KD_SCREENSHOT_DIR", tmp_path))
     picture = tmp_path / "red.png"
@@ -84,6 +84,10 @@ def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zi
         finally:
             page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
         page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
+        # T and α were chosen on the zip's validation split (on by default), and the why panel follows the run
+        expect(page.locator("#own-chosen")).to_contain_text("Chosen on your validation split: T = ")
+        expect(page.locator("#own-why")).to_contain_text("Agreement with the teacher")
+        expect(page.locator("#own-reliability canvas")).to_be_visible()
         page.locator("input[type=file]").last.set_input_files(str(picture))
         page.locator(".output-class").first.wait_for(timeout=60_000)
         labels = page.locator(".output-class").all_inner_texts()
@@ -280,6 +284,9 @@ def test_visitors_starting_your_data_runs_at_once_queue_for_the_pool_s_slots(vis
     assert sum(1 for seen in places if seen) >= visitors - slots, "a visitor waited without seeing its place"
     assert all(ahead < visitors - slots and training <= slots for seen in places for ahead, training in seen)
     for outs in outputs:  # every visitor's last update: the results table, the students and the prepared run
-        status, _, _, table, students, prepared = outs[-1]
+        status, _, _, table, students, prepared, _ = outs[-1]
         assert "done" in status and table["visible"] and table["value"] is not None, status
         assert students is not None and prepared.prepared
+        # T and α were chosen on the visitor's validation split first (on by default), and the run used them
+        [chosen] = [out[-1] for out in outs if isinstance(out[-1], str) and out[-1]]
+        assert f"T = {prepared.config.temperature:g}, α = {prepared.config.alpha:g}" in chosen

@@ -91,7 +91,10 @@ def test_an_exported_fashion_mnist_folder_gives_the_built_in_run(fashion, tmp_pa
     options = ["--epochs", "2", "--repeats", "2", "--train-size", "500"]
     code, summary, err = run_cli(["distill", "--data", str(tmp_path / "fm"), *options, "--json"], capsys)
     assert code == 0, err
-    cfg = RunConfig(epochs=2, repeats=2, train_size=500)
+    # no T or α given with --data: both were chosen on the validation split; the run is the built-in one at them
+    chosen = summary["chosen"]
+    assert (chosen["T"], chosen["alpha"]) in [(row["T"], row["alpha"]) for row in chosen["grid"]]
+    cfg = RunConfig(epochs=2, repeats=2, train_size=500, temperature=chosen["T"], alpha=chosen["alpha"])
     expected = train.run(cfg, builtin)
     assert [row["kd_acc"] for row in summary["per_seed"]] == expected.accuracies("kd")
     assert [row["ce_acc"] for row in summary["per_seed"]] == expected.accuracies("ce")

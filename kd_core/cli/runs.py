@@ -8,12 +8,14 @@ read the run; nothing resolves again.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
 from kd_core.config import RunConfig
+from kd_core.engine import choose
 from kd_core.engine.events import StackEvaluated, StackFinished, StackStarted
 from kd_core.engine.sweep import run_sweep
 from kd_core.engine.train import distill, kd_index, run_result, save_student
@@ -97,19 +99,89 @@ def with_data(summary: dict, run: Run) -> dict:
     return {**summary, **data_facts(run)}
 
 
-def distill_command(cfg: RunConfig, save_to: str | None, argv: list[str]) -> dict:
+# ------------------------------------------------------------------ T and α chosen on validation (engine.choose)
+
+def number_or_auto(text: str) -> float | str:
+    """--T and --alpha: a number, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
+def number_or(value: float | str | None, default: float) -> float:
+    return default if value in (None, "auto") else value
+
+
+def choice_grid(temperature: float | str | None, alpha: float | str | None, data: str,
+                methods: tuple[str, ...]) -> tuple[list[float], list[float]] | None:
+    """The (T, α) grid distill chooses from on the validation split (kd_core.engine.choose), or None. With --data,
+    T and α are auto unless given as numbers (None: not given); without it, only when asked for ("auto"). The grid's
+    students learn by Hinton KD, so a run with other methods keeps fixed values."""
+    auto = [value == "auto" or (value is None and bool(data)) for value in (temperature, alpha)]
+    if not any(auto):
+        return None
+    if tuple(methods) != ("kd",):
+        if "auto" in (temperature, alpha):
+            raise ValueError("--T auto and --alpha auto choose for Hinton KD alone (--methods kd); give numbers for "
+                             "other methods")
+        return None
+    return choose.grid(None if auto[0] else number_or(temperature, RunConfig.temperature),
+                       None if auto[1] else number_or(alpha, RunConfig.alpha))
+
+
+def choose_on_validation(run: Run, grid: tuple[list[float], list[float]]) -> dict:
+    """Train the grid (a line per evaluation on stderr: CE and the best cell so far) and return the choice."""
+    temperatures, alphas = grid
+    say(f"choosing T and α on the validation split: T ∈ {{{', '.join(f'{t:g}' for t in temperatures)}}} × "
+        f"α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}, trained as one stack with CE")
+
+    def show(event) -> None:
+        if isinstance(event, StackEvaluated) and event.step > 0:
+            best = max(event.mean(role) for role in range(1, len(event.accuracy[0])))
+            say(f"epoch {event.progress:.2f}/{run.config.epochs}  validation subset: CE acc {event.mean(0):.4f}  "
+                f"best KD cell {best:.4f}  {event.elapsed_s:.1f}s")
+
+    chosen = choose.choose(run, temperatures, alphas, show)
+    say(f"chosen on validation: T={chosen['T']:g}, α={chosen['alpha']:g} (" + ", ".join(
+        f"T={row['T']:g} α={row['alpha']:g} {100 * row['val_kd_minus_ce']:+.2f}" for row in chosen["grid"])
+        + " points KD − CE)")
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ distill, sweep
+
+def distill_command(cfg: RunConfig, save_to: str | None, argv: list[str],
+                    grid: tuple[list[float], list[float]] | None = None) -> dict:
+    """distill; with a `grid`, T and α are first chosen on the validation split, and the JSON says so (`chosen`)."""
     run, added = resolve(cfg)
+    chosen = None
+    if grid is not None:
+        chosen = choose_on_validation(run, grid)
+        run = run.replace(temperature=chosen["T"], alpha=chosen["alpha"])
     result = None
     for event in distill(run):
         print_event(event, run.config)
         if isinstance(event, StackFinished):
             result = run_result(event.result)
             say(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}")
+            say_why(result.why())
             for method in result.methods() if len(cfg.methods) > 1 else ():
                 say(f"  {method['method']}: {method['acc']:.4f} ± {method['acc_std']:.4f}; {method['verdict']}")
     if save_to:
         save_students(result, Path(save_to), argv)
-    return {**with_data(result.summary(), run), **added}
+    return {**with_data(result.summary(), run), **added, "chosen": chosen}
+
+
+def say_why(why: dict) -> None:
+    """One line of what KD changed besides top-1 (the JSON's agreement and calibration)."""
+    if why:
+        agreement, ece = why["agreement"], why["calibration"]
+        say(f"why: the student repeats the teacher's mistakes on {100 * agreement['kd_copied_errors']:.1f}% of them "
+            f"with KD, {100 * agreement['ce_copied_errors']:.1f}% with CE; calibration error (ECE, 15 bins) teacher "
+            f"{100 * ece['teacher']:.1f}%, CE {100 * ece['ce']:.1f}%, KD {100 * ece['kd']:.1f}%")
 
 
 def save_students(result, directory: Path, argv: list[str]) -> None:

@@ -106,6 +106,7 @@ class StackResult:
     stopped: str  # "" when all epochs ran, else why training stopped early
     students: object = field(repr=False)  # the stack, on CPU
     teacher: Teacher | None = field(default=None, repr=False)  # the run's (kd_core.run): path, hash, metadata
+    teacher_test_logits: torch.Tensor | None = field(default=None, repr=False)  # [N, K] the teacher's, test set
 
     def module(self, seed_index: int, role_index: int) -> torch.nn.Module:
         """One trained student as an ordinary module (CPU, eval mode)."""

@@ -324,7 +324,7 @@ class Trainer:
             test_logits=test_logits, val_logits=val_logits, teacher_val_logits=self.logits.train[val],
             epochs=epochs, seconds=seconds, samples_per_s=samples / seconds if seconds > 0 else 0.0,
             logits_seconds=self.logits.seconds, stopped=stopped, students=self.students.to("cpu"),
-            teacher=self.teacher)
+            teacher=self.teacher, teacher_test_logits=self.logits.test[:test_logits.shape[1]])
 
 
 def class_accuracy(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

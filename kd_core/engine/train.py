@@ -27,7 +27,7 @@ from torch import nn
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data.datasets import Dataset, student_indices
 from kd_core.data.sources import resolve_dataset
-from kd_core.engine import bias
+from kd_core.engine import bias, why
 from kd_core.engine.loop import (
     StackEvent,
     StackFinished,
@@ -175,7 +175,38 @@ class RunResult:
             "kd_method": self.kd_method,
             "unlabeled": self.config.unlabeled, "methods": self.methods(),
             **(self.bias_report() or {}),
+            **self.why(),
         }
+
+    def seed_logits(self, role: str) -> torch.Tensor:
+        """The test logits [seeds, N, K] of the "ce" or "kd" students."""
+        logits = self.stack.test_logits
+        return logits.view(len(self.seeds), len(self.stack.roles), *logits.shape[1:])[:, self.column(role)]
+
+    def why(self) -> dict:
+        """What KD changed besides top-1 (kd_core.engine.why), on the test set, means over seeds: `agreement` with the
+        teacher, `calibration` (ECE, 15 bins) and `reliability` (the bins) of the teacher, CE and KD, and `per_class`
+        test accuracy of CE and KD, every class. Empty when the students were not evaluated on the test set."""
+        teacher = self.stack.teacher_test_logits
+        if teacher is None or self.stack.test_logits.shape[1] == 0:
+            return {}
+        dataset = resolve_dataset(self.config)  # already in memory: the run loaded it
+        labels = dataset.test_labels[:teacher.shape[0]]
+        students = {role: self.seed_logits(role) for role in ("ce", "kd")}
+        agreement = {role: [why.agreement(seed, teacher, labels) for seed in logits]
+                     for role, logits in students.items()}
+        calibration = {"teacher": why.expected_calibration_error(teacher, labels),
+                       **{role: mean_std([why.expected_calibration_error(seed, labels) for seed in logits])[0]
+                          for role, logits in students.items()}}
+        reliability = {"teacher": why.calibration_bins(teacher, labels),
+                       **{role: why.calibration_bins(logits.flatten(0, 1), labels.repeat(len(logits)))
+                          for role, logits in students.items()}}  # every seed's images pooled
+        per_class = [{"class": name, "ce_acc": ce, "kd_acc": kd}
+                     for name, ce, kd in zip(dataset.classes, self.ce_class_acc, self.kd_class_acc, strict=True)]
+        return {"agreement": {f"{role}_{key}": mean_std([seed[key] for seed in rows])[0]
+                              for role, rows in agreement.items() for key in ("top1", "copied_errors")}
+                | {"teacher_errors": why.agreement(teacher, teacher, labels)["teacher_errors"]},
+                "calibration": calibration, "reliability": reliability, "per_class": per_class}
 
 
 # ------------------------------------------------------------------------------------------- the view

@@ -10,7 +10,7 @@ is capped like a run (`check_teacher_budget`): a CPU Space cannot be held for an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,10 +19,14 @@ from PIL import Image
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import sources
 from kd_core.data.datasets import Dataset
+from kd_core.engine import choose
+from kd_core.engine.events import Queued, StackEvaluated, StackFinished, StackStarted
 from kd_core.engine.loop import resolve_device
+from kd_core.engine.train import check_cpu_budget
 from kd_core.models import external, predict
 from kd_core.models import zoo as models
 from kd_core.run import Run, prepare, resolve_run
+from kd_core.serve.stack_pool import queued_status
 
 TEACHER_KINDS = ("Train one on my data", "Shipped teacher (Fashion-MNIST, 28×28 grey, 10 classes)",
                  "Hub id (a timm model)")
@@ -99,6 +103,35 @@ def preparation(run: Run) -> Callable[[Callable[[object], None], Callable[[], bo
     reads, and returns the prepared run."""
     device = resolve_device(run.config.device)
     return lambda emit, should_stop: prepare(run, device, on_event=emit, should_stop=should_stop)
+
+
+def choosing(run: Run, train: Callable[..., Iterator]) -> Iterator[str | dict]:
+    """T and α chosen on the validation split (kd_core.engine.choose) before the run: a status line per event of
+    the grid's stack (`train(run, roles)`: the app's stack pool), then the choice, a dict. Closing it stops the
+    grid's training."""
+    temperatures, alphas = choose.grid(None, None)
+    check_cpu_budget(run, students_per_seed=1 + len(temperatures) * len(alphas))  # ValueError: too big for a CPU
+    cells = len(temperatures) * len(alphas)
+    what = (f"choosing T and α on your validation split: {cells} KD students (T ∈ "
+            f"{{{', '.join(f'{t:g}' for t in temperatures)}}} × α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}) "
+            f"and CE per seed, trained as one stack")
+    events = choose.choosing(run, temperatures, alphas, train=train)
+    try:
+        yield what + "…"
+        for event in events:
+            if isinstance(event, Queued):
+                yield queued_status(event)
+            elif isinstance(event, StackStarted):
+                yield f"{what} · {event.total_steps:,} steps on {event.device}"
+            elif isinstance(event, StackEvaluated) and event.step:
+                best = max(event.mean(role) for role in range(1, 1 + cells))
+                yield (f"{what} · epoch {event.progress:.1f}/{run.config.epochs}, validation: CE "
+                       f"{100 * event.mean(0):.1f}%, best KD student {100 * best:.1f}%")
+            elif isinstance(event, StackFinished):
+                yield {**choose.choice(event.result, temperatures, alphas), "seconds": event.result.seconds}
+                return
+    finally:
+        events.close()
 
 
 def predict_own(picture: Image.Image, prepared: Run | None, students, k: int = 3) -> dict[str, dict]:

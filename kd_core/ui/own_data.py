@@ -15,15 +15,17 @@ from kd_core.config import MAX_REPEATS
 from kd_core.run import Run, TeacherEpoch
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.views import joined, plots
+from kd_core.ui.why import why_panel, wire_why
+from kd_core.views import joined, plots, why
 from kd_core.views.teacher import status_line as teacher_status
 
 
 @user_errors
 def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: str, teacher_epochs: int,
-                     image_size: int, teacher_image_size: int, student: str, epochs: int, repeats: int):
-    """Your zip and teacher: prepare the teacher (trained first when asked, a line per epoch), then the usual
-    CE and KD students with seeds, curves, table and verdict."""
+                     image_size: int, teacher_image_size: int, student: str, epochs: int, repeats: int,
+                     choose: bool = True):
+    """Your zip and teacher: prepare the teacher (trained first when asked, a line per epoch), choose T and α on
+    your validation split (when asked), then the usual CE and KD students with seeds, curves, table and verdict."""
     run = own_data.app_config(upload, kind, arch, hub_id, teacher_epochs, image_size,
                               teacher_image_size, student, epochs, repeats)  # resolved once, here
     prepared = run
@@ -37,15 +39,27 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
                 break
             last_epoch = event if isinstance(event, TeacherEpoch) else last_epoch
             yield (f'<div class="kd-status">{html.escape(teacher_status(event, run, last_epoch))}</div>',
-                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "")
     finally:  # Stop or a closed tab: the job's slot is given back, its training stopped at the next batch
         getattr(preparation, "close", lambda: None)()
     if not prepared.prepared:  # the pool was shutting down: nothing was trained
         return
+    chosen = None
+    if choose:
+        for item in own_data.choosing(prepared, services.pool.events):
+            if isinstance(item, dict):
+                chosen = item
+                break
+            yield (f'<div class="kd-status">{html.escape(item)}</div>', *(gr.skip(),) * 5, "")
+        if chosen is None:  # the pool was shutting down
+            return
+        prepared = prepared.replace(temperature=chosen["T"], alpha=chosen["alpha"])
     updates = ViewUpdates()
+    shown = why.chosen_html(chosen)
     for view in joined.join_run(services.runs, prepared, live_run_here(services.pool)):
         done = view.table is not None
-        yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip()
+        yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip(), shown
+        shown = gr.skip()
 
 
 @user_errors
@@ -81,6 +95,9 @@ def own_data_tab(services: Services) -> None:
             with gr.Row():
                 epochs = gr.Slider(1, own_data.MAX_APP_EPOCHS, own_data.DEFAULT_EPOCHS, step=1, label="Student epochs")
                 repeats = gr.Slider(1, MAX_REPEATS, own_data.DEFAULT_REPEATS, step=1, label="Seeds")
+            choose = gr.Checkbox(True, label="Choose T and α on my validation split", elem_id="own-choose",
+                                 info="9 KD students (T 1, 2, 4 × α 0.1, 0.5, 0.9) beside CE, trained as one stack "
+                                      "before the run; off: Hinton's T = 4, α = 0.9")
         with gr.Column(scale=3):
             with gr.Row():
                 start = gr.Button("Start", variant="primary")
@@ -90,8 +107,10 @@ def own_data_tab(services: Services) -> None:
                 losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                                      title="Training loss", x_title="step", y_title="loss")
                 accuracies = gr.Plot(label="Validation accuracy", show_label=False)
+            chosen = gr.HTML(elem_id="own-chosen")
             table = gr.Dataframe(label="Results on your test split (mean ± std over seeds)", visible=False,
                                  interactive=False)
+            panel = why_panel("own-")
             gr.Markdown("### Predict with your run's classes")
             with gr.Row():
                 picture = gr.Image(type="pil", label="A picture", height=220)
@@ -100,10 +119,11 @@ def own_data_tab(services: Services) -> None:
                 kd_label = gr.Label(num_top_classes=TOP_K, label="KD student")
     run = start.click(with_services(distill_own_data, services),
                       [upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size, student, epochs,
-                       repeats],
-                      [status, losses, accuracies, table, own_students, prepared], api_visibility="private",
+                       repeats, choose],
+                      [status, losses, accuracies, table, own_students, prepared, chosen], api_visibility="private",
                       concurrency_limit=services.training_visitors, concurrency_id="training", show_progress="full",
                       show_progress_on=[status])  # private: the API's checked endpoints are settings.api_checks
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
+    wire_why(run, own_students, panel)
     picture.change(predict_own_data, [picture, prepared, own_students], [teacher_label, ce_label, kd_label],
                    api_visibility="private")

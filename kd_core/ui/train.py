@@ -17,6 +17,7 @@ from kd_core.engine.roles import METHODS
 from kd_core.run import resolve_run
 from kd_core.serve import settings
 from kd_core.ui.common import DEFAULTS, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
+from kd_core.ui.why import WhyPanel, why_panel, wire_why
 from kd_core.views import export, headline, joined, panels, plots, session
 from kd_core.views.bias import bias_view
 
@@ -190,6 +191,7 @@ class Results(NamedTuple):
     export: gr.Button
     latency: gr.Dataframe
     speedup: gr.Markdown
+    why: WhyPanel  # after a run: agreement, calibration, per-class gains (kd_core.ui.why)
 
 
 def train_tab(students: gr.State, services: Services) -> TrainControls:
@@ -270,6 +272,7 @@ def results() -> Results:
                 "validation split of 5,000 training images does; the test set only reports.")
     table = gr.Dataframe(label="Results on the 10,000 test images (mean ± std over seeds)", visible=False,
                          interactive=False)
+    why = why_panel()
     with gr.Column(visible=False) as bias_box:
         gr.Markdown("### The hidden class's bias\nNo student saw a labelled image of the hidden class, "
                     "so neither ever had its bias pushed up. Raise it and see what the KD student "
@@ -292,7 +295,7 @@ def results() -> Results:
                            interactive=False)
     speedup = gr.Markdown()
     return Results(start, stop, status, verdict_headline, losses, accuracies, table, bias_box, bias, auto, bias_plot,
-                   bias_caption, log_file, kd_file, export_row, cards, export, latency, speedup)
+                   bias_caption, log_file, kd_file, export_row, cards, export, latency, speedup, why)
 
 
 def wire(knob: Knobs, shown: Results, students: gr.State, services: Services) -> None:
@@ -326,6 +329,7 @@ def wire(knob: Knobs, shown: Results, students: gr.State, services: Services) ->
     # the new run's headline comes at its end
     shown.start.click(None, None, shown.verdict_headline, js="() => ''", api_visibility="private")
     run.success(show_headline, students, shown.verdict_headline, api_visibility="private")
+    wire_why(run, students, shown.why)
     shown.export.click(export_onnx, students, [shown.cards, shown.latency, shown.speedup], api_visibility="private",
                        concurrency_id="export", concurrency_limit=1)
     bias_outputs = [shown.bias_plot, shown.bias_caption, students]
