@@ -51,6 +51,14 @@ def test_the_space_limits_apply_to_an_upload(colour_zip, monkeypatch):
         own_data.app_config(str(colour_zip), **ARGS)
 
 
+def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
+    run = own_data.app_config(str(colour_zip), **{**ARGS, "arch": "timm:resnet18", "teacher_epochs": 10,
+                                                   "teacher_image_size": 64})
+    assert not run.prepared  # its teacher is prepared in a training slot (StackPool.job)
+    with pytest.raises(ValueError, match=r"training timm:resnet18 for 10 epochs on these images needs about"):
+        own_data.check_teacher_budget(run.config, run.dataset, max_tflop=0.01)
+
+
 @pytest.mark.parametrize("upload, dataset_id, found", [
     (None, "uoft-cs/cifar10", "hf:uoft-cs/cifar10"),
     (None, " hf:org/name:small ", "hf:org/name:small"),
@@ -75,14 +83,6 @@ def test_a_hub_dataset_offline_is_one_message_at_once(monkeypatch):
     with pytest.raises(ValueError, match="cannot get hf:uoft-cs/cifar10"):
         own_data.app_config(None, **ARGS, dataset_id="uoft-cs/cifar10")
     assert time.perf_counter() - start < 5
-
-
-def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
-    run = own_data.app_config(str(colour_zip), **{**ARGS, "arch": "timm:resnet18", "teacher_epochs": 10,
-                                                   "teacher_image_size": 64})
-    assert not run.prepared  # its teacher is prepared in a training slot (StackPool.job)
-    with pytest.raises(ValueError, match=r"training timm:resnet18 for 10 epochs on these images needs about"):
-        own_data.check_teacher_budget(run.config, run.dataset, max_tflop=0.01)
 
 
 @pytest.mark.browser
