@@ -135,7 +135,7 @@ def add_column_options(parser: argparse.ArgumentParser) -> None:
     for role, found in (("image", "the one Image feature"), ("label", "the one ClassLabel, else label/labels")):
         parser.add_argument(f"--{role}-column", default="", metavar="NAME",
                             help=f"with --data hf:…, a save_to_disk folder or parquet files: the {role} column "
-                                 f"(default: {found})")
+                                 f"(default: %(default)r, {found})")
 
 
 def data_fields(args: argparse.Namespace) -> dict:
@@ -298,7 +298,7 @@ def cmd_push(args: argparse.Namespace) -> dict:
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
-    if args.data or ":" in args.arch:
+    if args.data or ":" in args.arch or args.image_column or args.label_column:  # (a column without data: refused)
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits

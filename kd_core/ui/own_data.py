@@ -72,8 +72,8 @@ def own_data_tab(services: Services) -> None:
             dataset_id = gr.Textbox("", label="…or a Hub dataset (ORG/NAME[:CONFIG]; needs the internet)",
                                     placeholder="uoft-cs/cifar10")
             with gr.Row():
-                image_column = gr.Textbox("", label="Image column (blank: found)", min_width=120)
-                label_column = gr.Textbox("", label="Label column (blank: found)", min_width=120)
+                image_column = gr.Textbox("", label="Image column (blank: detect)", min_width=120)
+                label_column = gr.Textbox("", label="Label column (blank: detect)", min_width=120)
             kind = gr.Radio(list(own_data.TEACHER_KINDS), value=own_data.TEACHER_KINDS[0], label="Teacher")
             arch = gr.Dropdown(list(own_data.TEACHER_ARCHS), value=own_data.TEACHER_ARCHS[0],
                                label="Architecture to train (Train one on my data)")
