@@ -298,11 +298,15 @@ def cmd_push(args: argparse.Namespace) -> dict:
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
-    if args.data or ":" in args.arch or args.image_column or args.label_column:  # (a column without data: refused)
+    if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits
     from kd_core.teacher.training import train_teacher
+
+    if args.image_column or args.label_column:
+        raise ValueError("--image-column and --label-column need --data (a Hub dataset, a save_to_disk folder or "
+                         "parquet files)")
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work
