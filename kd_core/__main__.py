@@ -116,9 +116,8 @@ def student_name(text: str) -> str:
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """--data, --image-size and the teacher's options (distill, sweep; reusable by any run-like command)."""
     parser.add_argument("--data", default=DEFAULTS.data, metavar="PATH",
-                        help="an ImageFolder (one folder per class; optional train/ val/ test/), a .zip of one, "
-                             "hf:ORG/NAME[:CONFIG] (a Hub dataset), a save_to_disk folder or parquet files, instead "
-                             "of --dataset")
+                        help="an ImageFolder (a folder per class; optional train/ val/ test/), a .zip of one, "
+                             "hf:ORG/NAME[:CONFIG], a save_to_disk folder or parquet files; instead of --dataset")
     add_column_options(parser)
     parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, metavar="N",
                         help="with --data: resize the images to N×N for the students (0 = their own size)")
@@ -156,8 +155,7 @@ def build_parser() -> Parser:
                          help=f"architecture: {', '.join(sorted(TEACHERS) + sorted(STUDENTS))}, timm:NAME or "
                               f"torchvision:NAME")
     teacher.add_argument("--data", default="", metavar="PATH",
-                         help="train on this ImageFolder, .zip, hf:ORG/NAME[:CONFIG], save_to_disk folder or "
-                              "parquet files instead of --dataset")
+                         help="instead of --dataset: an ImageFolder, .zip, hf:ORG/NAME, save_to_disk folder or parquet")
     add_column_options(teacher)
     teacher.add_argument("--image-size", type=int, default=0, metavar="N",
                          help="with --data: resize its images to N×N (0 = their own size)")
@@ -303,10 +301,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits
     from kd_core.teacher.training import train_teacher
-
     if args.image_column or args.label_column:
-        raise ValueError("--image-column and --label-column need --data (a Hub dataset, a save_to_disk folder or "
-                         "parquet files)")
+        raise ValueError("--image-column and --label-column need --data")
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work
