@@ -159,6 +159,12 @@ def test_the_column_flags_reach_the_data_from_the_cli(tmp_path, capsys):
     code, _, err = run_cli(["distill", "--data", str(two), "--image-column", "right", "--label-column", "nope",
                             "--teacher", "zoo:cnn-tiny"], capsys)
     assert code == 2 and err.count("\n") == 1 and "has no column 'nope' (its columns: left, right, label)" in err
+    out = str(tmp_path / "t.safetensors")
+    code, _, err = run_cli(["train-teacher", "--data", str(two), "--image-column", "right", "--label-column", "nope",
+                            "--arch", "cnn-tiny", "--out", out], capsys)
+    assert code == 2 and "has no column 'nope' (its columns: left, right, label)" in err
+    code, _, err = run_cli(["train-teacher", "--label-column", "label", "--out", out], capsys)
+    assert (code, err) == (2, "error: --image-column and --label-column need --data\n")
 
 
 # ------------------------------------------------------------------------------------------ limits
@@ -227,6 +233,23 @@ def test_a_hub_dataset_over_the_limits_is_refused_before_its_download(stand_in_h
     with pytest.raises(ValueError, match=r"hf:org/many has 10 images; the limit here is 9"):
         sources.load_folder("hf:org/many", limits=sources.Limits(images=9))
     assert not stand_in_hub.builder.prepared
+
+
+def test_without_a_download_size_in_its_card_the_repository_s_files_are_counted(stand_in_hub, monkeypatch):
+    import huggingface_hub
+
+    asked = []
+
+    def dataset_info(self, repo_id, files_metadata=False, token=None):
+        asked.append((repo_id, files_metadata, token))
+        return SimpleNamespace(siblings=[SimpleNamespace(size=600), SimpleNamespace(size=500)])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    stand_in_hub.builder.info.download_size = None
+    with pytest.raises(ValueError, match=r"hf:org/unsized is a 0 MB download; the limit here is 0 MB"):
+        sources.load_folder("hf:org/unsized", limits=sources.Limits(upload_bytes=1000, private_hub=False))
+    assert asked == [("org/unsized", True, False)] and not stand_in_hub.builder.prepared
+    assert sources.load_folder("hf:org/unsized", limits=sources.Limits(upload_bytes=1100)).classes == ("a", "b")
 
 
 def test_a_hub_row_naming_a_path_is_never_read_from_this_machine(stand_in_hub):

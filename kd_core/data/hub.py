@@ -180,8 +180,9 @@ def _from_hub(data: str, limits) -> dict:
     except Exception as error:  # a wrong id, a private repo, a dropped connection: one line each
         raise ValueError(f"cannot get {data} ({_first_line(error)})") from error
     info = builder.info
-    if info.download_size and info.download_size > limits.upload_bytes:
-        raise ValueError(f"{data} is a {info.download_size / 2**20:,.0f} MB download; the limit here is "
+    size = info.download_size or _repo_bytes(repo, token, data)
+    if size > limits.upload_bytes:
+        raise ValueError(f"{data} is a {size / 2**20:,.0f} MB download; the limit here is "
                          f"{limits.upload_bytes / 2**20:,.0f} MB")
     if info.splits and sum(split.num_examples or 0 for split in info.splits.values()) > limits.images:
         rows = sum(split.num_examples or 0 for split in info.splits.values())
@@ -192,6 +193,18 @@ def _from_hub(data: str, limits) -> dict:
             return dict(builder.as_dataset())
     except Exception as error:
         raise ValueError(f"cannot get {data} ({_first_line(error)})") from error
+
+
+def _repo_bytes(repo: str, token, data: str) -> int:
+    """The dataset repository's files' bytes (every config's: an upper bound), when its card does not give the
+    download size."""
+    from huggingface_hub import HfApi
+
+    try:
+        files = HfApi().dataset_info(repo, files_metadata=True, token=token).siblings or []
+    except Exception as error:
+        raise ValueError(f"cannot get {data} ({_first_line(error)})") from error
+    return sum(file.size or 0 for file in files)
 
 
 def _check_online(data: str) -> None:
