@@ -117,8 +117,9 @@ def student_name(text: str) -> str:
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     """--data, --image-size and the teacher's options (distill, sweep; reusable by any run-like command)."""
     parser.add_argument("--data", default=DEFAULTS.data, metavar="PATH",
-                        help="an ImageFolder (one folder per class; optional train/ val/ test/) or a .zip of "
-                             "one, instead of --dataset")
+                        help="an ImageFolder (a folder per class; optional train/ val/ test/), a .zip of one, "
+                             "hf:ORG/NAME[:CONFIG], a save_to_disk folder or parquet files; instead of --dataset")
+    add_column_options(parser)
     parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, metavar="N",
                         help="with --data: resize the images to N×N for the students (0 = their own size)")
     parser.add_argument("--teacher-image-size", type=int, default=DEFAULTS.teacher_image_size, metavar="N",
@@ -130,9 +131,17 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                              "the data's classes); 0 = use it as it is")
 
 
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    for role, found in (("image", "the one Image feature"), ("label", "the one ClassLabel, else label/labels")):
+        parser.add_argument(f"--{role}-column", default="", metavar="NAME",
+                            help=f"with --data hf:…, a save_to_disk folder or parquet files: the {role} column "
+                                 f"(default: %(default)r, {found})")
+
+
 def data_fields(args: argparse.Namespace) -> dict:
     """The RunConfig fields of `add_data_options`."""
-    return {"data": args.data, "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
+    return {"data": args.data, "image_column": args.image_column, "label_column": args.label_column,
+            "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
             "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
 
 
@@ -147,7 +156,8 @@ def build_parser() -> Parser:
                          help=f"architecture: {', '.join(sorted(TEACHERS) + sorted(STUDENTS))}, timm:NAME or "
                               f"torchvision:NAME")
     teacher.add_argument("--data", default="", metavar="PATH",
-                         help="train on this ImageFolder or .zip instead of --dataset")
+                         help="instead of --dataset: an ImageFolder, .zip, hf:ORG/NAME, save_to_disk folder or parquet")
+    add_column_options(teacher)
     teacher.add_argument("--image-size", type=int, default=0, metavar="N",
                          help="with --data: resize its images to N×N (0 = their own size)")
     teacher.add_argument("--teacher-image-size", type=int, default=0, metavar="N",
@@ -229,6 +239,7 @@ def cmd_train_teacher_on_data(args: argparse.Namespace) -> dict:
     recipe = TeacherRecipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            label_smoothing=args.label_smoothing, seed=args.seed).validate()
     cfg = DEFAULTS.replace(dataset=args.dataset, data=args.data, image_size=args.image_size,
+                           image_column=args.image_column, label_column=args.label_column,
                            teacher=args.arch if ":" in args.arch else f"zoo:{args.arch}", teacher_epochs=args.epochs,
                            teacher_image_size=args.teacher_image_size, seed=args.seed, device=args.device,
                            teacher_pretrained=args.pretrained and ":" in args.arch)
@@ -296,6 +307,8 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits
     from kd_core.teacher.training import train_teacher
+    if args.image_column or args.label_column:
+        raise ValueError("--image-column and --label-column need --data")
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work

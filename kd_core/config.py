@@ -76,8 +76,11 @@ class RunConfig:
     event_interval_s: float = 0.25  # at most one step event per this many seconds (UI refresh rate)
     max_seconds: float = 0.0  # 0 = no limit; else stop training after this wall time (shared Spaces)
     # your own data and teacher (kd_core.data.sources, kd_core.teacher.sources; README "Your own data and teacher")
-    data: str = ""  # an ImageFolder or a .zip of one; "" = the built-in `dataset`
+    data: str = ""  # an ImageFolder, a .zip of one, hf:ORG/NAME[:CONFIG], a save_to_disk folder or parquet files;
+    #                 "" = the built-in `dataset`
     image_size: int = 0  # the students' input side (images resized to it); 0 = the data's own size
+    image_column: str = ""  # a table's (Hub, save_to_disk, parquet) image column; "" = the one Image feature
+    label_column: str = ""  # a table's label column; "" = the one ClassLabel (else `label`/`labels`)
     teacher_image_size: int = 0  # the teacher's input side; 0 = its pretrained config's, else the students'
     teacher_pretrained: bool = False  # timm: / torchvision: teachers start from their pretrained weights (online)
     teacher_epochs: int = 0  # train (or fine-tune) the teacher on the training split first; 0 = use it as it is
@@ -145,7 +148,12 @@ def _is_timm_name(name) -> bool:
 
 def _check_data_fields(cfg: RunConfig) -> None:
     if not isinstance(cfg.data, str):
-        raise ValueError(f"data must be a folder or .zip path; got {cfg.data!r}")
+        raise ValueError(f"data must be a folder or .zip path, or hf:ORG/NAME; got {cfg.data!r}")
+    for name in ("image_column", "label_column"):
+        if not isinstance(getattr(cfg, name), str):
+            raise ValueError(f"{name} must be a column name; got {getattr(cfg, name)!r}")
+        if getattr(cfg, name) and not cfg.data:
+            raise ValueError(f"{name} needs data (a Hub dataset, a save_to_disk folder or parquet files)")
     _check_int("image_size", cfg.image_size, low=0, high=MAX_IMAGE_SIZE)
     _check_int("teacher_image_size", cfg.teacher_image_size, low=0, high=MAX_IMAGE_SIZE)
     _check_int("teacher_epochs", cfg.teacher_epochs, low=0, high=MAX_TEACHER_EPOCHS)

@@ -59,6 +59,32 @@ def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
         own_data.check_teacher_budget(run.config, run.dataset, max_tflop=0.01)
 
 
+@pytest.mark.parametrize("upload, dataset_id, found", [
+    (None, "uoft-cs/cifar10", "hf:uoft-cs/cifar10"),
+    (None, " hf:org/name:small ", "hf:org/name:small"),
+    ("x.zip", "", "x.zip"),
+    ("x.zip", "org/name", "choose one source: remove the zip, or clear the Hub dataset box"),
+    (None, "/etc", "a Hub dataset id looks like ORG/NAME"),  # a visitor never names a path on the Space
+    (None, "../secrets", "a Hub dataset id looks like ORG/NAME"),
+    (None, "cifar10", "a Hub dataset id looks like ORG/NAME"),
+    (None, "", "upload a .zip of your images first"),
+])
+def test_the_data_is_the_zip_or_a_hub_id_never_a_path(upload, dataset_id, found):
+    if found.startswith(("hf:", "x.zip")):
+        assert own_data.data_source(upload, dataset_id) == found
+    else:
+        with pytest.raises(ValueError, match=found):
+            own_data.data_source(upload, dataset_id)
+
+
+def test_a_hub_dataset_offline_is_one_message_at_once(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot get hf:uoft-cs/cifar10"):
+        own_data.app_config(None, **ARGS, dataset_id="uoft-cs/cifar10")
+    assert time.perf_counter() - start < 5
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zip, tmp_path):

@@ -239,6 +239,28 @@ def zip_with(path: Path, entries: dict[str, bytes]) -> Path:
     return path
 
 
+def table_with(path: Path, columns: dict[str, list], features: dict) -> Path:
+    """A `datasets` table at `path`: parquet when it ends in .parquet, else a save_to_disk folder (no progress bars:
+    the bad-input table counts stderr's lines)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        table = datasets.Dataset.from_dict(columns, features=datasets.Features(features) if features else None)
+        table.to_parquet(str(path)) if path.suffix == ".parquet" else table.save_to_disk(str(path))
+    finally:
+        datasets.enable_progress_bars()
+    return path
+
+
+def parquet_with(path: Path, images: list[bytes], labels: list[int]) -> Path:
+    """A parquet file of PNG bytes with a two-class ClassLabel."""
+    from datasets import ClassLabel, Image
+
+    return table_with(path, {"image": [{"bytes": b, "path": None} for b in images], "label": labels},
+                      {"image": Image(), "label": ClassLabel(names=["a", "b"])})
+
+
 def png(size: int = 28, mode: str = "L") -> bytes:
     import io
 
@@ -286,6 +308,18 @@ BAD_INPUTS = [  # (name, builds the arguments from tmp_path, the error line's st
     ("torchvision teacher on grey data",
      lambda t: ["--data", str(grey_ten(t)), "--teacher", "torchvision:resnet18", "--teacher-epochs", "1"],
      "error: torchvision:resnet18 takes RGB images but this data is grey"),
+    ("Hub id without ORG/", lambda t: ["--data", "hf:cifar10"],
+     "error: a Hub dataset is hf:ORG/NAME or hf:ORG/NAME:CONFIG; got 'hf:cifar10'"),
+    ("corrupt image in a parquet row",
+     lambda t: ["--data", str(parquet_with(t / "d.parquet", [png(), b"not png", png(), png()], [0, 1, 0, 1]))],
+     "error: train row 1 cannot be decoded as an image"),
+    ("a table without an image column",
+     lambda t: ["--data", str(table_with(t / "d.parquet", {"text": ["x", "y"], "label": [0, 1]}, {}))],
+     "error: "),
+    ("an unreadable parquet file", lambda t: ["--data", str(zip_with(t / "a.zip", {}).rename(t / "x.parquet"))],
+     "error: "),
+    ("a column flag on an ImageFolder", lambda t: ["--data", str(grey_ten(t)), "--image-column", "img"],
+     "error: --image-column and --label-column need a Hub dataset, a save_to_disk folder or parquet files"),
     ("image size below what the teacher takes",
      lambda t: ["--data", str(grey_ten(t)), "--image-size", "1"],
      "error: teacher cnn-teacher-fashion-mnist.safetensors cannot take 1×1 images"),

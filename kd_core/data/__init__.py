@@ -1,5 +1,6 @@
 """Data: the built-in datasets as whole uint8 tensors with fixed stratified validation and test splits (`datasets`),
-and a user's images, an ImageFolder or a zip of one, decoded once into the same `Dataset` (`sources`).
+and a user's images, an ImageFolder or a zip of one (`sources`) or a Hub dataset, a save_to_disk folder or parquet
+files (`hub`), decoded once into the same `Dataset`.
 """
 
 from kd_core.data.datasets import CLASSES, Dataset, DatasetUnavailable, load_dataset

@@ -1,4 +1,5 @@
-"""A user's images: an ImageFolder (a folder or a .zip of one) decoded once into a `data.Dataset`.
+"""A user's images: an ImageFolder (a folder or a .zip of one), or a Hub dataset, a `save_to_disk` folder or parquet
+files (kd_core.data.hub), decoded once into a `data.Dataset`.
 
 Layout (Hugging Face's imagefolder convention): one subfolder per class, its name the class's name; optional
 split folders `train/` (or `training/`), `val/` (`valid/`, `validation/`, `dev/`) and `test/` (`testing/`,
@@ -12,7 +13,9 @@ else RGB; resized to `image_size` × `image_size` when given, else they must all
 files and `__MACOSX/` are ignored; any other file that is not a decodable image is refused (one line naming
 it), so a run never trains on a silently shrunk data set. `Limits` bounds what one source may hold (the CLI's
 are generous, the public Space's are SPACE_LIMITS); a zip is checked entry by entry before anything is
-decoded (paths inside the archive only, no bomb). `resolve_dataset(cfg)` is the one way a run gets its data.
+decoded (paths inside the archive only, no bomb). The `datasets` library's forms give rows of encoded images by
+split and class, which go through the same splits, checks and decoding as a folder's files. `resolve_dataset(cfg)`
+is the one way a run gets its data.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from kd_core.data import hub
 from kd_core.data.datasets import VALIDATION_SEED, Dataset, load_dataset, stratified_subset, validation_indices
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
@@ -47,10 +51,11 @@ class Limits:
     images: int = 1_000_000
     classes: int = 1000
     pixels: int = 4096 * 4096  # per image, read from its header before decoding
+    private_hub: bool = True  # a Hub dataset may be read with this machine's token (never on a public Space)
 
 
 SPACE_LIMITS = Limits(upload_bytes=50 * 2**20, unpacked_bytes=200 * 2**20, images=20_000, classes=100,
-                      pixels=1024 * 1024)
+                      pixels=1024 * 1024, private_hub=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,13 +72,14 @@ class FolderDataset(Dataset):
 
 
 def resolve_dataset(cfg) -> Dataset:
-    """The run's data: `cfg.data` (a folder or zip) when set, else the built-in `cfg.dataset`."""
+    """The run's data: `cfg.data` (a folder, a zip, hf:ID, a save_to_disk folder or parquet files) when set, else
+    the built-in `cfg.dataset`."""
     if not cfg.data:
         return load_dataset(cfg.dataset)
-    return load_folder(cfg.data, cfg.image_size)
+    return load_folder(cfg.data, cfg.image_size, image_column=cfg.image_column, label_column=cfg.label_column)
 
 
-_loaded: dict[tuple, tuple[Limits, FolderDataset]] = {}  # (path, size, mtime, image_size) -> what was decoded
+_loaded: dict[tuple, tuple[Limits, FolderDataset]] = {}  # (path, size, mtime, image_size, columns) -> decoded
 _loaded_lock = threading.Lock()
 KEEP_LOADED = 4
 
@@ -82,22 +88,29 @@ def dataset_of(meta: dict) -> Dataset:
     """The data a checkpoint was made on, from its metadata: its `config`'s folder, else the built-in dataset."""
     config = meta.get("config") or {}
     if config.get("data"):
-        return load_folder(config["data"], config.get("image_size", 0))
+        return load_folder(config["data"], config.get("image_size", 0), image_column=config.get("image_column", ""),
+                           label_column=config.get("label_column", ""))
     return load_dataset(meta["dataset"])
 
 
-def load_folder(path: str | Path, image_size: int = 0, limits: Limits = Limits()) -> FolderDataset:
-    """Decode the ImageFolder at `path` (a folder or a .zip), once per process: kept per (path, its size and
-    time, image_size), and served again to any caller whose limits are no stricter than those it passed."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"data not found: {path}")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size)
+def load_folder(path: str | Path, image_size: int = 0, limits: Limits = Limits(), *, image_column: str = "",
+                label_column: str = "") -> FolderDataset:
+    """Decode the data at `path` (an ImageFolder, a .zip of one, hf:ID, a save_to_disk folder or parquet files;
+    the columns name a table's image and label columns), once per process: kept per (path, its size and time,
+    image_size, columns), and served again to any caller whose limits are no stricter than those it passed."""
+    columns = (image_column, label_column)
+    if str(path).startswith(hub.HUB_PREFIX):
+        key = (str(path), 0, 0, image_size, columns)
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"data not found: {path}")
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, image_size, columns)
     with _loaded_lock:
         if key in _loaded and _within(_loaded[key][0], limits):
             return _loaded[key][1]
-    dataset = _decode(key[0], image_size, limits)
+    dataset = _decode(key[0], image_size, limits, columns)
     with _loaded_lock:
         _loaded[key] = (limits, dataset)
         while len(_loaded) > KEEP_LOADED:
@@ -109,9 +122,16 @@ def _within(checked: Limits, asked: Limits) -> bool:
     return all(getattr(checked, name) <= getattr(asked, name) for name in Limits.__dataclass_fields__)
 
 
-def _decode(path: str, image_size: int, limits: Limits) -> FolderDataset:
-    files = _zip_files(Path(path), limits) if path.endswith(".zip") else _folder_files(Path(path), limits)
-    splits, classes = _splits(files, path)
+def _decode(path: str, image_size: int, limits: Limits, columns: tuple[str, str] = ("", "")) -> FolderDataset:
+    if hub.is_table_source(path):
+        table = hub.read_table(path, limits, _split_of, *columns)
+        splits, classes, name, notes = table.splits, table.classes, table.name, table.notes
+    elif any(columns):
+        raise ValueError("--image-column and --label-column need a Hub dataset, a save_to_disk folder or parquet "
+                         "files; an ImageFolder's labels are its folders")
+    else:
+        files = _zip_files(Path(path), limits) if path.endswith(".zip") else _folder_files(Path(path), limits)
+        (splits, classes), name, notes = _splits(files, path), f"folder:{Path(path).name}", []
     if len(classes) > limits.classes:
         raise ValueError(f"{path} has {len(classes)} classes; the limit here is {limits.classes}")
     count = sum(len(items) for split in splits.values() for items in split.values())
@@ -123,12 +143,11 @@ def _decode(path: str, image_size: int, limits: Limits) -> FolderDataset:
     sizes = {tuple(images.shape[2:]) for images, _ in tensors.values() if len(images)}
     if len(sizes) > 1:
         raise ValueError(f"{path}: the splits' images have different sizes {sorted(sizes)}; pass --image-size N")
-    return _assemble(path, tensors, classes)
+    return _assemble(path, tensors, classes, name, notes)
 
 
-def _assemble(path: str, tensors: dict, classes: tuple[str, ...]) -> FolderDataset:
+def _assemble(path: str, tensors: dict, classes: tuple[str, ...], name: str, notes: list[str]) -> FolderDataset:
     train_images, train_labels = tensors["train"]
-    notes = []
     if "test" in tensors:
         test_images, test_labels = tensors["test"]
     else:
@@ -151,10 +170,10 @@ def _assemble(path: str, tensors: dict, classes: tuple[str, ...]) -> FolderDatas
     mean = tuple(round(v, 4) for v in scaled.mean((0, 2, 3)).tolist())
     std = tuple(max(round(v, 4), 1e-3) for v in scaled.std((0, 2, 3)).tolist())
     validation = len(val_index) if val_index is not None else len(validation_indices(train_labels))
-    notes.append(f"validation split: {validation:,} images" + (" (val/ folder)" if val_index is not None
+    notes.append(f"validation split: {validation:,} images" + (" (val/ folder or split)" if val_index is not None
                                                                 else " (class-stratified, fixed seed)"))
-    return FolderDataset(f"folder:{Path(path).name}", train_images, train_labels, test_images, test_labels,
-                         classes, mean, std, path, val_index=val_index, note="; ".join(notes))
+    return FolderDataset(name, train_images, train_labels, test_images, test_labels, classes, mean, std, path,
+                         val_index=val_index, note="; ".join(notes))
 
 
 # -------------------------------------------------------------------------------------- reading files
@@ -240,6 +259,8 @@ def _splits(files: dict, source: str) -> tuple[dict[str, dict[str, list]], tuple
         if split is None:
             raise ValueError(f"{source}: {p} is not inside a class folder"
                              + (" of a train/, val/ or test/ folder" if has_splits else ""))
+        if not p.name.lower().endswith(IMAGE_SUFFIXES):
+            raise ValueError(f"{p} is not an image ({', '.join(IMAGE_SUFFIXES)}); remove it from the data")
         splits.setdefault(split, {}).setdefault(p.parts[-2], []).append((str(p), file))
     if "train" not in splits:
         raise ValueError(f"{source} has split folders but no train/ folder")
@@ -273,8 +294,6 @@ def _decode_split(by_class: dict[str, list], classes: tuple[str, ...], image_siz
 def _open_image(relative: str, file, image_size: int, limits: Limits):
     from PIL import Image, UnidentifiedImageError  # deferred: only folder runs decode images
 
-    if not relative.lower().endswith(IMAGE_SUFFIXES):
-        raise ValueError(f"{relative} is not an image ({', '.join(IMAGE_SUFFIXES)}); remove it from the data")
     try:
         image = Image.open(io.BytesIO(file if isinstance(file, bytes) else file.read_bytes()))
         if image.width * image.height > limits.pixels:

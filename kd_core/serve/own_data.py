@@ -2,7 +2,9 @@
 preparation as a job for a training slot (its events the run's own vocabulary), and predictions with the run's own
 classes.
 
-An upload is a .zip of an ImageFolder (kd_core.data.sources) read under `sources.SPACE_LIMITS`; the teacher is
+The data is an uploaded .zip of an ImageFolder (kd_core.data.sources) or a Hub dataset id (kd_core.data.hub: the Hub
+only, read anonymously; a path on the server is never read on a visitor's word), under `sources.SPACE_LIMITS`; the
+teacher is
 trained on it (an architecture from TEACHER_ARCHS, at most MAX_APP_TEACHER_EPOCHS epochs), the shipped
 Fashion-MNIST teacher, or a timm model on the Hub (online only; offline it fails at once). Teacher training
 is capped like a run (`check_teacher_budget`): a CPU Space cannot be held for an hour by one visitor.
@@ -17,7 +19,7 @@ import torch
 from PIL import Image
 
 from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from kd_core.data import sources
+from kd_core.data import hub, sources
 from kd_core.data.datasets import Dataset
 from kd_core.engine import choose
 from kd_core.engine.events import Queued, StackEvaluated, StackFinished, StackStarted
@@ -38,18 +40,18 @@ MAX_APP_EPOCHS = 20
 DEFAULT_TEACHER_EPOCHS, DEFAULT_EPOCHS, DEFAULT_REPEATS = 5, 10, 3  # the tab's starting values
 LIMITS_TEXT = (f"Limits on this Space: a .zip of at most {sources.SPACE_LIMITS.upload_bytes // 2**20} MB "
                f"({sources.SPACE_LIMITS.unpacked_bytes // 2**20} MB unpacked), {sources.SPACE_LIMITS.images:,} "
-               f"images, {sources.SPACE_LIMITS.classes} classes, {sources.SPACE_LIMITS.pixels:,} pixels per image; "
+               f"images, {sources.SPACE_LIMITS.classes} classes, {sources.SPACE_LIMITS.pixels:,} pixels per image "
+               f"(a Hub dataset: the same, its download at most {sources.SPACE_LIMITS.upload_bytes // 2**20} MB); "
                f"images resized to at most {MAX_APP_IMAGE_SIZE}×{MAX_APP_IMAGE_SIZE}; teacher training at most "
                f"{MAX_APP_TEACHER_EPOCHS} epochs and about {CPU_MAX_TFLOP:g} TFLOP on a CPU.")
 
 
 def app_config(upload: str | None, kind: str, arch: str, hub_id: str, teacher_epochs: int, image_size: int,
-               teacher_image_size: int, student: str, epochs: int, repeats: int) -> Run:
+               teacher_image_size: int, student: str, epochs: int, repeats: int, dataset_id: str = "",
+               image_column: str = "", label_column: str = "") -> Run:
     """The panel's values -> the resolved run (its teacher still to prepare: `preparation`), or one ValueError
     saying what to change."""
-    if not upload or not str(upload).lower().endswith(".zip"):
-        raise ValueError("upload a .zip of your images first: one folder per class (optionally inside "
-                         "train/, val/ and test/ folders)")
+    data = data_source(upload, dataset_id)
     if kind not in TEACHER_KINDS:
         raise ValueError(f"choose a teacher: {', '.join(TEACHER_KINDS)}")
     if student not in STUDENTS:
@@ -69,16 +71,35 @@ def app_config(upload: str | None, kind: str, arch: str, hub_id: str, teacher_ep
         raise ValueError("a Hub id looks like ORG/NAME, e.g. timm/resnet18.a1_in1k")
     teacher = {TEACHER_KINDS[0]: arch, TEACHER_KINDS[1]: "default", TEACHER_KINDS[2]: f"hf-hub:{hub_id}"}[kind]
     image_size = int(image_size) or (0 if trains or kind == TEACHER_KINDS[2] else 28)
-    cfg = RunConfig(data=str(upload), image_size=image_size, teacher=teacher,
+    cfg = RunConfig(data=data, image_column=(image_column or "").strip(),
+                    label_column=(label_column or "").strip(), image_size=image_size, teacher=teacher,
                     teacher_epochs=int(teacher_epochs) if trains else 0, teacher_image_size=int(teacher_image_size),
                     student=student, epochs=int(epochs), repeats=int(repeats), train_size=0).validate()
-    dataset = sources.load_folder(cfg.data, cfg.image_size, sources.SPACE_LIMITS)
+    dataset = sources.load_folder(cfg.data, cfg.image_size, sources.SPACE_LIMITS, image_column=cfg.image_column,
+                                  label_column=cfg.label_column)
     if max(dataset.image_shape[1:]) > MAX_APP_IMAGE_SIZE:
         raise ValueError(f"the images are {dataset.image_shape[2]}×{dataset.image_shape[1]}; set an image size of "
                          f"at most {MAX_APP_IMAGE_SIZE} to resize them")
     if trains:
         check_teacher_budget(cfg, dataset)
     return resolve_run(cfg, dataset)
+
+
+def data_source(upload: str | None, dataset_id: str) -> str:
+    """The run's `data`: the uploaded zip, or `hf:ORG/NAME[:CONFIG]` from the Hub dataset box (one of them)."""
+    dataset_id = (dataset_id or "").strip()
+    if upload and dataset_id:
+        raise ValueError("choose one source: remove the zip, or clear the Hub dataset box")
+    if dataset_id:
+        repo = dataset_id.removeprefix(hub.HUB_PREFIX)
+        if not hub.HUB_ID.fullmatch(repo.partition(":")[0]):
+            raise ValueError(f"a Hub dataset id looks like ORG/NAME or ORG/NAME:CONFIG, e.g. uoft-cs/cifar10; "
+                             f"got {dataset_id!r}")
+        return hub.HUB_PREFIX + repo
+    if not upload or not str(upload).lower().endswith(".zip"):
+        raise ValueError("upload a .zip of your images first: one folder per class (optionally inside "
+                         "train/, val/ and test/ folders), or give a Hub dataset id")
+    return str(upload)
 
 
 def check_teacher_budget(cfg: RunConfig, dataset: Dataset, max_tflop: float = CPU_MAX_TFLOP) -> None:

@@ -1,6 +1,6 @@
-"""The Your data tab: a visitor's zip of class folders and a teacher (trained on it, or from the Hub) -> the
-teacher prepared (a line per epoch), then the CE and KD students as in the Train tab, with seeds, curves, table
-and verdict, and a picture predicted with the run's own class names (kd_core.serve.own_data).
+"""The Your data tab: a visitor's zip of class folders (or a Hub dataset id) and a teacher (trained on it, or from
+the Hub) -> the teacher prepared (a line per epoch), then the CE and KD students as in the Train tab, with seeds,
+curves, table and verdict, and a picture predicted with the run's own class names (kd_core.serve.own_data).
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from kd_core.views.teacher import status_line as teacher_status
 @user_errors
 def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: str, teacher_epochs: int,
                      image_size: int, teacher_image_size: int, student: str, epochs: int, repeats: int,
-                     choose: bool = True):
-    """Your zip and teacher: prepare the teacher (trained first when asked, a line per epoch), choose T and α on
-    your validation split (when asked), then the usual CE and KD students with seeds, curves, table and verdict."""
-    run = own_data.app_config(upload, kind, arch, hub_id, teacher_epochs, image_size,
-                              teacher_image_size, student, epochs, repeats)  # resolved once, here
+                     choose: bool = True, dataset_id: str = "", image_column: str = "", label_column: str = ""):
+    """Your zip (or Hub dataset) and teacher: prepare the teacher (trained first when asked, a line per epoch),
+    choose T and α on your validation split (when asked), then the usual CE and KD students with seeds, curves,
+    table and verdict."""
+    run = own_data.app_config(upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size, student,
+                              epochs, repeats, dataset_id, image_column, label_column)  # resolved once, here
     prepared = run
     # the teacher's preparation takes a training slot like any stack: Stop or a closed tab ends it at the next batch
     preparation = services.pool.job(own_data.preparation(run)) if not run.prepared else iter(())
@@ -74,12 +75,19 @@ def predict_own_data(picture: Image.Image | None, prepared, students):
 def own_data_tab(services: Services) -> None:
     gr.Markdown("Distil **your own** image classifier: upload a .zip with one folder per class (JPEG, PNG, "
                 "WebP; optional `train/`, `val/`, `test/` folders, else 20 % of each class is the test split and "
-                "a tenth of the rest the validation split), pick a teacher, and the CE and KD students train side "
-                "by side as in the Train tab, with seeds and a verdict. " + own_data.LIMITS_TEXT)
+                "a tenth of the rest the validation split), or name a Hub image dataset (its `ClassLabel` gives "
+                "the classes; its train, validation and test splits are used alike), pick a teacher, and the CE "
+                "and KD students train side by side as in the Train tab, with seeds and a verdict. "
+                + own_data.LIMITS_TEXT)
     prepared, own_students = gr.State(None), gr.State(None)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             upload = gr.File(label="Your images (.zip)", file_types=[".zip"], type="filepath")
+            dataset_id = gr.Textbox("", label="…or a Hub dataset (ORG/NAME[:CONFIG]; needs the internet)",
+                                    placeholder="uoft-cs/cifar10")
+            with gr.Row():
+                image_column = gr.Textbox("", label="Image column (blank: detect)", min_width=120)
+                label_column = gr.Textbox("", label="Label column (blank: detect)", min_width=120)
             kind = gr.Radio(list(own_data.TEACHER_KINDS), value=own_data.TEACHER_KINDS[0], label="Teacher")
             arch = gr.Dropdown(list(own_data.TEACHER_ARCHS), value=own_data.TEACHER_ARCHS[0],
                                label="Architecture to train (Train one on my data)")
@@ -102,7 +110,7 @@ def own_data_tab(services: Services) -> None:
             with gr.Row():
                 start = gr.Button("Start", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
-            status = gr.HTML('<div class="kd-status">Upload a zip, then press Start.</div>')
+            status = gr.HTML('<div class="kd-status">Upload a zip or name a Hub dataset, then press Start.</div>')
             with gr.Row():
                 losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                                      title="Training loss", x_title="step", y_title="loss")
@@ -119,7 +127,7 @@ def own_data_tab(services: Services) -> None:
                 kd_label = gr.Label(num_top_classes=TOP_K, label="KD student")
     run = start.click(with_services(distill_own_data, services),
                       [upload, kind, arch, hub_id, teacher_epochs, image_size, teacher_image_size, student, epochs,
-                       repeats, choose],
+                       repeats, choose, dataset_id, image_column, label_column],
                       [status, losses, accuracies, table, own_students, prepared, chosen], api_visibility="private",
                       concurrency_limit=services.training_visitors, concurrency_id="training", show_progress="full",
                       show_progress_on=[status])  # private: the API's checked endpoints are settings.api_checks
