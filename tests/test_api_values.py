@@ -68,7 +68,8 @@ ACCEPTED = {("predict", "image", "null"), ("soften", "image", "null"),  # None c
             ("distill", "seed", "a number for text"), ("soften", "temperature", "a number for text"),
             ("distill", "repeats", "a number for text"), ("distill", "unlabeled", "a number for text"),
             ("sweep", "repeats", "a number for text"),  # 42
-            ("distill", "class_code", "empty text")}  # no class
+            ("distill", "class_code", "empty text"),  # no class
+            ("distill", "class_code", "text for a number"), ("class_board", "class_code", "text for a number")}  # abc
 # a few values of the right type out of range, each with the end of its message
 OUT_OF_RANGE = [
     ("distill", "temperature", 0, "got 0"), ("distill", "temperature", 50, "got 50"),
