@@ -171,7 +171,7 @@ def test_the_chart_has_a_dot_and_interval_per_run_and_a_mean_per_value():
     assert intervals["transform"] == [{"filter": "datum.low != null"}]
     assert [(r["x"], r["mean"], r["runs"]) for r in means["data"]["values"]] == [(2, pytest.approx(2.0), 2),
                                                                                 (8, pytest.approx(-2.0), 1)]
-    assert spec["width"] == views.PROJECTOR.width and spec["config"]["axis"]["labelFontSize"] == 22
+    assert spec["width"] == views.PROJECTOR.width and spec["config"]["axis"]["labelFontSize"] == views.PROJECTOR.font
     json.dumps(spec, allow_nan=False)  # what the browser gets
     with pytest.raises(ValueError, match="axis must be one of T, alpha"):
         views.board_spec(points, "lr")
@@ -255,3 +255,64 @@ def test_a_30_visitor_class_rush_ends_with_30_points_and_no_errors(server):
     assert sorted(row["T"] for row in board["rows"]) == temperatures and board["training"] == 0
     assert all(math.isfinite(row["kd_minus_ce"]) and row["ci95"] is None for row in board["rows"])  # 1 seed each
     print(f"30-visitor class rush: {elapsed:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------- the browser
+
+def run_in_page(page, screenshots, temperature: float) -> None:
+    """Set T and 1 epoch on the Train tab, press Start and wait for the result."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Train").click()
+    screenshots.open_group(page, "Students")
+    for label, value in (("Epochs", "1"), ("Temperature T", f"{temperature:g}")):
+        page.get_by_label(f"number input for {label}").fill(value)
+        page.get_by_label(f"number input for {label}").press("Enter")
+    expect(screenshots.group(page, "Students")).to_contain_text("1 epoch")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator(".kd-status")).to_contain_text("done:", timeout=120_000)
+
+
+@pytest.mark.browser
+def test_two_browsers_in_one_class_see_each_others_points_and_the_projector_shows_the_class(server, screenshots):
+    from playwright.sync_api import expect, sync_playwright
+
+    import app
+
+    code, other = unique_code(), unique_code()
+    heading = "div.prose.kd-board-heading"
+    out = screenshots.ROOT / "screenshots"
+    with sync_playwright() as playwright:
+        browser = screenshots.launch_chromium(playwright)
+        try:
+            first, second, outsider = (browser.new_page(viewport={"width": 1280, "height": 900}) for _ in range(3))
+            for page, joined in ((first, code), (second, code), (outsider, other)):
+                page.goto(f"{server}?class={joined}")
+                page.get_by_role("tab", name="Board").click()
+                expect(page.locator(heading)).to_contain_text(f"Class {joined}: 0 runs on the board")
+            run_in_page(first, screenshots, 2.0)
+            expect(second.locator(heading)).to_contain_text(f"Class {code}: 1 run on the board", timeout=2_000)
+            run_in_page(second, screenshots, 6.0)
+            first.get_by_role("tab", name="Board").click()
+            expect(first.locator(heading)).to_contain_text(f"Class {code}: 2 runs on the board", timeout=2_000)
+            expect(outsider.locator(heading)).to_contain_text(f"Class {other}: 0 runs on the board")
+            assert sorted(p.T for p in app.SERVICES.board.points(code)) == [2.0, 6.0]
+            first.screenshot(path=out / "board.png", full_page=True)
+
+            projector = browser.new_page(viewport={"width": 1280, "height": 720})
+            projector.goto(f"{server}?class={code}&view=board")
+            expect(projector.locator(heading)).to_contain_text(f"Class {code}: 2 runs on the board")
+            expect(projector.get_by_role("tab", name="Train")).not_to_be_visible()  # the board alone
+            expect(projector.get_by_text("KD Playground")).not_to_be_visible()
+            size = projector.locator(f"{heading} p").evaluate("p => parseFloat(getComputedStyle(p).fontSize)")
+            assert size >= 28  # large type
+            projector.wait_for_timeout(1000)  # the charts drawn
+            projector.screenshot(path=out / "board-projector.png")
+
+            bad = browser.new_page()
+            bad.goto(f"{server}?class=../../etc")
+            bad.get_by_role("tab", name="Board").click()
+            expect(bad.locator(heading)).to_contain_text("The link's class was not joined: class must be 3 to 32 "
+                                                         "characters of a-z, 0-9 and -")
+        finally:
+            browser.close()

@@ -43,6 +43,7 @@ class Board(NamedTuple):
     code: gr.Textbox
     join: gr.Button
     heading: gr.Markdown
+    charts: gr.Row  # shown once a class is joined
     by_T: gr.Plot
     by_alpha: gr.Plot
     timer: gr.Timer
@@ -84,10 +85,10 @@ def join_from_link(board: ClassBoard):
             code = settings.check_class_code(asked, optional=True, name="class")
         except ValueError as error:
             return "", "", gr.Timer(active=False), f"The link's class was not joined: {error}", gr.skip(), \
-                gr.skip(), None, projector, gr.Tabs(selected="board") if projector else gr.skip()
+                gr.skip(), None, projector, gr.Tabs(selected="board") if projector else gr.skip(), gr.skip()
         heading, by_T, by_alpha, shown = board_view(board, code, projector)
         return (code, code, gr.Timer(active=bool(code)), heading, by_T, by_alpha, shown, projector,
-                gr.Tabs(selected="board") if projector else gr.skip())
+                gr.Tabs(selected="board") if projector else gr.skip(), gr.Row(visible=bool(code)))
     return from_link
 
 
@@ -97,7 +98,7 @@ def join_typed(board: ClassBoard):
         """The Join button: the typed code becomes the session's class (a bad one: one line, nothing changes)."""
         code = settings.check_class_code(typed.strip().lower(), name="the class code")
         heading, by_T, by_alpha, shown = board_view(board, code, projector)
-        return code, gr.Timer(active=True), heading, by_T, by_alpha, shown
+        return code, gr.Timer(active=True), heading, by_T, by_alpha, shown, gr.Row(visible=True)
     return join
 
 
@@ -130,11 +131,11 @@ def board_tab(session: Session) -> Board:
                               info="or open the teacher's link /?class=CODE; points are anonymous, kept 24 h")
             join = gr.Button("Join the class", scale=1)
         heading = gr.Markdown(NO_CLASS, elem_classes="kd-board-heading")
-        with gr.Row():
+        with gr.Row(visible=False) as charts:
             by_T = gr.Plot(show_label=False)
             by_alpha = gr.Plot(show_label=False)
     timer = gr.Timer(REFRESH_S, active=False)
-    return Board(*session, code, join, heading, by_T, by_alpha, timer)
+    return Board(*session, code, join, heading, charts, by_T, by_alpha, timer)
 
 
 def wire(page: gr.Blocks, tabs: gr.Tabs, shown: Board, services: Services) -> None:
@@ -142,9 +143,10 @@ def wire(page: gr.Blocks, tabs: gr.Tabs, shown: Board, services: Services) -> No
     board = services.board
     view = [shown.heading, shown.by_T, shown.by_alpha, shown.shown]
     page.load(join_from_link(board), None,
-              [shown.class_code, shown.code, shown.timer, *view, shown.projector, tabs],
+              [shown.class_code, shown.code, shown.timer, *view, shown.projector, tabs, shown.charts],
               js=PROJECTOR_JS, api_visibility="private", show_progress="hidden")
-    shown.join.click(join_typed(board), [shown.code, shown.projector], [shown.class_code, shown.timer, *view],
+    shown.join.click(join_typed(board), [shown.code, shown.projector],
+                     [shown.class_code, shown.timer, *view, shown.charts],
                      api_visibility="private")
     shown.timer.tick(refresh(board), [shown.class_code, shown.projector, shown.shown], view,
                      api_visibility="private", show_progress="hidden", concurrency_id="board",

@@ -51,12 +51,13 @@ CSS = """
 .kd-subline.kd-headline-worse { color: #b91c1c; }
 .kd-lesson { font-size: 1.3em; }
 .kd-banner { font-size: 1.1em; background: #ffedd5; border-radius: 6px; }
-/* the class board; its projector view (/?class=CODE&view=board) shows the board alone, in large type */
-.kd-board-heading { font-size: 1.25em; font-weight: 600; }
+/* the class board; its projector view (/?class=CODE&view=board) shows the board alone, in large type; the class
+   kd-projector is on <body>, outside the container Gradio scopes these rules to, hence !important */
+.kd-board-heading p { font-size: 1.25em; font-weight: 600; }
 .kd-projector #kd-intro, .kd-projector .tab-wrapper, .kd-projector [role="tablist"], .kd-projector footer,
 .kd-projector #kd-board-join { display: none !important; }
-.kd-projector .kd-board-heading { font-size: 2.4em; line-height: 1.25; }
-.kd-projector .kd-board-note { font-size: 1.4em; }
+.kd-projector .kd-board-heading p { font-size: 2.2em !important; line-height: 1.25 !important; }
+.kd-projector .kd-board-note p { font-size: 1.4em !important; }
 """
 
 

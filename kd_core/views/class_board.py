@@ -15,6 +15,7 @@ from kd_core.serve.class_board import Point
 
 AXES = {"T": "temperature T", "alpha": "α (weight on the teacher's soft targets)"}
 POINT, MEAN = "#2e86ab", "#e4572e"  # a run's point and interval; the class's mean per value
+SUBTITLE = "a dot per run with its 95 % interval; the line: the class's mean"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Size:
     font: int
 
 
-TAB, PROJECTOR = Size(440, 280, 12), Size(760, 420, 22)
+# the projector's fit side by side at 1280 px wide (a 720p projector); gr.Plot does not shrink a Vega-Lite chart
+TAB, PROJECTOR = Size(440, 280, 12), Size(520, 400, 20)
 
 
 def board_payload(code: str, points: Sequence[Point], training: int) -> dict:
@@ -53,7 +55,10 @@ def board_spec(points: Sequence[Point], axis: str, size: Size = TAB) -> dict:
              "seeds": p.seeds, "wins": f"{p.kd_wins}/{p.seeds}", "T": p.T, "alpha": p.alpha,
              "methods": ", ".join(p.methods)} for p in points]
     means = [{"x": value, "mean": mean, "runs": n} for value, mean, n in class_means(points, axis)]
-    x = {"field": "x", "type": "quantitative", "title": AXES[axis], "scale": {"zero": axis == "alpha"}}
+    # a margin round the values, so that a dot at an edge is whole; α keeps its whole range and its ticks in it
+    scale = {"domain": [-0.05, 1.05], "nice": False} if axis == "alpha" else {"zero": False, "padding": size.font}
+    x = {"field": "x", "type": "quantitative", "title": AXES[axis], "scale": scale,
+         **({"axis": {"values": [0, 0.2, 0.4, 0.6, 0.8, 1]}} if axis == "alpha" else {})}
     y = {"field": "gain", "type": "quantitative", "title": "KD − CE (points)"}
     layers = [
         {"data": {"values": [{"zero": 0}]}, "mark": {"type": "rule", "color": "#7f7f7f", "strokeDash": [4, 4]},
@@ -74,10 +79,11 @@ def board_spec(points: Sequence[Point], axis: str, size: Size = TAB) -> dict:
                       "tooltip": [{"field": "x", "title": axis}, {"field": "mean", "title": "class mean (points)",
                                                                   "format": "+.2f"}, {"field": "runs"}]}},
     ]
-    title = f"KD − CE against {'T' if axis == 'T' else 'α'}: a dot per run (its 95 % interval), the line the class mean"
+    title = f"KD − CE against {'T' if axis == 'T' else 'α'}"
     # a width in pixels: gr.Plot leaves "container" at zero width (kd_core.views.plots.accuracy_spec)
     return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "width": size.width, "height": size.height,
-            "title": {"text": title, "fontSize": size.font},
+            "title": {"text": title, "fontSize": size.font + 2, "subtitle": SUBTITLE,
+                      "subtitleFontSize": round(0.8 * size.font)},
             "config": {"axis": {"labelFontSize": size.font, "titleFontSize": size.font}},
             "layer": layers}
 
