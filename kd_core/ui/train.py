@@ -46,8 +46,9 @@ def distill(services: Services, temperature: float, alpha: float, epochs: int, l
     updates = ViewUpdates()
     with services.board.training(class_code):  # the board counts the classmates training now
         for view in joined.join_run(services.runs, run, live_run_here(services.pool)):
-            if class_code and view.students is not None and not view.students.summary["stopped"]:
-                services.board.add(class_code, view.students.summary)  # before the result reaches the visitor
+            finished = view.students.summary if view.students is not None else None
+            if class_code and finished is not None and not finished["stopped"]:  # a run the time cap cut: none
+                services.board.add(class_code, finished)  # before the result reaches the visitor
             yield (*updates(view, view.log_csv, view.kd_checkpoint),
                    view.students if view.table is not None else gr.skip())
     session.discard(students)  # the new run's students replace the previous run's
