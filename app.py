@@ -4,7 +4,7 @@ The page lives in kd_core.ui (one module per tab); the logic in the rest of kd_c
 process holds once: the malloc arenas, the shared runs and sweeps, the stack pool that owns every training slot
 (on ZeroGPU's GPU where there is one), and Gradio's launch options. `import app` builds the page without starting
 a server or loading the dataset; `python app.py` serves it.
-API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep; see README "API (gradio_client)".
+API (gradio_client): /distill, /predict, /predict_sketch, /soften, /sweep, /class_board; see docs/api.md.
 """
 
 from __future__ import annotations

@@ -3,11 +3,19 @@ caches from the user's home directory."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 from support import free_port
 
 from kd_core.data.datasets import load_dataset
 from kd_core.models import checkpoints
+
+# the app's class board (kd_core.serve.class_board) in a file of this test process, never ./data: set before any test
+# imports app, whose services open it
+os.environ.setdefault("KD_CLASS_BOARD_DB", str(Path(tempfile.mkdtemp(prefix="kd-board-")) / "class_board.sqlite"))
 
 
 @pytest.fixture(autouse=True)

@@ -47,6 +47,7 @@ RANGES = {
                    r"each once",
         "dkd_beta": r"dkd_beta must be a number in \[0, 20\]",
         "feature_weight": r"feature_weight must be a number in \[0, 1\]",
+        "class_code": r"class_code must be 3 to 32 characters of a-z, 0-9 and -, or empty for no class",
     },
     "predict": {"image": PICTURE},
     "predict_sketch": {"sketch": r"(sketch must be an image editor value \{'background': picture or None, "
@@ -57,6 +58,7 @@ RANGES = {
               "epochs": r"epochs must be a whole number in \[1, 20\] in the app",
               "train_size": r"train_size must be one of 0, 20000, .* \(0: the whole training set\)",
               "repeats": r"repeats must be a whole number in \[1, 8\] \(seeds trained together\)"},
+    "class_board": {"class_code": r"class_code must be 3 to 32 characters of a-z, 0-9 and -"},
 }
 # sent to every parameter: each is wrong for every one of them
 BAD_VALUES = {"a list": [1], "an object": {"a": 1}, "NaN": math.nan, "inf": math.inf, "-inf": -math.inf,
@@ -65,7 +67,9 @@ TYPED_BAD_VALUES = {"text for a number": "abc", "a number for text": 42}
 ACCEPTED = {("predict", "image", "null"), ("soften", "image", "null"),  # None clears a picture's outputs
             ("distill", "seed", "a number for text"), ("soften", "temperature", "a number for text"),
             ("distill", "repeats", "a number for text"), ("distill", "unlabeled", "a number for text"),
-            ("sweep", "repeats", "a number for text")}  # 42
+            ("sweep", "repeats", "a number for text"),  # 42
+            ("distill", "class_code", "empty text"),  # no class
+            ("distill", "class_code", "text for a number"), ("class_board", "class_code", "text for a number")}  # abc
 # a few values of the right type out of range, each with the end of its message
 OUT_OF_RANGE = [
     ("distill", "temperature", 0, "got 0"), ("distill", "temperature", 50, "got 50"),
@@ -76,6 +80,9 @@ OUT_OF_RANGE = [
     ("distill", "hide_class", "Banana", "got 'Banana'"), ("distill", "feature_weight", 1.5, "got 1.5"),
     ("soften", "temperature", 0, "got 0"), ("soften", "temperature", 101, "got 101"),
     ("sweep", "epochs", 0, "got 0"),
+    ("distill", "class_code", "ab", "got 'ab'"), ("distill", "class_code", "../../etc", "got '../../etc'"),
+    ("class_board", "class_code", "Physics", "got 'Physics'"), ("class_board", "class_code", "a" * 33, "got 'aaa"),
+    ("class_board", "class_code", "a b c", "got 'a b c'"), ("class_board", "class_code", "x/../y", "got 'x/../y'"),
 ]
 
 
@@ -94,11 +101,12 @@ def valid(server) -> dict[str, dict]:
     return {"distill": {"temperature": 2.0, "alpha": 0.5, "epochs": 1, "lr": 1e-3, "student": "mlp-tiny",
                         "train_size": 500, "hide_class": "none", "seed": 0, "dataset": "fashion-mnist",
                         "repeats": 1, "unlabeled": 0, "methods": ["kd"], "dkd_beta": 8.0,
-                        "feature_weight": 0.25},
+                        "feature_weight": 0.25, "class_code": ""},
             "predict": {"image": picture},
             "predict_sketch": {"sketch": {"background": None, "layers": [], "composite": picture}},
             "soften": {"image": picture, "temperature": 4.0},
-            "sweep": {"temperatures": "2", "alphas": "0.5", "epochs": 1, "train_size": 500, "repeats": 1}}
+            "sweep": {"temperatures": "2", "alphas": "0.5", "epochs": 1, "train_size": 500, "repeats": 1},
+            "class_board": {"class_code": "api-values"}}
 
 
 

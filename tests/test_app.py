@@ -75,11 +75,12 @@ def test_api_names_and_distill_parameters(client):
     assert {"/distill", "/predict", "/predict_sketch", "/soften"} <= set(api)
     names = [p["parameter_name"] for p in api["/distill"]["parameters"]]
     assert names == ["temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight"]
+                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight", "class_code"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in api["/distill"]["parameters"]}
     cfg = RunConfig()
     assert (defaults["temperature"], defaults["alpha"], defaults["epochs"], defaults["repeats"]) == (
         cfg.temperature, cfg.alpha, cfg.epochs, cfg.repeats)
+    assert defaults["class_code"] == ""  # the last parameter, default no class: older calls work unchanged
 
 
 def test_distill_streams_updates_then_results_and_files(client, fashion, monkeypatch):

@@ -340,3 +340,102 @@ def test_stop_during_the_cpu_fallback_ends_its_process(monkeypatch):
     assert next(events).notes == (f"{LINES[NO_GPU]}; training on the CPU instead",)
     events.close()  # what Stop does
     assert len(started) == 1 and started[0].poll() is not None
+
+
+# ------------------------------------------------------------------------------------------ a classroom
+
+class Counting:
+    """A stand-in for `spaces.GPU` that runs the call and counts it (one ZeroGPU call charged per call)."""
+
+    def __init__(self) -> None:
+        self.calls, self.lock = [], threading.Lock()
+
+    def __call__(self, *, duration):
+        return self.decorate
+
+    def decorate(self, run):
+        def on_gpu(*args, **kwargs):
+            with self.lock:
+                self.calls.append(len(args[1]) * len(kwargs["seeds"]))  # the call's students
+            yield from run(*args, **kwargs)
+
+        return on_gpu
+
+
+def test_a_rush_of_30_pooled_visitors_costs_at_most_3_gpu_calls():
+    """30 classmates with T = 0.5 … 15 pressing Start together, through the app's path (shared runs, the live
+    run, the stack pool as the app makes it on a GPU: parallel 1), ZeroGPU stood in for."""
+    from kd_core.serve import shared_runs, stack_pool
+    from kd_core.ui.common import live_run_here
+    from kd_core.views import joined
+
+    gpu = Counting()
+    pool = stack_pool.StackPool(train=zerogpu.on_gpu(train_stack, gpu=gpu), parallel=1)
+    runs = shared_runs.SharedRuns(max_running=32)
+    results, errors = {}, []
+
+    def visitor(T: float) -> None:
+        try:
+            views = list(joined.join_run(runs, resolved[T], live_run_here(pool)))
+            results[T] = views[-1].students.summary
+        except Exception as error:  # noqa: BLE001 -- collected, asserted below
+            errors.append(error)
+
+    temperatures = [0.5 * i for i in range(1, 31)]
+    # resolved first, as each handler does where its request enters: the 30 requests reach the pool together
+    resolved = {T: as_run(TINY.replace(temperature=T)) for T in temperatures}
+    threads = [threading.Thread(target=visitor, args=(T,)) for T in temperatures]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    pool.shutdown()
+    assert errors == [] and sorted(results) == temperatures
+    assert all(results[T]["config"]["temperature"] == T for T in temperatures)
+    assert 1 <= len(gpu.calls) <= 3, gpu.calls
+    print(f"30 pooled visitors: {len(gpu.calls)} GPU call(s) of {gpu.calls} students")
+    assert sum(gpu.calls) >= 31  # every visitor's KD student and CE, trained in those calls
+
+
+def test_the_classroom_note_shows_on_zerogpu_only(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert zerogpu.classroom_note() == ""  # not on a Space
+    monkeypatch.setenv("SPACE_ID", "teacher/kd-playground")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "false")
+    assert zerogpu.classroom_note() == ""  # a Space on other hardware
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert "per IP address" in zerogpu.classroom_note() and "one anonymous quota" in zerogpu.classroom_note()
+
+
+def test_on_zerogpu_the_first_screen_and_the_board_say_so_beside_the_sign_in(monkeypatch):
+    import gradio as gr
+    from gradio import oauth
+    from smoke_runtime import SPACE_ENV
+
+    import app
+    from kd_core import ui
+
+    for name, value in {**SPACE_ENV, "SPACES_ZERO_GPU": "true"}.items():  # a Space on ZeroGPU, OAuth configured
+        monkeypatch.setenv(name, value)
+        if hasattr(oauth, name):  # (gradio.oauth reads these once, when it is imported)
+            monkeypatch.setattr(oauth, name, value)
+    page = ui.build(app.SERVICES, delete_cache=app.CACHE_CLEANUP)
+    blocks = list(page.blocks.values())
+    notes = [b for b in blocks if isinstance(b, gr.Markdown) and b.value == zerogpu.CLASSROOM_NOTE]
+    assert len(notes) == 2  # the first screen's and the board's
+    intro, board = (next(b for b in blocks if getattr(b, "elem_id", None) == name) for name in ("kd-intro", "kd-board"))
+    for column in (intro, board):
+        inside = {id(child) for child in descendants(column)}
+        assert any(id(note) in inside for note in notes)
+        assert any(isinstance(child, gr.LoginButton) for child in descendants(column))
+    monkeypatch.setenv("SPACES_ZERO_GPU", "false")
+    plain = ui.build(app.SERVICES, delete_cache=app.CACHE_CLEANUP)
+    assert not any(isinstance(b, gr.Markdown) and b.value == zerogpu.CLASSROOM_NOTE for b in plain.blocks.values())
+
+
+def descendants(block) -> list:
+    found = []
+    for child in getattr(block, "children", []):
+        found += [child, *descendants(child)]
+    return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,22 @@ def check_methods(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+CLASS_CODE_CHARACTERS = "a-z0-9-"  # a class code's alphabet: safe in a link, a file name and SQL alike
+CLASS_CODE_LENGTH = (3, 32)
+
+
+def check_class_code(value: Any, *, optional: bool = False, name: str = "class_code") -> str:
+    """A class code (3 to 32 characters of a-z, 0-9 and -), or "" for no class where `optional`; else ValueError."""
+    low, high = CLASS_CODE_LENGTH
+    if optional and value == "":
+        return ""
+    pattern = f"[{CLASS_CODE_CHARACTERS}]{{{low},{high}}}"
+    if not (isinstance(value, str) and re.fullmatch(pattern, value)):
+        raise ValueError(f"{name} must be {low} to {high} characters of a-z, 0-9 and -"
+                         f"{', or empty for no class' if optional else ''}; got {shown(value)}")
+    return value
+
+
 def check_text(name: str, value: Any, example: str) -> str:
     """A string of 1 to MAX_TEXT characters, not all blank, or ValueError saying what is expected."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
@@ -286,21 +303,25 @@ def api_checks(uploads: Path) -> dict[str, tuple[tuple[str, ...], Callable[..., 
     of its tuple (tests/test_api_values.py checks the tuples against the running app's API)."""
     return {
         "distill": (("temperature", "alpha", "epochs", "lr", "student", "train_size", "hide_class", "seed",
-                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight"), _check_distill),
+                     "dataset", "repeats", "unlabeled", "methods", "dkd_beta", "feature_weight", "class_code"),
+                    _check_distill),
         "predict": (("image",), lambda image: check_picture("image", image, uploads)),
         "predict_sketch": (("sketch",), lambda sketch: check_sketch("sketch", sketch, uploads)),
         "soften": (("image", "temperature"), lambda image, temperature: (
             check_picture("image", image, uploads),
             check_number("temperature", temperature, 0, MAX_TEMPERATURE, low_open=True))),
         "sweep": (("temperatures", "alphas", "epochs", "train_size", "repeats"), _check_sweep),
+        "class_board": (("class_code",), lambda class_code: check_class_code(class_code)),
     }
 
 
-def _check_distill(*, dataset: Any, **values: Any) -> RunConfig:
-    """make_config, where a client's None for the dataset is a mistake, not 'the default one'."""
+def _check_distill(*, dataset: Any, class_code: Any = "", **values: Any) -> RunConfig:
+    """make_config, where a client's None for the dataset is a mistake, not 'the default one'; and the class."""
     if dataset is None:
         raise ValueError(f"dataset must be one of {', '.join(app_datasets())} here; got None")
-    return make_config(dataset=dataset, **values)
+    cfg = make_config(dataset=dataset, **values)
+    check_class_code(class_code, optional=True)  # the last parameter: checked last
+    return cfg
 
 
 def _check_sweep(temperatures: Any, alphas: Any, epochs: Any, train_size: Any, repeats: Any) -> RunConfig:

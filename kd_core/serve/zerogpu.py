@@ -216,6 +216,26 @@ def visitor_line(kind: str, seconds: int) -> str:
     }[kind]
 
 
+# ------------------------------------------------------------------------------------- a classroom
+
+# ZeroGPU counts a visitor without login by IP address: a class behind one school connection is one visitor
+CLASSROOM_NOTE = ("**ZeroGPU counts its free GPU quota per IP address**: a class behind one school connection shares "
+                  "one anonymous quota (about 2 minutes of GPU a day). Sign in with Hugging Face and each of you "
+                  "trains on your own quota; classmates' runs that differ only in T, α, methods or seeds train "
+                  "together as one GPU call.")
+
+
+def zerogpu_active() -> bool:
+    """Whether this process serves a Space on ZeroGPU hardware (SPACE_ID and SPACES_ZERO_GPU, as `spaces` reads
+    them)."""
+    return bool(os.environ.get("SPACE_ID")) and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def classroom_note() -> str:
+    """What the first screen and the board say on ZeroGPU (beside the sign-in button); "" elsewhere."""
+    return CLASSROOM_NOTE if zerogpu_active() else ""
+
+
 # ---------------------------------------------------------------------------------- the app's wrapper
 
 def on_gpu(run: Callable[..., Iterator], duration_of: Callable[..., int] = duration, *,

@@ -6,6 +6,7 @@ call (kd_core.serve.settings.api_checks) before Gradio's own preprocessing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -26,6 +27,7 @@ from kd_core.models import predict
 from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.publish.export import ExportUnavailable
 from kd_core.serve import settings, shared_runs, stack_pool
+from kd_core.serve.class_board import ClassBoard
 from kd_core.serve.zerogpu import in_caller_context
 from kd_core.views import plots, run_view, served
 
@@ -49,6 +51,13 @@ CSS = """
 .kd-subline.kd-headline-worse { color: #b91c1c; }
 .kd-lesson { font-size: 1.3em; }
 .kd-banner { font-size: 1.1em; background: #ffedd5; border-radius: 6px; }
+/* the class board; its projector view (/?class=CODE&view=board) shows the board alone, in large type; the class
+   kd-projector is on <body>, outside the container Gradio scopes these rules to, hence !important */
+.kd-board-heading p { font-size: 1.25em; font-weight: 600; }
+.kd-projector #kd-intro, .kd-projector .tab-wrapper, .kd-projector [role="tablist"], .kd-projector footer,
+.kd-projector #kd-board-join { display: none !important; }
+.kd-projector .kd-board-heading p { font-size: 2.2em !important; line-height: 1.25 !important; }
+.kd-projector .kd-board-note p { font-size: 1.4em !important; }
 """
 
 
@@ -61,6 +70,8 @@ class Services:
     pool: stack_pool.StackPool  # the one owner of training slots
     training_visitors: int  # /distill and /sweep calls served at once (each holds a thread)
     concurrent_runs: int  # stacks training at once (the header says so)
+    # the class board's points ($KD_CLASS_BOARD_DB); the file is opened at the first class's first call
+    board: ClassBoard = dataclasses.field(default_factory=ClassBoard)
 
 
 def user_errors(handler: Callable) -> Callable:

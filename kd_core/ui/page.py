@@ -1,4 +1,4 @@
-"""The page: the intro, the header, and the six tabs (one module each) assembled by `build`, with a session's
+"""The page: the intro, the header, and the seven tabs (one module each) assembled by `build`, with a session's
 students held in a gr.State and freed when the visitor leaves (`release_session`).
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from kd_core.serve import settings
-from kd_core.ui import publish
+from kd_core.ui import board, publish
 from kd_core.ui.common import CheckedBlocks, Services
 from kd_core.ui.dark_knowledge import dark_knowledge_tab
 from kd_core.ui.lesson import lesson_tab
@@ -62,13 +62,16 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
     runs (settings.app_datasets). `delete_cache`: (every s, older than s), see app.CACHE_CLEANUP."""
     publish.serve_runtime()
     with CheckedBlocks(title="KD Playground", delete_cache=delete_cache) as page:
-        gr.Markdown(INTRO)
-        gr.Markdown(header(services))
+        with gr.Column(elem_id="kd-intro"):  # hidden in the class board's projector view
+            gr.Markdown(INTRO)
+            gr.Markdown(header(services))
+            board.classroom_note()
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students
         lesson_banner = gr.Markdown(visible=False, elem_classes="kd-banner")  # the lesson's question, once it runs
+        class_board = board.board_tab_state()
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                train = train_tab(students, services)
+                train = train_tab(students, services, class_board.class_code)
             with gr.Tab("Predict"):
                 predict_tab(page, students)
             with gr.Tab("Dark knowledge", id="dark-knowledge"):
@@ -79,5 +82,8 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
                 lesson_tab(tabs, lesson_banner, train, dark_temperature)
             with gr.Tab("Your data"):
                 own_data_tab(services)
+            with gr.Tab("Board", id="board"):
+                class_board = board.board_tab(class_board)
+        board.wire(page, tabs, class_board, services)  # /?class=CODE joins; &view=board: the projector view
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)

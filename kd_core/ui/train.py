@@ -34,18 +34,24 @@ START_ID = "kd-start"  # the Train tab's Start button, which the Lesson tab's st
 @user_errors
 def distill(services: Services, temperature: float, alpha: float, epochs: int, lr: float, student: str,
             train_size: int, hide_class: str, seed: int, dataset: str, repeats: int, unlabeled: int,
-            methods: list[str], dkd_beta: float, feature_weight: float, students: session.SessionStudents | None):
+            methods: list[str], dkd_beta: float, feature_weight: float, class_code: str,
+            students: session.SessionStudents | None):
     """Train CE and KD students side by side, one pair per seed; stream the curves, end with the results
-    table and the verdict."""
+    table and the verdict. With a `class_code` (the class's link /?class=CODE), the finished run is a point on
+    that class's board (/class_board)."""
     cfg = settings.make_config(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                student=student, train_size=train_size, hide_class=hide_class, seed=seed,
                                dataset=dataset, repeats=repeats, unlabeled=unlabeled, methods=methods,
                                dkd_beta=dkd_beta, feature_weight=feature_weight)
     run = resolve_run(cfg)  # once, here: the key, the pool, the budget, the engine and the results read it
     updates = ViewUpdates()
-    for view in joined.join_run(services.runs, run, live_run_here(services.pool)):
-        yield (*updates(view, view.log_csv, view.kd_checkpoint),
-               view.students if view.table is not None else gr.skip())
+    with services.board.training(class_code):  # the board counts the classmates training now
+        for view in joined.join_run(services.runs, run, live_run_here(services.pool)):
+            finished = view.students.summary if view.students is not None else None
+            if class_code and finished is not None and not finished["stopped"]:  # a run the time cap cut: none
+                services.board.add(class_code, finished)  # before the result reaches the visitor
+            yield (*updates(view, view.log_csv, view.kd_checkpoint),
+                   view.students if view.table is not None else gr.skip())
     session.discard(students)  # the new run's students replace the previous run's
 
 
@@ -194,14 +200,15 @@ class Results(NamedTuple):
     why: WhyPanel  # after a run: agreement, calibration, per-class gains (kd_core.ui.why)
 
 
-def train_tab(students: gr.State, services: Services) -> TrainControls:
+def train_tab(students: gr.State, services: Services, class_code: gr.Textbox) -> TrainControls:
+    """`class_code`: the session's class (kd_core.ui.board), sent as /distill's last parameter."""
     gr.Markdown(FORMULA, latex_delimiters=INLINE_LATEX)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             settings_column = knobs()
         with gr.Column(scale=3):
             run_column = results()
-    wire(settings_column, run_column, students, services)
+    wire(settings_column, run_column, students, services, class_code)
     return settings_column.train_controls()
 
 
@@ -298,7 +305,7 @@ def results() -> Results:
                    bias_caption, log_file, kd_file, export_row, cards, export, latency, speedup, why)
 
 
-def wire(knob: Knobs, shown: Results, students: gr.State, services: Services) -> None:
+def wire(knob: Knobs, shown: Results, students: gr.State, services: Services, class_code: gr.Textbox) -> None:
     """The Train tab's events: the groups' labels, presets, the dataset's pickers, /distill, Stop, and what
     follows a run."""
     lesson_controls = knob.train_controls()
@@ -313,7 +320,7 @@ def wire(knob: Knobs, shown: Results, students: gr.State, services: Services) ->
     knob.dataset.input(dataset_widgets, [knob.dataset, knob.student, knob.train_size, knob.hide_class],
                        [knob.student, knob.train_size, knob.hide_class, knob.teacher], api_visibility="private").then(
         group_labels, group_inputs, groups, api_visibility="private", show_progress="hidden")
-    run = shown.start.click(with_services(distill, services), [*knob.controls(), students],
+    run = shown.start.click(with_services(distill, services), [*knob.controls(), class_code, students],
                             [shown.status, shown.losses, shown.accuracies, shown.table, shown.log_file, shown.kd_file,
                              students],
                             api_name="distill", concurrency_limit=services.training_visitors,

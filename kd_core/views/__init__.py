@@ -1,7 +1,7 @@
 """View models, each beside what it shows: the live run and its results (`run_view`), the sweep (`sweep`), the
 pictures of Predict and Dark knowledge (`pictures`), the hidden-class bias panel (`bias`), the verdict headline
-(`headline`), the lesson (`lesson`), the folded groups' summaries (`panels`), a session's students (`session`) and the
-charts' specs and frames (`plots`, drawn in the browser).
+(`headline`), the lesson (`lesson`), the class board (`class_board`), the folded groups' summaries (`panels`), a
+session's students (`session`) and the charts' specs and frames (`plots`, drawn in the browser).
 """
 
 from kd_core.views.run_view import RunView, live_run
