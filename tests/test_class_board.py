@@ -316,3 +316,15 @@ def test_two_browsers_in_one_class_see_each_others_points_and_the_projector_show
                                                          "characters of a-z, 0-9 and -")
         finally:
             browser.close()
+
+
+def test_a_board_that_cannot_be_written_costs_the_point_not_the_visitors_result(tmp_path):
+    from types import SimpleNamespace
+
+    from kd_core.ui.train import board_point
+
+    (tmp_path / "not-a-folder").write_text("a file where the board's folder should be")
+    broken = ClassBoard(tmp_path / "not-a-folder" / "board.sqlite")
+    with pytest.raises(OSError):
+        broken.add("physics-7b", summary())
+    board_point(SimpleNamespace(board=broken), "physics-7b", summary())  # warns, does not raise

@@ -6,6 +6,8 @@ results' are made by `knobs` and `results`, in the page's order; `wire` connects
 
 from __future__ import annotations
 
+import sqlite3
+
 from typing import NamedTuple
 
 import gradio as gr
@@ -49,10 +51,19 @@ def distill(services: Services, temperature: float, alpha: float, epochs: int, l
         for view in joined.join_run(services.runs, run, live_run_here(services.pool)):
             finished = view.students.summary if view.students is not None else None
             if class_code and finished is not None and not finished["stopped"]:  # a run the time cap cut: none
-                services.board.add(class_code, finished)  # before the result reaches the visitor
+                board_point(services, class_code, finished)  # before the result reaches the visitor
             yield (*updates(view, view.log_csv, view.kd_checkpoint),
                    view.students if view.table is not None else gr.skip())
     session.discard(students)  # the new run's students replace the previous run's
+
+
+def board_point(services: Services, class_code: str, summary: dict) -> None:
+    """The run's point on its class's board; a board that cannot be written (a full or read-only disk) costs the
+    class one point, never the visitor's result: a warning says so and the run's views go on."""
+    try:
+        services.board.add(class_code, summary)
+    except (OSError, sqlite3.Error) as error:
+        gr.Warning(f"Your run is not on the class board: the board could not be saved ({error}).")
 
 
 def show_bias(students: session.SessionStudents | None):
