@@ -327,4 +327,5 @@ def test_a_board_that_cannot_be_written_costs_the_point_not_the_visitors_result(
     broken = ClassBoard(tmp_path / "not-a-folder" / "board.sqlite")
     with pytest.raises(OSError):
         broken.add("physics-7b", summary())
-    board_point(SimpleNamespace(board=broken), "physics-7b", summary())  # warns, does not raise
+    with pytest.warns(UserWarning, match="not on the class board"):  # gr.Warning outside a request
+        board_point(SimpleNamespace(board=broken), "physics-7b", summary())

@@ -7,7 +7,6 @@ results' are made by `knobs` and `results`, in the page's order; `wire` connects
 from __future__ import annotations
 
 import sqlite3
-
 from typing import NamedTuple
 
 import gradio as gr
