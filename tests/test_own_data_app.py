@@ -99,6 +99,11 @@ def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zi
         finally:
             page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
         page.screenshot(path=str(shots / "own-data-run.png"), full_page=True)
+        # a run never ends with "KD worse than CE" alone: the diagnosis under it says why, and the fix
+        assert page.locator("#own-diagnosis").count() == 1
+        if page.get_by_text("KD worse than CE").count():
+            page.locator("#own-diagnosis .kd-diagnosis").wait_for(timeout=30_000)
+            assert "Fix:" in page.locator("#own-diagnosis").inner_text()
         page.locator("input[type=file]").last.set_input_files(str(picture))
         page.locator(".output-class").first.wait_for(timeout=60_000)
         labels = page.locator(".output-class").all_inner_texts()

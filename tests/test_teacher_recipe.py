@@ -59,3 +59,20 @@ def test_the_best_epoch_by_validation_is_kept_and_patience_ends_training(fashion
     kept = (predict_logits(model, data, data.train_images[val], "cpu").argmax(1) == data.train_labels[val])
     assert kept.float().mean().item() == max(e.val_acc for e in epochs)
     assert len(epochs) < 12 and any("did not improve for " in note for note in notes), notes
+
+
+def test_a_teacher_s_images_are_resized_once_as_it_would_resize_them(fashion, monkeypatch):
+    from kd_core.models import external
+    from kd_core.teacher import training
+
+    images = fashion.train_images[:64]
+    once = training.resized(images, 32)
+    per_batch = torch.nn.functional.interpolate(images.float(), size=(32, 32), mode="bilinear", align_corners=False)
+    assert once.dtype == torch.uint8 and once.shape == (64, 1, 32, 32)
+    assert (once.float() - per_batch).abs().max() <= 0.5  # the same pixels, rounded to uint8
+    teacher = external.Preprocessed(models.build("cnn-tiny", (1, 32, 32), 10), 1).set_preprocessing(
+        fashion.mean, fashion.std, fashion.mean, fashion.std, 32)
+    assert training.resize_once_size(teacher, images) == 32
+    assert training.resize_once_size(models.build("cnn-tiny", (1, 28, 28), 10), images) == 0  # resizes nothing
+    monkeypatch.setattr(training, "RESIZE_ONCE_BYTES", 64 * 32 * 32 - 1)  # too big to hold: resized per batch
+    assert training.resize_once_size(teacher, images) == 0

@@ -146,8 +146,8 @@ def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, b
     `should_stop()` is asked before every batch; when it says yes, `Stopped` is raised. `on_progress` gets a
     `TeacherProgress` at most every PROGRESS_S seconds of training."""
     device = torch.device(device)
-    mixed = device.type == "cuda"  # bf16 autocast + channels_last on GPUs
-    model = model.to(device, memory_format=torch.channels_last) if mixed else model.to(device)
+    mixed = device.type == "cuda"  # bf16 autocast on GPUs
+    model = model.to(device, memory_format=torch.channels_last)  # convolutions' fast layout, on CPUs too (~5 %)
     fit = dataset.fit_index  # the training set minus the validation split
     val_labels = dataset.train_labels[dataset.validation_index]
     images, labels = dataset.train_images[fit], dataset.train_labels[fit].to(device)
@@ -182,7 +182,7 @@ def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, b
                 raise Stopped("the teacher's training was stopped")
             batch = augment(images[index], generator, pad=pad, flip=flip)
             with torch.autocast("cuda", torch.bfloat16, enabled=mixed):
-                out = model(dataset.normalize(batch))
+                out = model(dataset.normalize(batch).contiguous(memory_format=torch.channels_last))
             loss = F.cross_entropy(out.float(), labels[index], label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
