@@ -58,6 +58,7 @@ def test_the_best_epoch_by_validation_is_kept_and_patience_ends_training(fashion
     val = data.validation_index
     kept = (predict_logits(model, data, data.train_images[val], "cpu").argmax(1) == data.train_labels[val])
     assert kept.float().mean().item() == max(e.val_acc for e in epochs)
+    assert all(p.is_contiguous() for p in model.parameters())  # trained channels_last, given back as it came
     assert len(epochs) < 12 and any("did not improve for " in note for note in notes), notes
 
 

@@ -237,7 +237,7 @@ def fit_teacher(model: nn.Module, dataset: Dataset, *, epochs: int, lr: float, b
     model.load_state_dict(best)
     test = predict_logits(model, dataset, dataset.test_images, device)
     acc = (test.argmax(1) == dataset.test_labels).float().mean().item()
-    return model.cpu().eval(), acc
+    return model.cpu().to(memory_format=torch.contiguous_format).eval(), acc  # as it came: savers want contiguous
 
 
 def resize_once_size(model: nn.Module, images: torch.Tensor) -> int:
