@@ -298,7 +298,7 @@ def test_train_teacher_on_colour_images(monkeypatch):
     monkeypatch.setattr(training, "load_dataset", lambda name: colour_dataset())
     epochs = []
     model, acc = training.train_teacher("cifar10", "cnn-tiny", epochs=2, batch_size=32, on_epoch=epochs.append)
-    assert [e.epoch for e in epochs] == [1, 2] and acc == epochs[-1].test_acc
+    assert [e.epoch for e in epochs] == [1, 2] and all(e.test_acc is None for e in epochs)  # test read once
     test = teacher.predict_logits(model, colour_dataset(), colour_dataset().test_images, "cpu")
     assert acc == (test.argmax(1) == colour_dataset().test_labels).float().mean().item()
 

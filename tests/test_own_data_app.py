@@ -51,6 +51,21 @@ def test_the_space_limits_apply_to_an_upload(colour_zip, monkeypatch):
         own_data.app_config(str(colour_zip), **ARGS)
 
 
+def test_a_pixel_bomb_png_in_an_upload_is_one_clear_error_line(tmp_path):
+    """A PNG declaring 30,000 × 30,000 pixels: the app's handler raises one gr.Error naming the file and the limit
+    (Pillow's DecompressionBombError once reached the visitor as a generic error)."""
+    import gradio as gr
+    from test_sources import pixel_bomb_png, png, zip_with
+
+    from kd_core.ui.own_data import distill_own_data
+
+    upload = zip_with(tmp_path / "bomb.zip", {"d/a/x.png": png(), "d/a/y.png": png(), "d/b/huge.png": pixel_bomb_png()})
+    with pytest.raises(gr.Error) as raised:
+        list(distill_own_data(None, str(upload), **ARGS))
+    assert raised.value.message == ("b/huge.png declares 900,000,000 pixels (a decompression bomb?); the limit here "
+                                    f"is {sources.SPACE_LIMITS.pixels:,} pixels per image")
+
+
 def test_a_teacher_too_big_for_the_cpu_budget_is_refused(colour_zip):
     run = own_data.app_config(str(colour_zip), **{**ARGS, "arch": "timm:resnet18", "teacher_epochs": 10,
                                                    "teacher_image_size": 64})
@@ -114,6 +129,11 @@ def test_upload_train_a_teacher_distil_and_predict_in_chromium(server, colour_zi
         expect(page.locator("#own-chosen")).to_contain_text("Chosen on your validation split: T = ")
         expect(page.locator("#own-why")).to_contain_text("Agreement with the teacher")
         expect(page.locator("#own-reliability canvas")).to_be_visible()
+        # a run never ends with "KD worse than CE" alone: the diagnosis under it says why, and the fix
+        assert page.locator("#own-diagnosis").count() == 1
+        if page.get_by_text("KD worse than CE").count():
+            page.locator("#own-diagnosis .kd-diagnosis").wait_for(timeout=30_000)
+            assert "Fix:" in page.locator("#own-diagnosis").inner_text()
         page.locator("input[type=file]").last.set_input_files(str(picture))
         page.locator(".output-class").first.wait_for(timeout=60_000)
         labels = page.locator(".output-class").all_inner_texts()

@@ -269,6 +269,26 @@ def png(size: int = 28, mode: str = "L") -> bytes:
     return buffer.getvalue()
 
 
+def pixel_bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A PNG whose header declares width × height pixels (900 million by default) and holds none: a few bytes that
+    would ask for gigabytes if decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def folder_with(path: Path, entries: dict[str, bytes]) -> Path:
+    for name, data in entries.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return path
+
+
 def rgb_checkpoint(tmp_path: Path) -> str:
     path = tmp_path / "rgb.safetensors"
     checkpoints.save_model(path, models.build("cnn-tiny", (3, 28, 28), 10),
@@ -288,6 +308,14 @@ BAD_INPUTS = [  # (name, builds the arguments from tmp_path, the error line's st
      "error: a.zip: entry '/etc/x.png' points outside the archive; refused"),
     ("zip bomb", lambda t: ["--data", str(zip_with(t / "a.zip", {"a/big.png": bytes(20 * 2**20)}))],
      "error: a.zip: entry 'a/big.png' inflates"),
+    ("pixel-bomb PNG in a zip", lambda t: ["--data", str(zip_with(t / "a.zip", {"a/x.png": png(),
+                                                                               "b/huge.png": pixel_bomb_png()}))],
+     "error: b/huge.png declares 900,000,000 pixels (a decompression bomb?); the limit here is 16,777,216 pixels "
+     "per image"),
+    ("pixel-bomb PNG in a folder", lambda t: ["--data", str(folder_with(t / "d", {"a/x.png": png(),
+                                                                                  "b/huge.png": pixel_bomb_png()}))],
+     "error: b/huge.png declares 900,000,000 pixels (a decompression bomb?); the limit here is 16,777,216 pixels "
+     "per image"),
     ("corrupt image", lambda t: ["--data", str(zip_with(t / "a.zip", {"a/x.png": png(), "b/bad.png": b"not png"}))],
      "error: b/bad.png cannot be decoded as an image"),
     ("non-image file", lambda t: ["--data", str(zip_with(t / "a.zip", {"a/x.png": png(), "b/notes.txt": b"hi"}))],

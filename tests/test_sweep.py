@@ -91,7 +91,8 @@ def test_event_order_summary_and_frame(fashion):
     result = sweep_result(events[-1].result, [2.0], [0.0, 1.0])
     assert result.kd_acc[0] == pytest.approx(result.ce_acc, abs=1e-4)
     summary = result.summary()
-    assert {"ce_acc", "grid", "seconds", "best", "repeats", "ce_val_acc"} <= summary.keys()
+    assert {"ce_acc", "grid", "seconds", "best", "repeats", "ce_val_acc", "diagnosis"} <= summary.keys()
+    assert summary["diagnosis"] == []  # the shipped teacher is well ahead of the CE student
     assert [(g["T"], g["alpha"]) for g in summary["grid"]] == [(2.0, 0.0), (2.0, 1.0)]
     assert summary["students"] == 3 and summary["epochs"] == 2 and summary["stopped"] == ""
     json.dumps(summary)  # the CLI prints it

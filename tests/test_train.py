@@ -53,7 +53,9 @@ def test_full_data_one_epoch_accuracy_floor(fashion):
     assert result.epochs == 1 and result.seconds > 0
     summary = result.summary()
     assert {"teacher_acc", "ce_acc", "kd_acc", "epochs", "seconds", "samples_per_s", "device",
-            "config", "ce_val_acc", "kd_val_acc", "repeats", "per_seed", "kd_minus_ce", "kd_wins"} <= summary.keys()
+            "config", "ce_val_acc", "kd_val_acc", "repeats", "per_seed", "kd_minus_ce", "kd_wins",
+            "diagnosis"} <= summary.keys()
+    assert summary["diagnosis"] == []  # the shipped teacher (92 %) is clearly ahead of the CE student
     assert summary["device"] == "cpu" and summary["config"]["epochs"] == 1 and summary["repeats"] == 1
     assert abs(summary["ce_val_acc"] - summary["ce_acc"]) < 0.02  # validation and test agree
 

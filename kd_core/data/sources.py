@@ -23,7 +23,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import re
 import threading
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -292,14 +294,23 @@ def _decode_split(by_class: dict[str, list], classes: tuple[str, ...], image_siz
 
 
 def _open_image(relative: str, file, image_size: int, limits: Limits):
+    """One image file (bytes from a zip, or a path) decoded, or one ValueError naming it: the one place a user's
+    images are decoded, so every source (folder, zip, Hub dataset) refuses the same files the same way."""
     from PIL import Image, UnidentifiedImageError  # deferred: only folder runs decode images
 
     try:
-        image = Image.open(io.BytesIO(file if isinstance(file, bytes) else file.read_bytes()))
+        with warnings.catch_warnings():  # Pillow's own bomb check fires in open(), before ours can read the size
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(file if isinstance(file, bytes) else file.read_bytes()))
         if image.width * image.height > limits.pixels:
             raise ValueError(f"{relative} is {image.width}×{image.height} pixels; the limit here is "
                              f"{limits.pixels:,} pixels per image")
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        declared = re.search(r"\((\d+) pixels\)", str(error))  # Pillow names the size it read from the header
+        size = f"declares {int(declared[1]):,} pixels" if declared else "declares too many pixels"
+        raise ValueError(f"{relative} {size} (a decompression bomb?); the limit here is {limits.pixels:,} pixels "
+                         f"per image") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{relative} cannot be decoded as an image ({error}); remove or replace it") from error
     if image_size:

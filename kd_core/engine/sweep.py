@@ -25,6 +25,7 @@ from torch import nn
 
 from kd_core.config import RunConfig
 from kd_core.data.datasets import Dataset
+from kd_core.engine.diagnosis import stack_teacher_check
 from kd_core.engine.events import StackEvent, StackFinished, StackResult
 from kd_core.engine.loop import train_stack
 from kd_core.engine.roles import CE_ROLE, Role
@@ -95,7 +96,12 @@ class SweepResult:
                 "best": {"T": T, "alpha": alpha, "chosen_on": "validation"}, "method": self.method,
                 "repeats": len(self.stack.seeds), "seeds": list(self.stack.seeds),
                 "epochs": self.epochs, "samples_per_s": self.samples_per_s, "students": self.stack.students.copies,
-                "stopped": self.stopped, "device": self.device, "config": self.config.__dict__.copy()}
+                "stopped": self.stopped, "device": self.device, "config": self.config.__dict__.copy(),
+                "diagnosis": [f.to_json() for f in (self.teacher_finding(alpha),) if f]}  # the best cell's α
+
+    def teacher_finding(self, alpha: float):
+        """The teacher check (kd_core.engine.diagnosis) against the CE student's validation accuracy."""
+        return stack_teacher_check(self.stack, mean_std(self.accuracies(0, "val"))[0], alpha)
 
     def frame(self):
         """The grid as a pandas DataFrame: T, alpha, kd_acc, kd_hidden_acc, kd_acc_std, kd_val_acc, the gain

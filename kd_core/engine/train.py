@@ -28,6 +28,7 @@ from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data.datasets import Dataset, student_indices
 from kd_core.data.sources import resolve_dataset
 from kd_core.engine import bias, why
+from kd_core.engine.diagnosis import diagnose
 from kd_core.engine.loop import (
     StackEvent,
     StackFinished,
@@ -176,6 +177,7 @@ class RunResult:
             "unlabeled": self.config.unlabeled, "methods": self.methods(),
             **(self.bias_report() or {}),
             **self.why(),
+            "diagnosis": [finding.to_json() for finding in diagnose(self)],  # why, on validation figures
         }
 
     def seed_logits(self, role: str) -> torch.Tensor:

@@ -30,6 +30,7 @@ from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints
 from kd_core.models import zoo as models
 
+LOGITS_BATCH = 256  # images per batch of the logits pass: faster on CPUs than 1,024 (bench/RESULTS.md, "Wave 4")
 CACHE_FORMAT = 2  # bump when what a logits file holds, or how it is keyed, changes: old files then mismatch
 
 
@@ -79,7 +80,7 @@ def logits_paths(checkpoint: Path, key: str) -> list[Path]:
 
 
 def teacher_logits(checkpoint: str | Path, dataset: Dataset, device: torch.device | str = "cpu",
-                   *, batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None,
+                   *, batch_size: int = LOGITS_BATCH, on_progress: Callable[[int, int], None] | None = None,
                    checkpoint_hash: str | None = None) -> TeacherLogits:
     """The teacher's logits on `dataset` from memory, disk, or computed (then saved to the cache dir);
     `on_progress(done, total)` every PROGRESS_S seconds while they are computed."""
@@ -172,17 +173,30 @@ PROGRESS_S = 3.0  # seconds between progress reports of a long logits pass
 
 
 def predict_logits(model: nn.Module, dataset: Dataset, images: torch.Tensor, device: torch.device | str, *,
-                   batch_size: int = 1024, on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """float32 [N, K] logits on CPU for uint8 `images`, in eval mode, in large batches."""
+                   batch_size: int = LOGITS_BATCH,
+                   on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """float32 [N, K] logits on CPU for uint8 `images`, in eval mode, in batches. A network with convolutions runs
+    channels_last (oneDNN's fast layout on CPUs, the tensor cores' on GPUs) and is given back in its own layout."""
     model = model.to(device).eval()
+    convolutional = any(isinstance(module, nn.Conv2d) for module in model.modules())
+    was_channels_last = any(p.dim() == 4 and not p.is_contiguous()  # (a 1-channel kernel is both: it tells nothing)
+                            and p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters())
+    if convolutional:
+        model.to(memory_format=torch.channels_last)
     outputs, reported = [], time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = dataset.normalize(images[start:start + batch_size].to(device))
-            outputs.append(model(batch).float().cpu())
-            if on_progress and time.perf_counter() - reported > PROGRESS_S:
-                on_progress(start + len(batch), len(images))
-                reported = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = dataset.normalize(images[start:start + batch_size].to(device))
+                if convolutional:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                outputs.append(model(batch).float().cpu())
+                if on_progress and time.perf_counter() - reported > PROGRESS_S:
+                    on_progress(start + len(batch), len(images))
+                    reported = time.perf_counter()
+    finally:
+        if convolutional and not was_channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return torch.cat(outputs)
 
 

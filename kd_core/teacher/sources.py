@@ -263,7 +263,8 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
     key = _key(cfg, dataset, native, size, recipe)
     path = cache_dir() / "teachers" / f"{cfg.teacher.replace('/', '_').replace(':', '-')[-60:]}-{key}.safetensors"
     if path.is_file():
-        return path, None, (f"reusing the teacher prepared earlier: {path}",)
+        made = checkpoints.read_metadata(path).get("teacher_recipe_notes") or []
+        return path, None, (*made, f"reusing the teacher prepared earlier: {path}")
     model = net if native.get("bare") else external.Preprocessed(net, dataset.image_shape[0]).set_preprocessing(
         dataset.mean, dataset.std, native["mean"], native["std"], size)
     external.input_check(model, dataset.image_shape, f"teacher {cfg.teacher} at {size}×{size}")
@@ -271,17 +272,19 @@ def _materialise(cfg, dataset: Dataset, net: nn.Module, native: dict, device, on
             "num_classes": dataset.num_classes, "classes": list(dataset.classes), "mean": list(dataset.mean),
             "std": list(dataset.std), "teacher": cfg.teacher, "teacher_image_size": size,
             "teacher_mean": list(native["mean"]), "teacher_std": list(native["std"]), "test_acc": None}
-    seconds = None
+    seconds, notes = None, []
     if cfg.teacher_epochs:
         start = time.perf_counter()
+        flips = {"on": True, "off": False}.get(recipe.flips, recipe.flips)
         model, acc = fit_teacher(model, dataset, epochs=cfg.teacher_epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                                 label_smoothing=recipe.label_smoothing, seed=cfg.seed, device=device,
-                                 on_epoch=on_epoch, should_stop=should_stop, on_progress=on_epoch)
+                                 label_smoothing=recipe.label_smoothing, seed=cfg.seed, device=device, flips=flips,
+                                 patience=recipe.patience, on_epoch=on_epoch, should_stop=should_stop,
+                                 on_progress=on_epoch, on_note=notes.append)
         seconds = time.perf_counter() - start
         meta.update(test_acc=round(acc, 4), teacher_epochs=cfg.teacher_epochs,
-                    teacher_train_seconds=round(seconds, 1))
+                    teacher_train_seconds=round(seconds, 1), teacher_recipe_notes=notes)
     checkpoints.save_model(path, model.cpu().eval(), meta)
-    return path, seconds, (f"teacher saved to {path}",)
+    return path, seconds, (*notes, f"teacher saved to {path}")
 
 
 def _key(cfg, dataset: Dataset, native: dict, size: int, recipe: TeacherRecipe) -> str:
@@ -289,7 +292,8 @@ def _key(cfg, dataset: Dataset, native: dict, size: int, recipe: TeacherRecipe) 
 
     parts = {"teacher": cfg.teacher, "pretrained": cfg.teacher_pretrained, "epochs": cfg.teacher_epochs,
              "seed": cfg.seed if cfg.teacher_epochs else None, "data": fingerprint(dataset),
-             "recipe": [recipe.lr, recipe.batch_size, recipe.label_smoothing] if cfg.teacher_epochs else None,
+             "recipe": [recipe.lr, recipe.batch_size, recipe.label_smoothing, recipe.flips, recipe.patience, 2]
+             if cfg.teacher_epochs else None,  # 2: the recipe's version (the best epoch kept, flips checked)
              "mean": list(dataset.mean), "std": list(dataset.std), "size": size,
              "native": {k: list(v) if isinstance(v, tuple) else v for k, v in native.items()}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -49,6 +49,8 @@ CSS = """
 .kd-headline.kd-headline-noise, .kd-headline.kd-headline-single { background: #f1f5f9; color: #334155; }
 .kd-subline.kd-headline-better { color: #15803d; }
 .kd-subline.kd-headline-worse { color: #b91c1c; }
+.kd-diagnosis { background: #fef9c3; color: #422006; border-radius: 6px; padding: 0.4em 0.7em; }
+.kd-diagnosis ul { margin: 0.2em 0 0 1.1em; }
 .kd-lesson { font-size: 1.3em; }
 .kd-banner { font-size: 1.1em; background: #ffedd5; border-radius: 6px; }
 /* the class board; its projector view (/?class=CODE&view=board) shows the board alone, in large type; the class

@@ -16,7 +16,7 @@ from kd_core.run import Run, TeacherEpoch
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
 from kd_core.ui.why import why_panel, wire_why
-from kd_core.views import joined, plots, why
+from kd_core.views import headline, joined, plots, why
 from kd_core.views.teacher import status_line as teacher_status
 
 
@@ -61,6 +61,11 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
         done = view.table is not None
         yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip(), shown
         shown = gr.skip()
+
+
+def show_diagnosis(students) -> str:
+    """After a run: why it came out as it did, and the fix (kd_core.engine.diagnosis)."""
+    return headline.diagnosis_html(None if students is None else students.summary)
 
 
 @user_errors
@@ -116,6 +121,7 @@ def own_data_tab(services: Services) -> None:
                                      title="Training loss", x_title="step", y_title="loss")
                 accuracies = gr.Plot(label="Validation accuracy", show_label=False)
             chosen = gr.HTML(elem_id="own-chosen")
+            diagnosis = gr.HTML(elem_id="own-diagnosis")  # after a run: why, and the fix (engine.diagnosis)
             table = gr.Dataframe(label="Results on your test split (mean ± std over seeds)", visible=False,
                                  interactive=False)
             panel = why_panel("own-")
@@ -133,5 +139,7 @@ def own_data_tab(services: Services) -> None:
                       show_progress_on=[status])  # private: the API's checked endpoints are settings.api_checks
     stop.click(stopped, None, status, cancels=[run], api_visibility="private")
     wire_why(run, own_students, panel)
+    start.click(None, None, diagnosis, js="() => ''", api_visibility="private")  # a new run's comes at its end
+    run.success(show_diagnosis, own_students, diagnosis, api_visibility="private")
     picture.change(predict_own_data, [picture, prepared, own_students], [teacher_label, ce_label, kd_label],
                    api_visibility="private")

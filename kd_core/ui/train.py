@@ -93,6 +93,11 @@ def show_headline(students: session.SessionStudents | None) -> str:
     return headline.headline_html(None if students is None else students.summary)
 
 
+def show_diagnosis(students: session.SessionStudents | None) -> str:
+    """After a run: why it came out as it did, and the fix (kd_core.engine.diagnosis), under the headline."""
+    return headline.diagnosis_html(None if students is None else students.summary)
+
+
 def show_downloads(students: session.SessionStudents | None):
     files = session.downloads(students)
     return gr.Row(visible=bool(files)), [str(p) for p in files]
@@ -192,6 +197,7 @@ class Results(NamedTuple):
     stop: gr.Button
     status: gr.HTML
     verdict_headline: gr.HTML  # after a run: the verdict in words, coloured by it (kd_core.views.headline)
+    diagnosis: gr.HTML  # after a run: why, and the fix (kd_core.engine.diagnosis)
     losses: gr.LinePlot
     accuracies: gr.Plot
     table: gr.Dataframe
@@ -277,6 +283,7 @@ def results() -> Results:
         stop = gr.Button("Stop", variant="stop")
     status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
     verdict_headline = gr.HTML()
+    diagnosis = gr.HTML(elem_id="diagnosis")  # after a run: its findings (kd_core.engine.diagnosis), if any
     with gr.Row():
         losses = gr.LinePlot(x="step", y="loss", color="student", color_map=plots.LOSS_COLOURS, height=300,
                              title="Training loss", x_title="step", y_title="loss")
@@ -311,8 +318,8 @@ def results() -> Results:
     latency = gr.Dataframe(label="Latency on this CPU (1 thread; the fastest of 15 rounds)", visible=False,
                            interactive=False)
     speedup = gr.Markdown()
-    return Results(start, stop, status, verdict_headline, losses, accuracies, table, bias_box, bias, auto, bias_plot,
-                   bias_caption, log_file, kd_file, export_row, cards, export, latency, speedup, why)
+    return Results(start, stop, status, verdict_headline, diagnosis, losses, accuracies, table, bias_box, bias, auto,
+                   bias_plot, bias_caption, log_file, kd_file, export_row, cards, export, latency, speedup, why)
 
 
 def wire(knob: Knobs, shown: Results, students: gr.State, services: Services, class_code: gr.Textbox) -> None:
@@ -344,9 +351,11 @@ def wire(knob: Knobs, shown: Results, students: gr.State, services: Services, cl
                 api_visibility="private")
     run.success(show_downloads, students, [shown.export_row, shown.cards], api_visibility="private")
     # the new run's headline comes at its end
-    shown.start.click(None, None, shown.verdict_headline, js="() => ''", api_visibility="private")
+    shown.start.click(None, None, [shown.verdict_headline, shown.diagnosis], js="() => ['', '']",
+                      api_visibility="private")
     run.success(show_headline, students, shown.verdict_headline, api_visibility="private")
     wire_why(run, students, shown.why)
+    run.success(show_diagnosis, students, shown.diagnosis, api_visibility="private")
     shown.export.click(export_onnx, students, [shown.cards, shown.latency, shown.speedup], api_visibility="private",
                        concurrency_id="export", concurrency_limit=1)
     bias_outputs = [shown.bias_plot, shown.bias_caption, students]

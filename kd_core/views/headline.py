@@ -77,3 +77,13 @@ def headline_html(summary: dict | None) -> str:
     parts = [f'<div class="kd-headline kd-headline-{first.tone}">{html.escape(first.text)}</div>']
     parts += [f'<div class="kd-subline kd-headline-{line.tone}">{html.escape(line.text)}</div>' for line in rest]
     return "".join(parts)
+
+
+def diagnosis_html(summary: dict | None) -> str:
+    """A run's findings (`summary["diagnosis"]`, kd_core.engine.diagnosis) as HTML under the verdict: each its
+    code and its line (the cause, then the fix); empty before a run and when there is nothing to say."""
+    findings = (summary or {}).get("diagnosis") or []
+    if not findings:
+        return ""
+    items = "".join(f'<li><code>{html.escape(f["code"])}</code> {html.escape(f["message"])}</li>' for f in findings)
+    return f'<div class="kd-diagnosis"><b>Diagnosis</b><ul>{items}</ul></div>'
