@@ -27,8 +27,8 @@ from kd_core.data.datasets import DatasetUnavailable
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.engine.train import TrainingDiverged, resolve_device
-from kd_core.models import checkpoints
-from kd_core.models.zoo import STUDENTS, TEACHERS
+from kd_core.models import checkpoints, students, weights
+from kd_core.models.zoo import PRETRAINED, STUDENTS, TEACHERS
 from kd_core.publish import hub
 from kd_core.publish.export import ExportUnavailable
 from kd_core.teacher.training import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
@@ -66,8 +66,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="teacher checkpoint path, or 'default' (shipped in checkpoints/; made for --dataset), "
                              "or timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, torchvision:NAME, zoo:NAME")
     parser.add_argument("--student", default=DEFAULTS.student, type=student_name,
-                        help=f"architecture of both students: {', '.join(sorted(STUDENTS))}, or timm:NAME "
-                             f"(from scratch)")
+                        help=f"architecture of both students: {', '.join(sorted(STUDENTS))}, or timm:NAME, "
+                             f"torchvision:NAME (from scratch, or pretrained with --student-pretrained), "
+                             f"hf-hub:ORG/NAME, local-dir:PATH (a timm save_for_hf folder; pretrained)")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
                         help=f"passes over the training set, 1..{MAX_EPOCHS}")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate, in (0, 1]")
@@ -107,10 +108,10 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
 # ------------------------------------------------------------------ your own data and teacher (sources, teachers)
 
 def student_name(text: str) -> str:
-    if text in STUDENTS or (text.startswith("timm:") and len(text) > 5):
+    if text in STUDENTS or students.is_outside(text):
         return text
     raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(STUDENTS))}, "
-                                     f"or timm:NAME)")
+                                     f"or timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, torchvision:NAME)")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -127,12 +128,16 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-epochs", type=int, default=DEFAULTS.teacher_epochs, metavar="N",
                         help="first train the teacher N epochs on the training split (its head replaced to "
                              "the data's classes); 0 = use it as it is")
+    parser.add_argument("--student-pretrained", action="store_true",
+                        help="timm:/torchvision: students start from their pretrained weights (online), a new head "
+                             "for the data's classes; both students start from the same weights")
 
 
 def data_fields(args: argparse.Namespace) -> dict:
     """The RunConfig fields of `add_data_options`."""
     return {"data": args.data, "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
-            "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
+            "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs,
+            "student_pretrained": args.student_pretrained}
 
 
 def build_parser() -> Parser:
@@ -285,11 +290,17 @@ def cmd_push(args: argparse.Namespace) -> dict:
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
+    if args.pretrained and ":" not in args.arch:  # the ImageNet weights now, or one line (never a random start)
+        if args.data:
+            raise ValueError("--pretrained with --data needs a timm:NAME or torchvision:NAME --arch")
+        if args.arch in PRETRAINED:
+            weights.torchvision_weights(args.arch.split("-")[0])
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits
     from kd_core.teacher.training import train_teacher
+    from kd_core.views.teacher import teacher_line
 
     recipe_options = TeacherRecipe(args.dataset, args.arch, args.epochs, args.lr, args.batch_size,
                                    args.label_smoothing, args.seed).validate()  # before any work
@@ -310,7 +321,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
                                lr=recipe_options.lr, batch_size=recipe_options.batch_size,
                                label_smoothing=recipe_options.label_smoothing, seed=recipe_options.seed,
                                device=device, pretrained=args.pretrained, on_epoch=report,
-                               on_note=lambda note: print(note, file=sys.stderr))
+                               on_note=lambda note: print(note, file=sys.stderr),
+                               on_progress=lambda event: print(teacher_line(event, args.epochs), file=sys.stderr,
+                                                               flush=True))
     train_seconds = time.perf_counter() - start
     dataset = load_dataset(args.dataset)
     meta = {"arch": args.arch, "dataset": args.dataset, "in_shape": list(dataset.image_shape),
