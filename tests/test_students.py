@@ -79,8 +79,7 @@ def test_a_pretrained_local_dir_student_learns_clearly_faster_than_from_scratch(
     assert code == 0 and "pretrained body, a new 10-class head; sees the images at 28×28" in captured.err
     scratch = train.run(budget(f"timm:{ARCH}"))
     assert isinstance(scratch.ce_student, external.Preprocessed)
-    # measured here: FIGURES (the body saw 3,000 images for 2 epochs; the head is new in both)
-    print("FIGURES", pretrained["ce_acc"], pretrained["kd_acc"], scratch.ce_acc, scratch.kd_acc)
+    # measured here: CE 0.697 against 0.467 (the body saw 3,000 images for 2 epochs; the head is new in both)
     assert pretrained["ce_acc"] > scratch.ce_acc + 0.10, (pretrained["ce_acc"], scratch.ce_acc)
 
 
