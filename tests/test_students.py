@@ -211,3 +211,45 @@ def test_a_student_too_large_for_the_browser_is_refused_in_one_line(tmp_path):
                                          r"weights, at most 50 MB\)"):
         browser_student.student_onnx(SimpleNamespace(model=big), tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing exported
+
+
+def test_a_timm_student_with_student_pretrained_loads_its_weights_and_its_preprocessing(monkeypatch, tmp_path,
+                                                                                          fashion):
+    """timm:NAME --student-pretrained: the body from timm's weights file (here a seeded stand-in for the Hub's), a
+    new 10-class head, the images resized to its pretrained size and normalised its way (grey: averaged)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    published = timm.create_model(ARCH).state_dict()  # 3 channels, 1,000 classes, as on the Hub
+    save_file(published, tmp_path / "model.safetensors")
+    monkeypatch.setattr(students.weights, "hub_file", lambda repo_id: tmp_path / "model.safetensors")
+    monkeypatch.setattr(students.weights, "timm_hub_id", lambda name: "stand-in")
+    cfg = RunConfig(student=f"timm:{ARCH}", student_pretrained=True).validate()
+    (student,), notes = students.initial(cfg, fashion.image_shape, fashion.mean, fashion.std, 10, (0,))
+    config = timm.models.get_pretrained_cfg(ARCH)
+    assert student.side == config.input_size[-1] == 160 and notes[0].startswith(
+        f"student timm:{ARCH}: pretrained body, a new 10-class head; sees the images at 160×160")
+    torch.testing.assert_close(student.mean, torch.full((1,), sum(config.mean) / 3))
+    own = student.net.state_dict()
+    assert torch.equal(own["layer1.0.conv1.weight"], published["layer1.0.conv1.weight"])
+    torch.testing.assert_close(own["conv1.0.weight"], published["conv1.0.weight"].sum(1, keepdim=True))
+    assert own["fc.weight"].shape == (10, published["fc.weight"].shape[1])
+
+
+def test_a_torchvision_student_with_student_pretrained_gets_its_weights_and_a_new_head(monkeypatch):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    torch.manual_seed(1)
+    imagenet = resnet18(weights=None).state_dict()
+    monkeypatch.setattr(students.weights, "reachable_or_cached", lambda *args: None)
+    monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", lambda self, **kw: imagenet)
+    cfg = RunConfig(student="torchvision:resnet18", student_pretrained=True)
+    initial, _ = students.initial(cfg, (3, 32, 32), (0.5,) * 3, (0.25,) * 3, 10, (0, 1))
+    assert all(s.side == 224 for s in initial)
+    torch.testing.assert_close(initial[0].mean, torch.tensor([0.485, 0.456, 0.406]))
+    for student in initial:
+        assert torch.equal(student.net.layer4[1].conv2.weight, imagenet["layer4.1.conv2.weight"])
+        assert student.net.fc.out_features == 10
+    assert not torch.equal(initial[0].net.fc.weight, initial[1].net.fc.weight)
+    assert students.arch(cfg) == "torchvision:resnet18"
