@@ -99,28 +99,34 @@ def test_ce_and_kd_students_start_from_the_same_pretrained_weights_and_a_head_pe
                                                                 fashion.std, 10, (0,))[0][0].net.fc.weight)
 
 
-def test_a_timm_student_checkpoint_exports_to_onnx_with_pytorch_s_top1(folder, fashion, tmp_path):
-    cfg = RunConfig(student=f"local-dir:{folder}")
+def resized_folder(folder, side: int):
+    """A copy of the save_for_hf `folder` whose pretrained config says side×side images (the same weights)."""
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"]["input_size"] = [1, side, side]
+    out = folder.parent / f"{folder.name}-{side}"
+    out.mkdir(exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("side, images", [(28, 10_000), (56, 2_000)])  # at 56, the resize is inside the graph
+def test_a_timm_student_checkpoint_exports_to_onnx_with_pytorch_s_top1(folder, fashion, tmp_path, side, images):
+    cfg = RunConfig(student=f"local-dir:{folder if side == 28 else resized_folder(folder, side)}")
     student = students.initial(cfg, fashion.image_shape, fashion.mean, fashion.std, 10, (0,))[0][0]
     meta = {"arch": students.arch(cfg), "dataset": "fashion-mnist", "in_shape": [1, 28, 28], "num_classes": 10,
             "classes": list(fashion.classes), "mean": list(fashion.mean), "std": list(fashion.std)}
     path = checkpoints.save_model(tmp_path / "kd-student.safetensors", student.eval(), meta)  # as distill saves it
     model, meta = checkpoints.load_model(path)
-    assert meta["arch"] == f"timm:{ARCH}"  # what models.build rebuilds; the preprocessing is in the buffers
+    assert meta["arch"] == f"timm:{ARCH}" and model.side == side  # rebuilt by models.build, its size from the file
     onnx = export_onnx(model, meta, tmp_path / "kd-student.onnx")
-    check = check_round_trip(onnx, model, meta, fashion.test_images)
-    assert check.images == 10_000 and check.top1_agreement == 1.0
+    check = check_round_trip(onnx, model, meta, fashion.test_images[:images])
+    assert check.images == images and check.top1_agreement == 1.0
 
 
 def test_the_cpu_budget_counts_a_pretrained_student_at_its_own_input_size(folder, fashion):
     cfg = RunConfig(student=f"local-dir:{folder}")
-    config = json.loads((folder / "config.json").read_text())
-    config["pretrained_cfg"]["input_size"] = [1, 56, 56]  # the same body, told to read 56×56 images
-    (folder.parent / "wide").mkdir(exist_ok=True)
-    wide = folder.parent / "wide"
-    (wide / "config.json").write_text(json.dumps(config))
-    for file in folder.glob("*.safetensors"):
-        (wide / file.name).write_bytes(file.read_bytes())
+    wide = resized_folder(folder, 56)  # the same body, told to read 56×56 images
     at_28 = train.student_flops_per_sample(cfg, fashion)
     at_56 = train.student_flops_per_sample(cfg.replace(student=f"local-dir:{wide}"), fashion)
     import timm
