@@ -8,6 +8,8 @@ The folder is made here: timm's small `test_resnet` trained briefly on real Fash
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import socket
 import time
 
@@ -180,6 +182,15 @@ SEED_COMMAND = ["distill", "--dataset", "cifar10", "--teacher", "torchvision:res
                 "--teacher-epochs", "2", "--student", "torchvision:resnet18", "--student-pretrained", "--lr", "1e-4",
                 "--T", "4", "--alpha", "0.3", "--epochs", "3", "--train-size", "0", "--repeats", "1",
                 "--batch-size", "64"]  # docs/pretrained-students.md
+
+
+def test_the_documented_seed_command_is_this_one():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "pretrained-students.md").read_text()
+    (block,) = re.findall(r"```text\n(.*?)\n```", page, flags=re.S)
+    assert shlex.split(block.replace("\\\n", " ")) == ["python", "-m", "kd_core", *SEED_COMMAND, "--json"]
+    assert "0.7·CE + 0.3·KD" in page and "**α = 0.3**" in page  # the seed's weights in this project's convention
 
 
 def test_the_seed_experiment_is_refused_on_a_cpu_up_front_with_its_estimate(monkeypatch, capsys):
