@@ -270,3 +270,12 @@ def test_a_torchvision_student_with_student_pretrained_gets_its_weights_and_a_ne
         assert student.net.fc.out_features == 10
     assert not torch.equal(initial[0].net.fc.weight, initial[1].net.fc.weight)
     assert students.arch(cfg) == "torchvision:resnet18"
+
+
+@pytest.mark.parametrize("student, message", [
+    ("torchvision:nope", "torchvision has no classification model 'nope'"),
+    ("timm:nope", "timm has no model 'nope' (see timm.list_models())"),
+])
+def test_a_wrong_pretrained_student_id_is_one_line(student, message, capsys):
+    code, err, _ = run_timed(["distill", "--student", student, "--student-pretrained", *SMALL], capsys)
+    assert code == 2 and err == f"error: {message}\n"

@@ -79,4 +79,6 @@ def native_size(source: str, name: str) -> int:
         return timm.models.get_pretrained_cfg(name).input_size[-1] if timm.is_model(name) else 0
     from torchvision import models as tv_models
 
+    if name not in tv_models.list_models(module=tv_models):
+        raise ValueError(f"torchvision has no classification model {name!r}")
     return tv_models.get_model_weights(name).DEFAULT.transforms().crop_size[0]
