@@ -187,7 +187,7 @@ SEED_COMMAND = ["distill", "--dataset", "cifar10", "--teacher", "torchvision:res
 def test_the_documented_seed_command_is_this_one():
     from pathlib import Path
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "pretrained-students.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs/pretrained-students.md").read_text()
     (block,) = re.findall(r"```text\n(.*?)\n```", page, flags=re.S)
     assert shlex.split(block.replace("\\\n", " ")) == ["python", "-m", "kd_core", *SEED_COMMAND, "--json"]
     assert "0.7·CE + 0.3·KD" in page and "**α = 0.3**" in page  # the seed's weights in this project's convention
