@@ -22,19 +22,25 @@ import time
 import torch
 
 from kd_core.cli import runs
-from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
+from kd_core.cli.options import (
+    DEFAULTS,
+    add_column_options,
+    add_run_options,
+    float_list,
+    method_list,
+    run_config,
+)
+from kd_core.config import DATASETS, DEVICES
 from kd_core.data.datasets import DatasetUnavailable
 from kd_core.engine.choose import ALPHAS, TEMPERATURES
 from kd_core.engine.roles import METHODS
 from kd_core.engine.sweep import SWEEP_METHODS
 from kd_core.engine.train import TrainingDiverged, resolve_device
-from kd_core.models import checkpoints
-from kd_core.models.zoo import STUDENTS, TEACHERS
+from kd_core.models import checkpoints, weights
+from kd_core.models.zoo import PRETRAINED, STUDENTS, TEACHERS
 from kd_core.publish import hub
 from kd_core.publish.export import ExportUnavailable
 from kd_core.teacher.training import MAX_TEACHER_EPOCHS, RECIPE, TeacherRecipe
-
-DEFAULTS = RunConfig()
 
 
 class CliError(Exception):
@@ -47,102 +53,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # argparse prints usage + message; we want one line
         raise CliError(message)
-
-
-def method_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by distill and sweep, defaults taken from RunConfig."""
-    parser.add_argument("--dataset", default=DEFAULTS.dataset, choices=DATASETS, help="dataset to train on")
-    parser.add_argument("--teacher", default=DEFAULTS.teacher,
-                        help="teacher checkpoint path, or 'default' (shipped in checkpoints/; made for --dataset), "
-                             "or timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, torchvision:NAME, zoo:NAME")
-    parser.add_argument("--student", default=DEFAULTS.student, type=student_name,
-                        help=f"architecture of both students: {', '.join(sorted(STUDENTS))}, or timm:NAME "
-                             f"(from scratch)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
-                        help=f"passes over the training set, 1..{MAX_EPOCHS}")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate, in (0, 1]")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help="samples per step; both students see the same batch")
-    parser.add_argument("--train-size", type=int, default=DEFAULTS.train_size,
-                        help="students' training samples (0 = all); class-stratified subset")
-    parser.add_argument("--hide-class", type=int, default=DEFAULTS.hide_class,
-                        help="class index removed from the students' training set")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                        help="seed of the first repeat (subset, initial weights, batch order)")
-    parser.add_argument("--repeats", type=int, default=DEFAULTS.repeats,
-                        help=f"seeds trained together (seed, seed+1, …), 1..{MAX_REPEATS}; results give their "
-                             f"mean, spread and the paired difference KD − CE with a 95%% interval")
-    parser.add_argument("--unlabeled", type=int, default=DEFAULTS.unlabeled,
-                        help="transfer set: this many more training images that only the KD students learn "
-                             "from, through the teacher's soft targets (their labels are never used); 0 = off")
-    parser.add_argument("--unlabeled-hidden", action="store_true",
-                        help="with --hide-class: let the hidden class's images be among the unlabelled ones")
-    parser.add_argument("--device", default=DEFAULTS.device, choices=DEVICES,
-                        help="'auto' picks cuda when available")
-    parser.add_argument("--threads", type=int, default=DEFAULTS.cpu_threads,
-                        help="torch threads for CPU training (more help big students on idle machines)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
-    add_data_options(parser)
-
-
-def run_config(args: argparse.Namespace, **extra) -> RunConfig:
-    return DEFAULTS.replace(**data_fields(args),
-        dataset=args.dataset, teacher=args.teacher, student=args.student, epochs=args.epochs,
-        lr=args.lr, batch_size=args.batch_size, train_size=args.train_size,
-        hide_class=args.hide_class, seed=args.seed, repeats=args.repeats, unlabeled=args.unlabeled,
-        unlabeled_hidden=args.unlabeled_hidden, device=args.device, cpu_threads=args.threads,
-        **extra)  # validated once, by kd_core.run.resolve_run
-
-
-# ------------------------------------------------------------------ your own data and teacher (sources, teachers)
-
-def student_name(text: str) -> str:
-    if text in STUDENTS or (text.startswith("timm:") and len(text) > 5):
-        return text
-    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(STUDENTS))}, "
-                                     f"or timm:NAME)")
-
-
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """--data, --image-size and the teacher's options (distill, sweep; reusable by any run-like command)."""
-    parser.add_argument("--data", default=DEFAULTS.data, metavar="PATH",
-                        help="an ImageFolder (a folder per class; optional train/ val/ test/), a .zip of one, "
-                             "hf:ORG/NAME[:CONFIG], a save_to_disk folder or parquet files; instead of --dataset")
-    add_column_options(parser)
-    parser.add_argument("--image-size", type=int, default=DEFAULTS.image_size, metavar="N",
-                        help="with --data: resize the images to N×N for the students (0 = their own size)")
-    parser.add_argument("--teacher-image-size", type=int, default=DEFAULTS.teacher_image_size, metavar="N",
-                        help="the teacher's input side (0 = its pretrained config's, else the students')")
-    parser.add_argument("--teacher-pretrained", action="store_true",
-                        help="timm:/torchvision: teachers start from their pretrained weights (online)")
-    parser.add_argument("--teacher-epochs", type=int, default=DEFAULTS.teacher_epochs, metavar="N",
-                        help="first train the teacher N epochs on the training split (its head replaced to "
-                             "the data's classes); 0 = use it as it is")
-
-
-def add_column_options(parser: argparse.ArgumentParser) -> None:
-    for role, found in (("image", "the one Image feature"), ("label", "the one ClassLabel, else label/labels")):
-        parser.add_argument(f"--{role}-column", default="", metavar="NAME",
-                            help=f"with --data hf:…, a save_to_disk folder or parquet files: the {role} column "
-                                 f"(default: %(default)r, {found})")
-
-
-def data_fields(args: argparse.Namespace) -> dict:
-    """The RunConfig fields of `add_data_options`."""
-    return {"data": args.data, "image_column": args.image_column, "label_column": args.label_column,
-            "image_size": args.image_size, "teacher_image_size": args.teacher_image_size,
-            "teacher_pretrained": args.teacher_pretrained, "teacher_epochs": args.teacher_epochs}
 
 
 def build_parser() -> Parser:
@@ -302,11 +212,17 @@ def cmd_push(args: argparse.Namespace) -> dict:
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> dict:
+    if args.pretrained and ":" not in args.arch:  # the ImageNet weights now, or one line (never a random start)
+        if args.data:
+            raise ValueError("--pretrained with --data needs a timm:NAME or torchvision:NAME --arch")
+        if args.arch in PRETRAINED:
+            weights.torchvision_weights(args.arch.split("-")[0])
     if args.data or ":" in args.arch:
         return cmd_train_teacher_on_data(args)
     from kd_core.data.datasets import load_dataset
     from kd_core.teacher.logits import save_logits_beside, teacher_logits
     from kd_core.teacher.training import train_teacher
+    from kd_core.views.teacher import teacher_line
     if args.image_column or args.label_column:
         raise ValueError("--image-column and --label-column need --data")
 
@@ -329,7 +245,9 @@ def cmd_train_teacher(args: argparse.Namespace) -> dict:
                                lr=recipe_options.lr, batch_size=recipe_options.batch_size,
                                label_smoothing=recipe_options.label_smoothing, seed=recipe_options.seed,
                                device=device, pretrained=args.pretrained, on_epoch=report,
-                               on_note=lambda note: print(note, file=sys.stderr))
+                               on_note=lambda note: print(note, file=sys.stderr),
+                               on_progress=lambda event: print(teacher_line(event, args.epochs), file=sys.stderr,
+                                                               flush=True))
     train_seconds = time.perf_counter() - start
     dataset = load_dataset(args.dataset)
     meta = {"arch": args.arch, "dataset": args.dataset, "in_shape": list(dataset.image_shape),

@@ -46,7 +46,8 @@ CPU_MAX_TFLOP = 20.0  # train.check_cpu_budget's default cap: about 5 minutes at
 class RunConfig:
     dataset: str = "fashion-mnist"  # one of DATASETS
     teacher: str = "default"  # checkpoint path, or "default" for the one shipped in checkpoints/
-    student: str = "mlp-small"  # a name from kd_core.models.zoo.STUDENTS
+    student: str = "mlp-small"  # a name from kd_core.models.zoo.STUDENTS, or timm:NAME, hf-hub:ORG/NAME,
+    #                             local-dir:PATH, torchvision:NAME (kd_core.models.students)
     # the defaults are the low-data regime where KD's gain is beyond seed noise, chosen on the validation split
     # by bench/choose_defaults.py (README "Presets and defaults"): 1,000 images, 20 epochs, lr 3e-3, T=4, α=0.9
     temperature: float = 4.0  # T: softens both softmaxes in the KD term; T=1 is the plain softmax
@@ -84,6 +85,8 @@ class RunConfig:
     teacher_image_size: int = 0  # the teacher's input side; 0 = its pretrained config's, else the students'
     teacher_pretrained: bool = False  # timm: / torchvision: teachers start from their pretrained weights (online)
     teacher_epochs: int = 0  # train (or fine-tune) the teacher on the training split first; 0 = use it as it is
+    student_pretrained: bool = False  # timm: / torchvision: students start from their pretrained weights (online),
+    #                                   a new head for the data's classes; hf-hub: and local-dir: students always do
 
     def validate(self, num_classes: int | None = None) -> RunConfig:
         """Return self, or raise ValueError naming the first bad field and its allowed range."""
@@ -106,9 +109,14 @@ class RunConfig:
         from kd_core.models.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
-        if self.student not in STUDENTS and not _is_timm_name(self.student):
+        if self.student not in STUDENTS and not _is_outside_name(self.student):
             raise ValueError(f"unknown model {self.student!r} for a student; choose one of "
-                             f"{', '.join(STUDENTS)}, or timm:NAME")
+                             f"{', '.join(STUDENTS)}, or {', '.join(STUDENT_SOURCES)}")
+        if not isinstance(self.student_pretrained, bool):
+            raise ValueError(f"student_pretrained must be true or false; got {self.student_pretrained!r}")
+        if self.student_pretrained and not self.student.startswith(("timm:", "torchvision:")):
+            raise ValueError("student_pretrained needs a timm:NAME or torchvision:NAME student (hf-hub: and "
+                             "local-dir: students are always pretrained; zoo ResNets take pretrained)")
         if not isinstance(self.augment, bool):
             raise ValueError(f"augment must be true or false; got {self.augment!r}")
         if (not isinstance(self.methods, tuple) or not self.methods or len(set(self.methods)) != len(self.methods)
@@ -142,8 +150,12 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _is_timm_name(name) -> bool:
-    return isinstance(name, str) and name.startswith("timm:") and len(name) > len("timm:")
+STUDENT_SOURCES = ("timm:NAME", "hf-hub:ORG/NAME", "local-dir:PATH", "torchvision:NAME")
+
+
+def _is_outside_name(name) -> bool:
+    return isinstance(name, str) and name.startswith(("timm:", "hf-hub:", "local-dir:", "torchvision:")) and \
+        len(name.partition(":")[2]) > 0
 
 
 def _check_data_fields(cfg: RunConfig) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from kd_core.config import RunConfig
 from kd_core.data.datasets import CLASSES, Dataset, load_dataset
-from kd_core.models import checkpoints
+from kd_core.models import checkpoints, students
 from kd_core.teacher import sources as teachers
 from kd_core.teacher.logits import LogitsProgress
 from kd_core.teacher.training import RECIPE, Stopped, TeacherEpoch, TeacherProgress, TeacherRecipe
@@ -73,6 +73,7 @@ def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
     if teachers.needs_preparing(cfg):
         cfg.validate()  # (the user's data: its classes are known once it is read)
         teachers.fetch_weights(cfg)  # before the data is read: offline, a download fails at once
+        students.fetch(cfg)
         if dataset is None:
             from kd_core.data.sources import resolve_dataset
 
@@ -80,6 +81,7 @@ def resolve_run(cfg: RunConfig, dataset: Dataset | None = None) -> Run:
         cfg.check_hidden_class(dataset.num_classes)
         return Run(cfg, dataset, None)
     cfg.validate(len(CLASSES[cfg.dataset]) if cfg.dataset in CLASSES else None)
+    students.fetch(cfg)  # pretrained weights asked for and not to be had: one line, before any data is read
     path = checkpoints.resolve_teacher(cfg.teacher, cfg.dataset)
     digest, meta = checkpoints.inspect(path)
     checkpoints.check_teacher_fits(path, cfg.dataset, meta)  # before any data is loaded or downloaded

@@ -12,7 +12,7 @@ from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
 from kd_core.engine import loop as engine
 from kd_core.engine import train
-from kd_core.models import checkpoints
+from kd_core.models import checkpoints, weights
 from kd_core.models import zoo as models
 from kd_core.run import as_run
 from kd_core.teacher import logits as teacher
@@ -55,6 +55,7 @@ def test_imagenet_stem_variant_resizes_to_224():
 
 
 def offline_weights(monkeypatch):
+    monkeypatch.setattr(weights, "reachable_or_cached", lambda *args: None)  # the host answers; the download fails
     """torchvision's weight download fails as it does without a network (fast, and never downloads)."""
     from torchvision.models import ResNet18_Weights
 
@@ -68,20 +69,20 @@ def imagenet_like_weights(monkeypatch) -> dict[str, torch.Tensor]:
     """torchvision's weight download 'succeeds' with a seeded 1000-class ResNet-18's state dict."""
     from torchvision.models import ResNet18_Weights, resnet18
 
+    monkeypatch.setattr(weights, "reachable_or_cached", lambda *args: None)  # online, as far as the probe knows
     torch.manual_seed(1)
     state = resnet18(weights=None).state_dict()
     monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", lambda self, **kw: state)
     return state
 
 
-def test_pretrained_weights_unavailable_falls_back_to_random_init(monkeypatch):
+def test_pretrained_weights_unavailable_stop_with_one_line_never_a_random_start(monkeypatch):
     offline_weights(monkeypatch)
     model = models.build("resnet18-cifar", (3, 32, 32), 10)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    message = models.load_pretrained("resnet18-cifar", model)
-    assert message == ("ImageNet weights for resnet18-cifar are unavailable (URLError); "
-                       "starting from random initialisation")
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError) as error:
+        models.load_pretrained("resnet18-cifar", model)
+    assert str(error.value) == ("cannot download torchvision:resnet18's weights (URLError: <urlopen error [Errno -2] "
+                                "Name or service not known>)")
 
 
 @pytest.mark.parametrize("name, skipped", [("resnet18-cifar", {"conv1.weight", "fc.weight", "fc.bias"}),
@@ -123,10 +124,8 @@ def test_cli_refuses_pretrained_without_imagenet_weights(args, message, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
-@pytest.mark.parametrize("online", [False, True])
-def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
-        cifar_teacher, monkeypatch, online):
-    imagenet = imagenet_like_weights(monkeypatch) if online else offline_weights(monkeypatch)
+def test_pretrained_students_start_from_the_same_weights_and_say_where_from(cifar_teacher, monkeypatch):
+    imagenet = imagenet_like_weights(monkeypatch)
     clear_memory_cache()
     cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar",
                     pretrained=True, repeats=1)
@@ -136,16 +135,18 @@ def test_pretrained_students_start_from_the_same_weights_and_say_where_from(
     ce_student, kd_student = students.module(0), students.module(1)
     stream.close()  # no training needed: the students exist once StackStarted is out
     assert len(started.notes) == 1
-    if online:
-        assert started.notes[0].startswith("loaded ImageNet weights for ")
-        assert torch.equal(ce_student.layer1[0].conv1.weight, imagenet["layer1.0.conv1.weight"])
-    else:
-        assert "unavailable (URLError); starting from random initialisation" in started.notes[0]
-        fresh = train.new_student("resnet18-cifar", colour_dataset(), cfg.seed)
-        assert torch.equal(ce_student.layer1[0].conv1.weight, fresh.layer1[0].conv1.weight)
+    assert started.notes[0].startswith("loaded ImageNet weights for ")
+    assert torch.equal(ce_student.layer1[0].conv1.weight, imagenet["layer1.0.conv1.weight"])
     for ce, kd in zip(ce_student.state_dict().values(), kd_student.state_dict().values(), strict=True):
         assert torch.equal(ce, kd)
     assert engine.StackStarted(cfg, "cpu", (), (0,), 0.0, 0.0, 0, 0, 0, 0, 0.0, "memory").notes == ()
+
+
+def test_pretrained_students_whose_weights_cannot_be_had_stop_the_run_before_any_data(cifar_teacher, monkeypatch):
+    offline_weights(monkeypatch)
+    cfg = RunConfig(dataset="cifar10", teacher=str(cifar_teacher), student="resnet18-cifar", pretrained=True)
+    with pytest.raises(ValueError, match=r"^cannot download torchvision:resnet18's weights \(URLError"):
+        as_run(cfg, colour_dataset())
 
 
 def test_cifar10_offline_says_how_to_get_it(tmp_path, monkeypatch):

@@ -112,6 +112,8 @@ def test_a_hub_teacher_and_a_hub_dataset_are_named_in_the_metadata():
     data = hub.card_data(meta, {"kd_test": [0.8]}, "kd-sketches", "apache-2.0").to_dict()
     assert data["base_model"] == "someone/big-teacher" and data["datasets"] == ["someone/sketches"]
     assert data["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.8
+    meta["config"]["student"] = "hf-hub:timm/mobilenetv3_small_100.lamb_in1k"  # fine-tuned from its own origin
+    assert hub.card_data(meta, {}, "kd", "mit").to_dict()["base_model"] == "timm/mobilenetv3_small_100.lamb_in1k"
 
 
 def no_token(monkeypatch, tmp_path):

@@ -52,9 +52,10 @@ def test_no_source_file_is_over_400_lines(source):
 
 # the layers, lowest first: a module imports from its own layer or a lower one, never a higher one (data flows one
 # way: request -> run -> serve -> engine events -> views -> ui / CLI); kd_core's package face imports nothing. The
-# zoo's architectures sit below the config, which checks a student's name against them
-LAYERS = ["models.external", "models.zoo", "config", "losses", "data", "models", "teacher", "run", "engine",
-          "publish", "serve", "study", "views", "cli", "__main__", "ui"]
+# zoo's architectures sit below the config, which checks a student's name against them; the weights' downloads
+# below the zoo, whose --pretrained ResNets fetch through them
+LAYERS = ["models.weights", "models.external", "models.zoo", "config", "losses", "data", "models", "teacher", "run",
+          "engine", "publish", "serve", "study", "views", "cli", "__main__", "ui"]
 
 
 def layer_of(module: str) -> int:

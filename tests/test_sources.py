@@ -6,6 +6,7 @@ ends in one `error:` line with exit code 2."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -224,7 +225,7 @@ def test_hub_ids_fail_fast_offline(monkeypatch, capsys):
         time.sleep(10)
         raise OSError("timed out")
 
-    monkeypatch.setattr(teachers.socket, "create_connection", hang)
+    monkeypatch.setattr(socket, "create_connection", hang)
     code, _, err = run_cli(["distill", "--teacher", "timm:resnet18", "--teacher-pretrained"], capsys)
     assert code == 2 and "huggingface.co did not answer within 1.5 s" in err
     assert time.perf_counter() - start < 8  # a wait for the 10-s hang (or timm's ~70 s of retries) would exceed it

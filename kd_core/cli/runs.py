@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kd_core.config import RunConfig
 from kd_core.engine import choose
+from kd_core.engine.estimate import check_cpu_up_front
 from kd_core.engine.events import StackEvaluated, StackFinished, StackStarted
 from kd_core.engine.sweep import run_sweep
 from kd_core.engine.train import distill, kd_index, run_result, save_student
@@ -58,6 +59,8 @@ def resolve(cfg: RunConfig, recipe: TeacherRecipe = RECIPE) -> tuple[Run, dict]:
     """The run, its teacher prepared (trained first with --teacher-epochs, a line per epoch), and the JSON fields
     the teacher adds (docs/contracts.md)."""
     device = resolve_device(cfg.device)  # a missing GPU fails here, before any data is read
+    if device.type == "cpu":  # days of CPU work are refused before any download or data (the seed's experiment)
+        check_cpu_up_front(cfg)
     run = resolve_run(cfg)
     if run.prepared:
         return run, {"teacher": cfg.teacher}

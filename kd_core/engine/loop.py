@@ -47,6 +47,7 @@ from kd_core.engine.roles import FeatureBatch, Role, hinton_columns, new_regress
 from kd_core.engine.run_data import Batches, RunData, epoch_steps
 from kd_core.engine.stack import ModuleStack, make_stack
 from kd_core.models import checkpoints
+from kd_core.models import students as student_sources
 from kd_core.models import zoo as models
 from kd_core.run import Run, resolve_device
 from kd_core.teacher.logits import teacher_features, teacher_logits
@@ -60,9 +61,7 @@ def new_student(name: str, dataset: Dataset, seed: int) -> torch.nn.Module:
     """A student initialised from `seed`, leaving the global RNG as it was. Under `models.INIT_LOCK`: two runs
     starting at once (the app trains several) would otherwise draw from each other's seeded generator, and a
     run would not equal itself alone (measured: KD 64.3 % beside another run where alone it is 65.9 %)."""
-    with models.INIT_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return models.build(name, dataset.image_shape, dataset.num_classes)
+    return student_sources.fresh(name, dataset.image_shape, dataset.num_classes, seed)
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -104,9 +103,10 @@ class Trainer:
         self.seeds = tuple(seeds) if seeds else cfg.seeds
         self.data = RunData(cfg, dataset, self.logits.train, self.seeds, device)
         self.mixed = device.type == "cuda"  # bf16 autocast (+ channels_last for ModuleStacks) on GPUs
-        initial = [new_student(cfg.student, dataset, seed) for seed in self.seeds]
-        pretrained = tuple(models.load_pretrained(cfg.student, s) for s in initial)[:1] if cfg.pretrained else ()
-        self.notes = run.notes + pretrained
+        # a pretrained student: the same body for every seed, the head drawn from the seed (kd_core.models.students)
+        initial, student_notes = student_sources.initial(cfg, dataset.image_shape, dataset.mean, dataset.std,
+                                                         dataset.num_classes, self.seeds)
+        self.notes = run.notes + student_notes
         self.students = make_stack(initial, len(roles), dataset.image_shape)
         if self.mixed and isinstance(self.students, ModuleStack):
             self.students.to(device, memory_format=torch.channels_last)

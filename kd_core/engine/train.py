@@ -43,6 +43,7 @@ from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_r
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
+from kd_core.models import students as student_sources
 from kd_core.models import zoo as models
 from kd_core.run import Run, as_run, resolve_run
 from kd_core.teacher.logits import logits_cached
@@ -277,7 +278,7 @@ def student_metadata(result: RunResult, role: str, recipe: str = "") -> dict:
     cfg = result.config
     dataset = resolve_dataset(cfg)  # already in memory: the run loaded it
     accuracies = result.accuracies(role)
-    return {"arch": cfg.student, "dataset": dataset.name, "role": f"{role}-student",
+    return {"arch": student_sources.arch(cfg), "dataset": dataset.name, "role": f"{role}-student",
             "in_shape": list(dataset.image_shape), "num_classes": dataset.num_classes,
             "classes": list(dataset.classes), "mean": list(dataset.mean), "std": list(dataset.std),
             "test_acc": round(accuracies[0], 4), "seed": cfg.seed,
@@ -322,8 +323,7 @@ def check_cpu_budget(run: Run | RunConfig, dataset: Dataset | None = None, devic
     else:
         samples = labelled * cfg.epochs
     students = (students_per_seed or 1 + len(cfg.methods)) * cfg.repeats
-    student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
-    forward = models.flops_per_sample(student, dataset.image_shape)
+    forward = student_flops_per_sample(cfg, dataset)
     validation = len(dataset.validation_index)
     evaluations = min(LIVE_VALIDATION, validation) * (cfg.evaluations + 1) + validation + len(dataset.test_labels)
     student_flops = students * forward * (3 * samples + evaluations)
@@ -342,6 +342,16 @@ def check_cpu_budget(run: Run | RunConfig, dataset: Dataset | None = None, devic
             f"this run needs about {needed:,.1f} TFLOP, at least {needed / CPU_TFLOP_PER_S / 60:,.0f} "
             f"minutes on a CPU, over the CPU limit of {max_tflop:g} TFLOP; pick a smaller student or "
             f"teacher, fewer epochs, seeds or training images, or run it on a GPU")
+
+
+def student_flops_per_sample(cfg: RunConfig, dataset: Dataset) -> int:
+    """One student's forward FLOPs per image, at the size it sees (a pretrained student's own input size)."""
+    if student_sources.pretrained(cfg):
+        student = student_sources.initial(cfg.replace(pretrained=False), dataset.image_shape, dataset.mean,
+                                          dataset.std, dataset.num_classes, (cfg.seed,))[0][0]
+    else:
+        student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
+    return models.flops_per_sample(student, dataset.image_shape)
 
 
 @functools.lru_cache(maxsize=16)

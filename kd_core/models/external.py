@@ -27,6 +27,7 @@ class Preprocessed(nn.Module):
         for name, value in (("data_mean", 0.0), ("data_std", 1.0), ("mean", 0.0), ("std", 1.0)):
             self.register_buffer(name, torch.full((channels,), value))
         self.register_buffer("size", torch.zeros((), dtype=torch.int64))  # 0: keep the input's size
+        self.side = 0  # `size` as a Python int: read by forward, which torch.export (ONNX) cannot read a tensor in
 
     def set_preprocessing(self, data_mean, data_std, mean, std, size: int) -> Preprocessed:
         with torch.no_grad():
@@ -34,10 +35,15 @@ class Preprocessed(nn.Module):
                                   (self.std, std)):
                 buffer.copy_(torch.as_tensor(value, dtype=torch.float32))
             self.size.fill_(size)
+        self.side = int(size)
         return self
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.side = int(self.size)  # a checkpoint's size, loaded into the buffer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = int(self.size)
+        size = self.side
         x = x * self.data_std.view(1, -1, 1, 1) + self.data_mean.view(1, -1, 1, 1)  # back to [0, 1]
         if size and tuple(x.shape[-2:]) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

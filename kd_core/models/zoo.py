@@ -71,21 +71,17 @@ def resnet(depth: int, in_shape: Shape, num_classes: int, *, cifar_stem: bool) -
 
 
 def load_pretrained(name: str, model: nn.Module) -> str:
-    """Copy torchvision's ImageNet weights into `model`'s body when they can be had; return what happened.
+    """Copy torchvision's ImageNet weights into `model`'s body; return what happened.
 
-    The final layer (and, for a CIFAR stem, the first conv) keep their fresh initialisation. Offline, the
-    download fails and the model stays randomly initialised: the returned message says so.
+    The final layer (and, for a CIFAR stem, the first conv) keep their fresh initialisation. When the weights
+    cannot be had (offline, say), a ValueError says so within seconds (kd_core.models.weights): a run asked to
+    start pretrained never starts from random initialisation instead.
     """
-    from torchvision.models import ResNet18_Weights, ResNet50_Weights
+    from kd_core.models import weights
 
     if name not in PRETRAINED:
         raise ValueError(f"{name} has no ImageNet weights; only {', '.join(PRETRAINED)} do")
-    weights = {"18": ResNet18_Weights.DEFAULT, "50": ResNet50_Weights.DEFAULT}[name.split("-")[0][6:]]
-    try:
-        state = weights.get_state_dict(progress=False)
-    except Exception as error:  # no network, proxy, disk: the user is told, training goes on
-        return (f"ImageNet weights for {name} are unavailable ({type(error).__name__}); "
-                f"starting from random initialisation")
+    state = weights.torchvision_weights(name.split("-")[0]).get_state_dict(progress=False)
     body = model[1] if isinstance(model, nn.Sequential) else model
     own = body.state_dict()
     usable = {k: v for k, v in state.items()

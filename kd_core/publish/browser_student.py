@@ -30,6 +30,9 @@ from kd_core.publish import web_runtime
 from kd_core.publish.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
 
 RUNS = 100  # timed runs per picture in the browser; the mean is the ms per image shown
+# a visitor's page downloads the whole ONNX file and runs it RUNS times on one wasm thread: a ResNet-18 (45 MB) is
+# about the largest worth the wait; a bigger (pretrained) student is refused in one line, never half-loaded
+BROWSER_MAX_BYTES = 50_000_000
 MODEL_FOLDER = "kd-browser-models"  # inside the app's served cache folder
 SCRIPT_FILE = Path(__file__).with_name("browser_student.js")
 
@@ -45,7 +48,12 @@ def script() -> str:
 
 def student_onnx(classifier: predict.Classifier, folder: Path) -> tuple[Path, object]:
     """(the student's .onnx in `folder`, named by its content, and an ONNX Runtime session on it); exported once
-    per student module while the file lasts (the app's cache is cleaned hourly)."""
+    per student module while the file lasts (the app's cache is cleaned hourly). ValueError for a student over
+    BROWSER_MAX_BYTES."""
+    size = sum(t.numel() * t.element_size() for t in (*classifier.model.parameters(), *classifier.model.buffers()))
+    if size > BROWSER_MAX_BYTES:
+        raise ValueError(f"this KD student is too large to run in your browser ({size / 1e6:,.0f} MB of weights, "
+                         f"at most {BROWSER_MAX_BYTES / 1e6:,.0f} MB); the server's prediction is its answer")
     with _export_lock:
         known = _exports.get(classifier.model)
         if known is not None and known[0].is_file():

@@ -35,7 +35,8 @@ DISTILL_FLAGS = {"dataset": "--dataset", "teacher": "--teacher", "student": "--s
                  "batch_size": "--batch-size", "train_size": "--train-size", "hide_class": "--hide-class",
                  "seed": "--seed", "repeats": "--repeats", "unlabeled": "--unlabeled", "methods": "--methods",
                  "dkd_beta": "--dkd-beta", "feature_weight": "--feature-weight"}
-SWITCHES = {"augment": "--augment", "pretrained": "--pretrained", "unlabeled_hidden": "--unlabeled-hidden"}
+SWITCHES = {"augment": "--augment", "pretrained": "--pretrained", "unlabeled_hidden": "--unlabeled-hidden",
+            "student_pretrained": "--student-pretrained"}
 
 
 def card_path(model_path: str | Path) -> Path:

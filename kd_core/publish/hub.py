@@ -8,8 +8,8 @@ cards) or the app's run folder (the KD student alone; the app passes the run's s
 
 The card is the prose kd_core.publish.card writes (T, α, method, teacher, the reproduce command, the ONNX input
 contract, the speed table) under metadata built with huggingface_hub's own `ModelCardData` and `EvalResult`:
-licence, tags, datasets, `base_model` when the teacher came from the Hub, and a `model-index` with this
-student's validation and test accuracy (mean over seeds, the std and per-seed values in `args`) beside the CE
+licence, tags, datasets, `base_model` when the student (else the teacher) came from the Hub, and a `model-index`
+with this student's validation and test accuracy (mean over seeds, the std and per-seed values in `args`) beside the CE
 twin's (as `ce_twin_accuracy`, so no leaderboard reads the twin's figure as this model's).
 
 Everything goes through `HfApi(endpoint=..., token=...)` (`create_repo`, `upload_folder`); nothing here speaks
@@ -118,14 +118,16 @@ def card_data(meta: Mapping, figures: Mapping[str, list[float]], model_name: str
     from huggingface_hub import ModelCardData
 
     config = meta.get("config", {})
-    dataset, teacher = meta["dataset"], str(config.get("teacher", ""))
+    dataset, teacher, student = meta["dataset"], str(config.get("teacher", "")), str(config.get("student", ""))
+    # the model this one was fine-tuned from: a Hub student's own origin, else a Hub teacher
+    base = next((name.removeprefix(HUB_TEACHER) for name in (student, teacher) if name.startswith(HUB_TEACHER)), None)
     hub_dataset = dataset.removeprefix(HUB_DATA) if dataset.startswith(HUB_DATA) else HF_DATASETS.get(dataset)
     seeds = meta.get("seeds") or ([meta["seed"]] if "seed" in meta else [])
     return ModelCardData(
         license=license, library_name="pytorch", pipeline_tag="image-classification", model_name=model_name,
         tags=["knowledge-distillation", "onnx", "safetensors", "kd-playground", dataset.removeprefix(HUB_DATA)],
         datasets=[hub_dataset] if hub_dataset else None, metrics=["accuracy"],
-        base_model=teacher.removeprefix(HUB_TEACHER) if teacher.startswith(HUB_TEACHER) else None,
+        base_model=base,
         eval_results=eval_results(meta, figures, seeds) or None)
 
 

@@ -11,7 +11,7 @@ normalises them its way. With `cfg.teacher_epochs` it is first trained on the ru
 replaced to the data's classes when they differ) and its validation accuracy reported. Every teacher is then
 checked against the data (channels, classes, input size) and must beat chance on the validation split, else one
 ValueError. The run then reads the checkpoint's path, hash and metadata (kd_core.run.Teacher).
-Downloads fail within OFFLINE_CHECK_S seconds when the host cannot be reached (HF_HUB_OFFLINE too).
+Downloads fail within OFFLINE_CHECK_S seconds when the host cannot be reached (kd_core.models.weights).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,13 +28,13 @@ import torch
 from torch import nn
 
 from kd_core.data.datasets import Dataset
-from kd_core.models import checkpoints, external
+from kd_core.models import checkpoints, external, weights
 from kd_core.models import zoo as models
 from kd_core.teacher.logits import cache_dir, teacher_logits
 from kd_core.teacher.training import RECIPE, TeacherEpoch, TeacherProgress, TeacherRecipe, fit_teacher
 
 SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:", "zoo:")
-OFFLINE_CHECK_S = 1.5  # a download's host must answer within this, else the run stops with one line
+OFFLINE_CHECK_S = weights.OFFLINE_CHECK_S
 
 
 @dataclass(frozen=True)
@@ -150,12 +147,12 @@ def _torchvision_network(name: str, cfg, dataset: Dataset):
         net = external.network(cfg.teacher, dataset.image_shape[0], dataset.num_classes)
         return net, {"arch": cfg.teacher, "size": 0, "mean": dataset.mean, "std": dataset.std}
     external.network(cfg.teacher, dataset.image_shape[0], 2)  # the name and the channels, before a download
-    weights = _torchvision_weights(name)
-    net = tv_models.get_model(name, weights=weights)
-    preset = weights.transforms()
-    if len(weights.meta["categories"]) != dataset.num_classes:
+    tv_weights = _torchvision_weights(name)
+    net = tv_models.get_model(name, weights=tv_weights)
+    preset = tv_weights.transforms()
+    if len(tv_weights.meta["categories"]) != dataset.num_classes:
         if not cfg.teacher_epochs:
-            raise ValueError(f"teacher torchvision:{name} predicts {len(weights.meta['categories'])} classes but "
+            raise ValueError(f"teacher torchvision:{name} predicts {len(tv_weights.meta['categories'])} classes but "
                              f"the data has {dataset.num_classes}; pass --teacher-epochs N to train a new head")
         net = _replace_last_linear(net, dataset.num_classes)
     return net, {"arch": cfg.teacher, "size": preset.crop_size[0], "mean": tuple(preset.mean),
@@ -184,73 +181,8 @@ def fetch_weights(cfg) -> None:
         _torchvision_weights(name)
 
 
-def _timm_hub_id(name: str) -> str:
-    import timm
-
-    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.is_model(name) else None
-    if not hub_id:
-        raise ValueError(f"timm:{name} has no pretrained weights on the Hub")
-    return hub_id
-
-
-def _torchvision_weights(name: str):
-    from torchvision import models as tv_models
-
-    try:
-        weights = tv_models.get_model_weights(name).DEFAULT
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"torchvision has no pretrained weights for {name!r}") from error
-    _reachable_or_cached(Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1],
-                         "download.pytorch.org", f"torchvision:{name}'s weights")
-    return weights
-
-def _hub_folder(repo_id: str) -> Path:
-    """The Hub repo's files in the local cache, downloaded first when online; ValueError within 2 s offline."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    patterns = ["config.json", "*.safetensors", "pytorch_model.bin"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except LocalEntryNotFoundError:
-        pass
-    _reachable_or_cached(None, "huggingface.co", f"hf-hub:{repo_id}")
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as error:  # a wrong id, a private repo, a dropped connection: one line each
-        raise ValueError(f"cannot download hf-hub:{repo_id} ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0][:160]})") from error
-
-
-def _hub_file(repo_id: str) -> Path:
-    folder = _hub_folder(repo_id)
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model.bin"))
-    if not files:
-        raise ValueError(f"hf-hub:{repo_id} has no weights file")
-    return files[0]
-
-
-def _reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
-    """Return when `cached` exists or `host` answers on port 443 within OFFLINE_CHECK_S; else ValueError."""
-    if cached is not None and cached.is_file():
-        return
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") and host == "huggingface.co":
-        raise ValueError(f"cannot get {what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache")
-    answered: list[bool] = []
-
-    def connect() -> None:  # in a thread: name resolution has no timeout of its own
-        try:
-            socket.create_connection((host, 443), timeout=OFFLINE_CHECK_S).close()
-            answered.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(OFFLINE_CHECK_S)
-    if not answered:
-        raise ValueError(f"cannot get {what}: {host} did not answer within {OFFLINE_CHECK_S:g} s (offline?) "
-                         f"and it is not cached on this machine")
+_timm_hub_id, _torchvision_weights = weights.timm_hub_id, weights.torchvision_weights
+_hub_folder, _hub_file, _reachable_or_cached = weights.hub_folder, weights.hub_file, weights.reachable_or_cached
 
 
 # ------------------------------------------------------------------------------------------ checkpoint

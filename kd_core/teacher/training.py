@@ -93,7 +93,8 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
                   label_smoothing: float = RECIPE.label_smoothing, seed: int = RECIPE.seed,
                   device: str | torch.device = "cpu", pretrained: bool = False,
                   on_epoch: Callable[[TeacherEpoch], None] | None = None,
-                  on_note: Callable[[str], None] | None = None) -> tuple[nn.Module, float]:
+                  on_note: Callable[[str], None] | None = None,
+                  on_progress: Callable[[TeacherProgress], None] | None = None) -> tuple[nn.Module, float]:
     """Train `arch` on `dataset_name` with AdamW + OneCycle and random shifts (+ flips except MNIST).
 
     The options are checked first (`TeacherRecipe.validate`: one ValueError naming the bad one), before
@@ -119,7 +120,7 @@ def train_teacher(dataset_name: str = RECIPE.dataset, arch: str = RECIPE.arch, *
             on_note(note)
     flips = dataset_name != "mnist"  # a mirrored digit is another symbol; a mirrored shoe is a shoe
     return fit_teacher(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, label_smoothing=label_smoothing,
-                       seed=seed, device=device, flips=flips, on_epoch=on_epoch)
+                       seed=seed, device=device, flips=flips, on_epoch=on_epoch, on_progress=on_progress)
 
 
 FLIP_CHECK = "check"  # fit_teacher(flips=...): train the first epoch with and without flips, keep the better
