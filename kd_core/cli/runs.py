@@ -16,8 +16,10 @@ from pathlib import Path
 
 from kd_core.config import RunConfig
 from kd_core.engine import choose
+from kd_core.engine.diagnosis import stack_teacher_check
 from kd_core.engine.estimate import check_cpu_up_front
 from kd_core.engine.events import StackEvaluated, StackFinished, StackStarted
+from kd_core.engine.stats import mean_std
 from kd_core.engine.sweep import run_sweep
 from kd_core.engine.train import distill, kd_index, run_result, save_student
 from kd_core.models import checkpoints
@@ -141,7 +143,11 @@ def choose_on_validation(run: Run, grid: tuple[list[float], list[float]]) -> dic
     say(f"choosing T and α on the validation split: T ∈ {{{', '.join(f'{t:g}' for t in temperatures)}}} × "
         f"α ∈ {{{', '.join(f'{a:g}' for a in alphas)}}}, trained as one stack with CE")
 
+    grid_stack = []
+
     def show(event) -> None:
+        if isinstance(event, StackFinished):
+            grid_stack.append(event.result)
         if isinstance(event, StackEvaluated) and event.step > 0:
             best = max(event.mean(role) for role in range(1, len(event.accuracy[0])))
             say(f"epoch {event.progress:.2f}/{run.config.epochs}  validation subset: CE acc {event.mean(0):.4f}  "
@@ -151,7 +157,20 @@ def choose_on_validation(run: Run, grid: tuple[list[float], list[float]]) -> dic
     say(f"chosen on validation: T={chosen['T']:g}, α={chosen['alpha']:g} (" + ", ".join(
         f"T={row['T']:g} α={row['alpha']:g} {100 * row['val_kd_minus_ce']:+.2f}" for row in chosen["grid"])
         + " points KD − CE)")
+    check_teacher_early(grid_stack[0], chosen["alpha"])
     return chosen
+
+
+def check_teacher_early(grid_stack, alpha: float) -> None:
+    """The teacher against the grid's CE students on validation, before the run's students train: one line either
+    way (the same check the JSON's `diagnosis` gives at the end; the run goes on, its CE twin shows the truth)."""
+    ce_val = mean_std([seed[0] for seed in grid_stack.val_acc])[0]
+    finding = stack_teacher_check(grid_stack, ce_val, alpha)
+    if finding is not None:
+        say(f"teacher check, before the students: {finding.message}")
+    else:
+        say(f"teacher check, before the students: the teacher ({grid_stack.teacher_val_acc:.1%} on validation) is "
+            f"clearly ahead of the CE student ({ce_val:.1%})")
 
 
 # ------------------------------------------------------------------------------------------ distill, sweep
