@@ -183,7 +183,8 @@ class Knobs(NamedTuple):
 
 
 class Results(NamedTuple):
-    """The Train tab's run column: Start and Stop, the run's views, the bias panel, files and the ONNX export."""
+    """The Train tab's run: Start and Stop (under T and α, in the settings column), then the run column: the run's
+    views, the bias panel, files and the ONNX export."""
 
     start: gr.Button
     stop: gr.Button
