@@ -13,8 +13,8 @@ import ctypes
 import os
 
 from kd_core import ui
+from kd_core.engine.budget import BudgetCache
 from kd_core.engine.loop import resolve_device, train_stack
-from kd_core.engine.train import check_cpu_budget
 from kd_core.models.checkpoints import CHECKPOINT_DIR
 from kd_core.run import Run
 from kd_core.serve import own_data, shared_runs, stack_pool
@@ -58,21 +58,24 @@ CACHE_CLEANUP = (600, 3600)
 train_on_device = on_gpu(train_stack)
 
 
+BUDGETS = BudgetCache()  # each request's CPU budget, counted once before it joins the pool (StackPool's `warm`)
+
+
 def stack_fits(run: Run, seeds: int, roles: int) -> bool:
     """Whether a stack of seeds × roles stays within the CPU budget each run is held to (a stack beyond it would
-    train long enough to reach the time cap, and its visitors' results would differ from their solo runs')."""
-    try:
-        check_cpu_budget(run, repeats=seeds, students_per_seed=roles)
-    except ValueError:
-        return False
-    return True
+    train long enough to reach the time cap, and its visitors' results would differ from their solo runs'). The
+    pool asks for every grid it considers while it holds its lock: the budget is BUDGETS', so each ask is
+    arithmetic."""
+    budget = BUDGETS(run)
+    return budget is None or budget.needed(seeds, roles) <= budget.max_tflop
 
 
 # a CPU trains a stack on one thread, so a classroom's stacks are balanced over its cores; a GPU (ZeroGPU's
 # included) trains one big stack fastest
 PARALLEL = 1 if train_on_device is not train_stack or resolve_device("auto").type == "cuda" else len(
     os.sched_getaffinity(0))
-POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits, parallel=PARALLEL)
+POOL = stack_pool.StackPool(train=train_on_device, max_running=CONCURRENT_RUNS, fits=stack_fits, parallel=PARALLEL,
+                            warm=BUDGETS)
 SERVICES = ui.Services(runs=RUNS, sweeps=SWEEPS, pool=POOL,
                        training_visitors=TRAINING_VISITORS, concurrent_runs=CONCURRENT_RUNS)
 

@@ -39,7 +39,7 @@ METHODS = {
 FEATURE_METHODS = ("hint", "cosine")  # read penultimate features (the teacher's, from its cache)
 NAMES = {"ce": "CE student", "kd": "KD student", "kd-std": "KD-std student", "dkd": "DKD student",
          "dkd-std": "DKD-std student", "dist": "DIST student", "hint": "Hint student", "cosine": "Cosine student"}
-CPU_MAX_TFLOP = 20.0  # train.check_cpu_budget's default cap: about 5 minutes at that speed; GPUs: no cap
+CPU_MAX_TFLOP = 20.0  # budget.check_cpu_budget's default cap: about 5 minutes at that speed; GPUs: no cap
 
 
 @dataclass(frozen=True)

@@ -556,10 +556,14 @@ def test_sweep_streams_a_heatmap_and_the_grid(client):
     assert status.startswith("done in") and "2 seeds" in status and "best on validation" in status
     assert heatmap["type"] == "matplotlib" and heatmap["plot"].startswith("data:image/")
     assert table["visible"] is True
-    assert table["value"]["headers"] == ["T", "alpha", "accuracy", "gain", "wins", "beyond_noise", "seeds"]
+    assert table["value"]["headers"] == ["T", "alpha", "accuracy", "gain", "gain_low", "gain_high", "wins",
+                                         "beyond_noise", "seeds"]
     rows = table["value"]["data"]
     assert [row[:2] for row in rows] == [[1.0, 0.5], [1.0, 0.9], [4.0, 0.5], [4.0, 0.9]]
     assert all(40 < row[2] <= 100 for row in rows)
+    # the gain's 95 % interval (points): beyond the noise exactly when it excludes 0
+    for _, _, _, gain, low, high, _, beyond, _ in rows:
+        assert low < gain < high and beyond == (low > 0 or high < 0)
     assert [row[1] for row in by_t["data"]] == ["α=0.5", "α=0.9", "α=0.5", "α=0.9"]  # a line per α
 
 

@@ -10,6 +10,7 @@ from kd_core.__main__ import main
 from kd_core.config import RunConfig
 from kd_core.data import datasets as data
 from kd_core.data.datasets import CLASSES, NORMALISATION, Dataset, DatasetUnavailable
+from kd_core.engine import budget as engine_budget
 from kd_core.engine import loop as engine
 from kd_core.engine import train
 from kd_core.models import checkpoints, weights
@@ -265,9 +266,9 @@ def test_cpu_budget_refuses_big_cifar_runs_on_cpu(cifar_teacher):
     # 576 images outside the validation split × 50 epochs × 2 students, plus their evaluations
     with pytest.raises(ValueError, match=r"about 19[0-9]\.\d TFLOP, at least 4[0-9] minutes on a CPU, over "
                                          r"the CPU limit of 20 TFLOP; .* or run it on a GPU"):
-        train.check_cpu_budget(big, dataset, torch.device("cpu"))
-    train.check_cpu_budget(big, dataset, torch.device("cuda"))  # GPUs are not capped
-    train.check_cpu_budget(big.replace(student="mlp-tiny", epochs=1), dataset, torch.device("cpu"))
+        engine_budget.check_cpu_budget(big, dataset, torch.device("cpu"))
+    engine_budget.check_cpu_budget(big, dataset, torch.device("cuda"))  # GPUs are not capped
+    engine_budget.check_cpu_budget(big.replace(student="mlp-tiny", epochs=1), dataset, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("augment", [False, True])
@@ -286,13 +287,13 @@ def test_cpu_budget_counts_students_teacher_passes_and_uncached_logits(cifar_tea
     per_run = (12 * student_forward + (2 * teacher_flops if augment else 0)) * 58 * 3 + evaluation
     uncached = per_run + teacher_flops * (64 + 32)  # the teacher's logits on the plain train + test sets
     cpu = torch.device("cpu")
-    train.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 1.0001 / 1e12)
+    engine_budget.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 1.0001 / 1e12)
     with pytest.raises(ValueError, match="over the CPU limit"):
-        train.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 0.9999 / 1e12)
+        engine_budget.check_cpu_budget(cfg, dataset, cpu, max_tflop=uncached * 0.9999 / 1e12)
     teacher.teacher_logits(cifar_teacher, dataset)  # now cached: only the training itself counts
-    train.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 1.0001 / 1e12)
+    engine_budget.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 1.0001 / 1e12)
     with pytest.raises(ValueError, match="over the CPU limit"):
-        train.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 0.9999 / 1e12)
+        engine_budget.check_cpu_budget(cfg, dataset, cpu, max_tflop=per_run * 0.9999 / 1e12)
 
 
 def test_train_teacher_on_colour_images(monkeypatch):

@@ -61,3 +61,33 @@ def test_probability_frame_is_the_softmax_at_t():
 ])
 def test_entropy_bits(probabilities, bits):
     assert plots.entropy_bits(torch.tensor(probabilities)) == pytest.approx(bits, abs=1e-6)
+
+
+@pytest.mark.parametrize("rgba, colour", [
+    ((1.0, 1.0, 1.0, 1.0), "black"),  # the heatmap's white cells (not beyond noise)
+    ((0.0196, 0.188, 0.380, 1.0), "white"),  # RdBu's darkest blue (navy), where black text was unreadable
+    ((0.404, 0.0, 0.122, 1.0), "white"),  # its darkest red
+    ((0.573, 0.773, 0.871, 1.0), "black"),  # a light blue
+    ((0.5, 0.5, 0.5, 1.0), "black"),  # mid grey: luminance 0.214, above the 0.179 where the contrasts are equal
+    ((0.45, 0.45, 0.45, 1.0), "white"),  # luminance 0.171
+])
+def test_the_heatmaps_text_colour_follows_the_cell(rgba, colour):
+    assert plots.text_colour(rgba) == colour
+
+
+def test_a_sweep_cell_says_its_gain_with_its_interval_and_the_seeds_it_won():
+    assert plots.cell_label(78.61, 1.7, 2.35, 3.0, 3) == "78.6\n+1.7 ± 2.4\n3/3"  # white, and now it says why
+    assert plots.cell_label(76.0, -1.38, math.nan, 1.0, 1) == "76.0\n-1.4\n1/1"  # one seed: no interval
+    assert plots.cell_label(76.0) == "76.0"
+
+
+def test_the_sweep_heatmap_prints_white_on_its_dark_cells():
+    """A beyond-noise cell at the colour scale's end is navy: its text is white, a white cell's black."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"T": [1.0, 1.0], "alpha": [0.5, 0.9], "accuracy": [80.0, 84.0], "gain": [0.0, 4.0],
+                          "gain_low": [-1.0, 3.0], "gain_high": [1.0, 5.0], "wins": [2, 3],
+                          "beyond_noise": [False, True], "seeds": [3, 3]})
+    figure = plots.sweep_heatmap(frame, ce_acc=0.80)
+    texts = {text.get_text(): text.get_color() for text in figure.axes[0].texts}
+    assert texts == {"80.0\n+0.0 ± 1.0\n2/3": "black", "84.0\n+4.0 ± 1.0\n3/3": "white"}

@@ -12,7 +12,8 @@ import pytest
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
-from kd_core.engine.train import check_cpu_budget, roles
+from kd_core.engine.budget import check_cpu_budget
+from kd_core.engine.train import roles
 from kd_core.models import checkpoints
 from kd_core.run import resolve_run
 from kd_core.serve import zerogpu

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 
+import pytest
 import torch
 from support import wait_for
 
@@ -316,3 +317,59 @@ def test_a_teachers_training_in_a_slot_stops_at_the_next_batch_when_its_reader_l
     assert seen < 2 * 220  # (an epoch is 215 batches) it stopped within the second epoch
     threading.Event().wait(0.5)
     assert len(batches) == seen  # and trains no more
+
+
+def test_the_budget_is_counted_once_per_run_before_it_joins_outside_the_pools_lock(fashion, monkeypatch):
+    """The app's plan asks the budget for every grid it considers while it holds the pool's lock: each request's
+    budget is counted by `warm`, before it joins and without the lock, and the plan's asks only read it."""
+    from kd_core.engine import budget as engine_budget
+
+    counted, locked = [], []
+    count = engine_budget.cpu_budget
+    monkeypatch.setattr(engine_budget, "cpu_budget",
+                        lambda run, *rest: counted.append(run.config.temperature) or count(run, *rest))
+    budgets = engine_budget.BudgetCache()
+
+    def warm(run) -> None:
+        free = []  # whether another thread can take the pool's lock now
+
+        def probe() -> None:
+            free.append(pool._changed.acquire(timeout=5))
+            if free[0]:
+                pool._changed.release()
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        prober.join()
+        locked.append(not free[0])
+        budgets(run)
+
+    def fits(run, seeds, stack_roles) -> bool:
+        budget = budgets(run)
+        return budget.needed(seeds, stack_roles) <= budget.max_tflop
+
+    def engine(cfg, stack_roles, seeds):
+        yield from ()
+
+    pool = StackPool(train=engine, window_s=1.0, fits=fits, warm=warm)
+    cfgs = [RunConfig(**SMALL, seed=1, temperature=t) for t in (1.0, 2.0, 3.0, 4.0)]
+    run_together(pool, cfgs)
+    # one count for the four temperatures (a budget does not depend on T), before the first joined
+    assert pool.stacks_started == 1 and len(counted) == 1 and locked == [False] * 4
+    one = resolve_run(cfgs[0])
+    assert budgets(one.replace(repeats=8, alpha=0.2)) is budgets(one)  # the grid gives the seeds: one for any
+    assert budgets(one.replace(epochs=1)).needed(1, 2) < budgets(one).needed(1, 2)  # other epochs: its own
+    budget = budgets(one)
+    assert budget.needed(2, 2) == pytest.approx(2 * budget.needed(1, 2)) and budget.needed(1, 2) > 0  # students only
+    with pytest.raises(ValueError, match="over the CPU limit"):
+        engine_budget.check_cpu_budget(one, max_tflop=0.9999 * budget.needed(2, 2))
+    engine_budget.check_cpu_budget(one, max_tflop=1.0001 * budget.needed(2, 2))
+
+
+def test_a_budget_that_counts_the_teachers_logits_pass_is_counted_again(fashion, monkeypatch):
+    from kd_core.engine import budget as engine_budget
+
+    monkeypatch.setattr(engine_budget, "logits_cached", lambda *args: False)
+    budgets, run = engine_budget.BudgetCache(), resolve_run(RunConfig(**SMALL))
+    first = budgets(run)
+    assert first.fixed_images == 70_000 and budgets(run) is not first  # (kept once the logits are cached)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from kd_core.__main__ import main
 from kd_core.config import RunConfig
+from kd_core.engine import budget as engine_budget
 from kd_core.engine import estimate, train
 from kd_core.engine.stack import make_stack
 from kd_core.models import checkpoints, external, students
@@ -129,8 +130,8 @@ def test_a_timm_student_checkpoint_exports_to_onnx_with_pytorch_s_top1(folder, f
 def test_the_cpu_budget_counts_a_pretrained_student_at_its_own_input_size(folder, fashion):
     cfg = RunConfig(student=f"local-dir:{folder}")
     wide = resized_folder(folder, 56)  # the same body, told to read 56×56 images
-    at_28 = train.student_flops_per_sample(cfg, fashion)
-    at_56 = train.student_flops_per_sample(cfg.replace(student=f"local-dir:{wide}"), fashion)
+    at_28 = engine_budget.student_flops_per_sample(cfg, fashion)
+    at_56 = engine_budget.student_flops_per_sample(cfg.replace(student=f"local-dir:{wide}"), fashion)
     import timm
 
     from kd_core.models import zoo

@@ -6,6 +6,7 @@ data on the device, `stats` and `bias` read results, `bench` measures the engine
 is also a submodule's: `from kd_core.engine import roles` is the module.)
 """
 
+from kd_core.engine.budget import check_cpu_budget
 from kd_core.engine.events import (
     Queued,
     StackEvaluated,
@@ -18,7 +19,7 @@ from kd_core.engine.events import (
 from kd_core.engine.loop import TrainingDiverged, train_stack
 from kd_core.engine.roles import CE_ROLE, Role, method_role
 from kd_core.engine.sweep import SweepResult, run_sweep
-from kd_core.engine.train import RunResult, check_cpu_budget, distill, run, run_result
+from kd_core.engine.train import RunResult, distill, run, run_result
 
 __all__ = [
     "CE_ROLE",

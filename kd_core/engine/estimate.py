@@ -6,7 +6,7 @@ split, the test set, the live subset), and an outside teacher's fine-tuning (`te
 network at the input side it sees (a pretrained network's own, from its pretrained config: no weights needed). Above
 CLI_CPU_MAX_TFLOP on a CPU the run is refused in one line with the estimate: the seed notebook's experiment (an
 ImageNet ResNet-50 teacher, a ResNet-18 student, 224×224, CIFAR-10) needs thousands of TFLOP, days on a CPU.
-`kd_core.engine.train.check_cpu_budget` is the app's tighter check on a resolved run.
+`kd_core.engine.budget.check_cpu_budget` is the app's tighter check on a resolved run.
 """
 
 from __future__ import annotations

@@ -17,15 +17,14 @@ iterating, a Gradio cancel) stops training at the next event.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
-from kd_core.data.datasets import Dataset, student_indices
+from kd_core.config import RunConfig
+from kd_core.data.datasets import Dataset
 from kd_core.data.sources import resolve_dataset
 from kd_core.engine import bias, why
 from kd_core.engine.diagnosis import diagnose
@@ -39,14 +38,11 @@ from kd_core.engine.loop import (
     resolve_device,
     train_stack,
 )
-from kd_core.engine.roles import CE_ROLE, FEATURE_METHODS, NAMES, Role, method_role
-from kd_core.engine.run_data import LIVE_VALIDATION
+from kd_core.engine.roles import CE_ROLE, NAMES, Role, method_role
 from kd_core.engine.stats import Difference, mean_std, paired_difference, verdict
 from kd_core.models import checkpoints
 from kd_core.models import students as student_sources
-from kd_core.models import zoo as models
-from kd_core.run import Run, as_run, resolve_run
-from kd_core.teacher.logits import logits_cached
+from kd_core.run import Run, as_run
 
 __all__ = ["TrainingDiverged", "class_accuracy", "new_student", "resolve_device"]  # re-exported for callers
 
@@ -294,67 +290,3 @@ def save_student(result: RunResult, role: str, path, recipe: str = ""):
     """Write the run's `role` ("ce" or "kd") student of the first seed as a checkpoint; returns its path."""
     model = result.kd_student if role == "kd" else result.ce_student
     return checkpoints.save_model(path, model, student_metadata(result, role, recipe))
-
-
-def check_cpu_budget(run: Run | RunConfig, dataset: Dataset | None = None, device: torch.device | None = None,
-                     max_tflop: float = CPU_MAX_TFLOP, students_per_seed: int | None = None,
-                     repeats: int | None = None) -> None:
-    """ValueError when a CPU run would need more than `max_tflop` TFLOP (the app's cap for big models).
-
-    Counts every student's training (≈ 3 × forward) over every sample and epoch (transfer images too), their
-    evaluations (the live validation subset `cfg.evaluations` + 1 times, the validation split and the test set
-    at the end), a teacher forward per sample when augmenting, the teacher's pass over the training and
-    test sets when its logits are not cached yet, and, for the feature methods, its pass over every seed's
-    images (an upper bound: features already cached count too). GPUs are not capped. `run` is the resolved run
-    (its teacher is not looked up again); `repeats` replaces its config's (a pooled stack's seeds).
-    """
-    if isinstance(run, RunConfig):  # (scripts, tests: where the request enters)
-        run = resolve_run(run, dataset)
-    cfg, dataset = run.config, run.dataset
-    cfg = cfg if repeats is None else cfg.replace(repeats=repeats)
-    device = device or resolve_device(cfg.device)
-    if device.type != "cpu":
-        return
-    labelled = len(student_indices(dataset.train_labels, train_size=cfg.train_size, hide_class=cfg.hide_class,
-                                   seed=cfg.seed, exclude=dataset.validation_index))
-    if cfg.unlabeled:  # both streams' batches, every step of ceil(longer stream / batch) per epoch
-        steps = -(-max(labelled, cfg.unlabeled) // cfg.batch_size) * cfg.epochs
-        samples = steps * (min(cfg.batch_size, labelled) + min(cfg.batch_size, cfg.unlabeled))
-    else:
-        samples = labelled * cfg.epochs
-    students = (students_per_seed or 1 + len(cfg.methods)) * cfg.repeats
-    forward = student_flops_per_sample(cfg, dataset)
-    validation = len(dataset.validation_index)
-    evaluations = min(LIVE_VALIDATION, validation) * (cfg.evaluations + 1) + validation + len(dataset.test_labels)
-    student_flops = students * forward * (3 * samples + evaluations)
-    teacher = run.teacher
-    teacher_samples = samples * cfg.repeats if cfg.augment else 0
-    if not logits_cached(teacher.path, dataset, teacher.hash):
-        teacher_samples += len(dataset.train_labels) + len(dataset.test_labels)
-    if not cfg.augment and any(method in FEATURE_METHODS for method in cfg.methods):
-        teacher_samples += min(len(dataset.train_labels), (labelled + cfg.unlabeled) * cfg.repeats)
-    teacher_flops = 0
-    if teacher_samples:
-        teacher_flops = _teacher_flops(teacher.path, teacher.hash, dataset.image_shape) * teacher_samples
-    needed = (student_flops + teacher_flops) / 1e12
-    if needed > max_tflop:
-        raise ValueError(
-            f"this run needs about {needed:,.1f} TFLOP, at least {needed / CPU_TFLOP_PER_S / 60:,.0f} "
-            f"minutes on a CPU, over the CPU limit of {max_tflop:g} TFLOP; pick a smaller student or "
-            f"teacher, fewer epochs, seeds or training images, or run it on a GPU")
-
-
-def student_flops_per_sample(cfg: RunConfig, dataset: Dataset) -> int:
-    """One student's forward FLOPs per image, at the size it sees (a pretrained student's own input size)."""
-    if student_sources.pretrained(cfg):
-        student = student_sources.initial(cfg.replace(pretrained=False), dataset.image_shape, dataset.mean,
-                                          dataset.std, dataset.num_classes, (cfg.seed,))[0][0]
-    else:
-        student = models.build(cfg.student, dataset.image_shape, dataset.num_classes)
-    return models.flops_per_sample(student, dataset.image_shape)
-
-
-@functools.lru_cache(maxsize=16)
-def _teacher_flops(path, digest: str, shape: tuple[int, int, int]) -> int:
-    """A teacher's forward FLOPs per image, counted once per checkpoint content (the app asks per planned stack)."""
-    return models.flops_per_sample(checkpoints.load_model(path)[0], shape)

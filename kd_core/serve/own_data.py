@@ -22,9 +22,9 @@ from kd_core.config import CPU_MAX_TFLOP, CPU_TFLOP_PER_S, RunConfig
 from kd_core.data import hub, sources
 from kd_core.data.datasets import Dataset
 from kd_core.engine import choose
+from kd_core.engine.budget import check_cpu_budget
 from kd_core.engine.events import Queued, StackEvaluated, StackFinished, StackStarted
 from kd_core.engine.loop import resolve_device
-from kd_core.engine.train import check_cpu_budget
 from kd_core.models import external, predict
 from kd_core.models import zoo as models
 from kd_core.run import Run, prepare, resolve_run

@@ -170,6 +170,7 @@ class Member:
     def __init__(self, run: Run | None, roles: tuple[Role, ...], work: Callable | None = None) -> None:
         self.run, self.roles = run, roles
         self.cfg = run.config if run is not None else None
+        self.seeds = self.cfg.seeds if run is not None else ()  # (RunConfig.seeds makes a new tuple each time)
         self.work = work  # a job's work (StackPool.job), else None
         self.readers = 1
         self.stack: Stack | None = None  # the pending requests it joined, then the stack `plan` put it in
@@ -189,6 +190,10 @@ class Stack:
         self.members: list[Member] = []
         self.seeds: list[int] = []  # sorted union
         self.roles: list[Role] = []  # union, in arrival order (CE first: every request's first role)
+        # the same as sets: `plan` asks `grid_with` thousands of times under the pool's lock for a classroom's rush,
+        # and a set's union reuses its members' hashes where a new set of the lists would hash every Role again
+        self._seed_set: set[int] = set()
+        self._role_set: set[Role] = set()
         self.opened = self.joined = time.monotonic() if opened is None else opened
         self.started_at = 0.0
         self.state = "pending"  # -> running -> finished | failed | stopped
@@ -200,15 +205,19 @@ class Stack:
 
     def grid_with(self, member: Member) -> tuple[int, int]:
         """(seeds, roles) of this stack with `member` added."""
-        return len(set(self.seeds) | set(member.cfg.seeds)), len(dict.fromkeys([*self.roles, *member.roles]))
+        return len(self._seed_set.union(member.seeds)), len(self._role_set.union(member.roles))
 
     def add(self, member: Member) -> None:
         self.members.append(member)
         self.joined = time.monotonic()
         if member.work is not None:  # a job: no seeds or roles
             return
-        self.seeds = sorted(set(self.seeds) | set(member.cfg.seeds))
-        self.roles = list(dict.fromkeys([*self.roles, *member.roles]))
+        self._seed_set.update(member.seeds)
+        self.seeds = sorted(self._seed_set)
+        for role in member.roles:
+            if role not in self._role_set:
+                self._role_set.add(role)
+                self.roles.append(role)
         self.joined = time.monotonic()
 
     def due(self, now: float, window_s: float, max_window_s: float) -> bool:

@@ -111,13 +111,17 @@ class StackPool:
                  window_s: float = WINDOW_S, max_students: int = MAX_STACK_STUDENTS,
                  queued_every_s: float = 1.0, recent: int = 20,
                  fits: Callable[[Run, int, int], bool] | None = None, parallel: int = 1,
-                 max_window_s: float = MAX_WINDOW_S) -> None:
+                 max_window_s: float = MAX_WINDOW_S, warm: Callable[[Run], object] | None = None) -> None:
         """`fits(run, seeds, roles)`: whether a stack of that many seeds × roles stays within the machine's
-        budget (the app: train.check_cpu_budget); `parallel`: how many stacks train at full speed side by
-        side (the app: its CPU cores; 1 on a GPU, where one big stack is fastest)."""
+        budget (the app: its run's kd_core.engine.budget.CpuBudget); `parallel`: how many stacks train at full
+        speed side by side (the app: its CPU cores; 1 on a GPU, where one big stack is fastest); `warm(run)`:
+        called with each request before it joins, outside the pool's lock, where the slow part of `fits` can be
+        done and kept (the app: kd_core.engine.budget.BudgetCache), so that planning under the lock is
+        arithmetic and every other request's events wait less."""
         if max_running < 1 or max_students < 1 or parallel < 1:
             raise ValueError("max_running, max_students and parallel must be at least 1")
         self.fits = fits or (lambda run, seeds, roles: True)
+        self.warm = warm
         self.train, self.max_running, self.window_s = train, max_running, window_s
         self.max_window_s = max(window_s, max_window_s)
         self.max_students, self.queued_every_s, self.parallel = max_students, queued_every_s, parallel
@@ -154,6 +158,8 @@ class StackPool:
             run = resolve_run(run)
         if not run.prepared:
             raise ValueError("this run's teacher must be prepared first (StackPool.job with kd_core.run.prepare)")
+        if self.warm is not None:
+            self.warm(run)
         return self._enter(Member(run, tuple(roles)))
 
     def job(self, work: Callable[[Callable[[object], None], Callable[[], bool]], object]) -> Iterator:

@@ -60,6 +60,16 @@ CSS = """
 .kd-projector #kd-board-join { display: none !important; }
 .kd-projector .kd-board-heading p { font-size: 2.2em !important; line-height: 1.25 !important; }
 .kd-projector .kd-board-note p { font-size: 1.4em !important; }
+/* the results table: every column beside the settings at 1280×720 (with its headers wrapped) */
+.kd-results table { font-size: 12px !important; }
+.kd-results th, .kd-results td { padding-left: 4px !important; padding-right: 4px !important; }
+/* a phone (390×844): T, α and Start on the first screen, so the words above them shrink and the server's
+   details (the header line) wait for a larger screen */
+@media (max-width: 640px) {
+  .kd-intro p, .kd-formula p { font-size: 13px !important; line-height: 1.35 !important; }
+  .kd-intro h1 { font-size: 24px !important; margin: 0 !important; }
+  .kd-header { display: none !important; }
+}
 """
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import NamedTuple
 
 import gradio as gr
 
@@ -30,11 +31,24 @@ def show_step(index: int, preset_widgets: int):
 
 
 def next_step(index: int):
-    following = lesson.next_index(int(index))
-    return following, lesson.step_markdown(following), gr.Button(lesson.STEPS[following].button)
+    return step_widgets(lesson.next_index(int(index)))
 
 
-def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls, dark_temperature: gr.Slider) -> None:
+class LessonControls(NamedTuple):
+    """What a link's `lesson=N` sets (kd_core.ui.link): the step shown, its card and its button."""
+
+    index: gr.Number
+    card: gr.Markdown
+    go: gr.Button
+
+
+def step_widgets(index: int):
+    """The Lesson tab at step `index` (0-based): LessonControls' values."""
+    return index, lesson.step_markdown(index), gr.Button(lesson.STEPS[index].button)
+
+
+def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls,
+               dark_temperature: gr.Slider) -> LessonControls:
     """Five steps for a projector (kd_core.views.lesson.STEPS): each sets and shows another tab's own widgets, and puts
     its question in `banner`, above the tabs, while the class watches."""
     index = gr.Number(0, visible=False)  # the step shown; a Number, not a State, so PRESS_START can read it
@@ -49,3 +63,4 @@ def lesson_tab(tabs: gr.Tabs, banner: gr.Markdown, train: TrainControls, dark_te
         group_labels, train.group_inputs, train.groups, api_visibility="private", show_progress="hidden").then(
         None, index, None, js=PRESS_START)
     following.click(next_step, index, [index, card, go], api_visibility="private")
+    return LessonControls(index, card, go)

@@ -11,6 +11,7 @@ from kd_core.ui import board, publish
 from kd_core.ui.common import CheckedBlocks, Services
 from kd_core.ui.dark_knowledge import dark_knowledge_tab
 from kd_core.ui.lesson import lesson_tab
+from kd_core.ui.link import link_notice, wire_link
 from kd_core.ui.own_data import own_data_tab
 from kd_core.ui.predict import predict_tab
 from kd_core.ui.sweep import sweep_tab
@@ -63,15 +64,16 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
     publish.serve_runtime()
     with CheckedBlocks(title="KD Playground", delete_cache=delete_cache) as page:
         with gr.Column(elem_id="kd-intro"):  # hidden in the class board's projector view
-            gr.Markdown(INTRO)
-            gr.Markdown(header(services))
+            gr.Markdown(INTRO, elem_classes="kd-intro")
+            gr.Markdown(header(services), elem_classes="kd-header")
             board.classroom_note()
         students = gr.State(None, delete_callback=session.discard)  # this browser session's students
         lesson_banner = gr.Markdown(visible=False, elem_classes="kd-banner")  # the lesson's question, once it runs
+        notice = link_notice()  # what of the page's link was ignored, and why
         class_board = board.board_tab_state()
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                train = train_tab(students, services, class_board.class_code)
+                train, knobs = train_tab(students, services, class_board.class_code)
             with gr.Tab("Predict"):
                 predict_tab(page, students)
             with gr.Tab("Dark knowledge", id="dark-knowledge"):
@@ -79,11 +81,12 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
             with gr.Tab("Sweep"):
                 sweep_tab(services)
             with gr.Tab("Lesson", id="lesson"):
-                lesson_tab(tabs, lesson_banner, train, dark_temperature)
+                lesson = lesson_tab(tabs, lesson_banner, train, dark_temperature)
             with gr.Tab("Your data"):
                 own_data_tab(services)
             with gr.Tab("Board", id="board"):
                 class_board = board.board_tab(class_board)
         board.wire(page, tabs, class_board, services)  # /?class=CODE joins; &view=board: the projector view
+        wire_link(page, notice, tabs, knobs, lesson)  # the query's knobs, hidden controls and lesson step
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)

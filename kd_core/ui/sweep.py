@@ -57,7 +57,8 @@ def sweep_tab(services: Services) -> None:
     with gr.Row():
         by_t = gr.LinePlot(x="T", y="accuracy", color="alpha", height=280, x_title="T",
                            title="Accuracy vs temperature (one line per α)", y_title="accuracy (%)")
-        by_alpha = gr.LinePlot(x="alpha", y="accuracy", color="T", height=280, x_title="α",
+        # tilted: level, α's ticks ran into each other ("0.850.90.9")
+        by_alpha = gr.LinePlot(x="alpha", y="accuracy", color="T", height=280, x_title="α", x_label_angle=-45,
                                title="Accuracy vs α (one line per T)", y_title="accuracy (%)")
     table = gr.Dataframe(label="Grid", visible=False, interactive=False)
     run = start.click(with_services(sweep, services), [temperatures, alphas, epochs, train_size, repeats],

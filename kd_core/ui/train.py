@@ -19,7 +19,7 @@ from kd_core.run import resolve_run
 from kd_core.serve import settings
 from kd_core.ui.common import DEFAULTS, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
 from kd_core.ui.why import WhyPanel, why_panel, wire_why
-from kd_core.views import export, headline, joined, panels, plots, session
+from kd_core.views import export, headline, joined, link, panels, plots, session
 from kd_core.views.bias import bias_view
 
 # one line: the loss, and which side α weighs (t, s: teacher and student logits; y: the labels)
@@ -28,6 +28,10 @@ FORMULA = (r"$L = \alpha T^2 \, \mathrm{KL}(\mathrm{softmax}(t/T) \,\|\, \mathrm
 INLINE_LATEX = [{"left": "$", "right": "$", "display": False}]
 BIAS_STEP = BIASES[1] - BIASES[0]  # the bias slider's step: the curve's points
 START_ID = "kd-start"  # the Train tab's Start button, which the Lesson tab's steps press
+# the link box's query -> the page's address with it, copied to the clipboard where the browser allows (it may not,
+# in an iframe or without https: the box shows the link either way)
+COPY_LINK = """(query) => { const url = window.location.origin + window.location.pathname + (query || '');
+  try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {} return url; }"""
 
 
 # ----------------------------------------------------------------------------------------- handlers
@@ -131,6 +135,14 @@ def apply_preset(name: str):
             *dataset_widgets(cfg.dataset, cfg.student, cfg.train_size, settings.hidden_class_name(cfg)))
 
 
+@user_errors
+def settings_link(preset: str, temperature: float, alpha: float, repeats: int, epochs: int, train_size: int,
+                  methods: list[str], hide_class: str) -> gr.Textbox:
+    """The query of a link to these settings (kd_core.views.link); the page's JS puts its address in front."""
+    return gr.Textbox(link.settings_query(preset, temperature, alpha, repeats, epochs, train_size, methods,
+                                          hide_class), visible=True)
+
+
 def group_labels(dataset: str, train_size: int, hide_class: str, unlabeled: int, student: str, lr: float,
                  epochs: int, seed: int, repeats: int, methods: list[str], dkd_beta: float, feature_weight: float):
     """The folded groups' labels: each its one-line summary of its widgets' values (kd_core.views.panels)."""
@@ -173,6 +185,8 @@ class Knobs(NamedTuple):
     methods: gr.CheckboxGroup
     dkd_beta: gr.Slider
     feature_weight: gr.Slider
+    link_button: gr.Button  # "Copy a link to these settings"
+    link_box: gr.Textbox  # the link, shown (where the clipboard is not allowed, it is copied from here)
 
     def controls(self) -> list:
         """/distill's inputs but the session's students, in its order."""
@@ -191,7 +205,8 @@ class Knobs(NamedTuple):
 
 
 class Results(NamedTuple):
-    """The Train tab's run column: Start and Stop, the run's views, the bias panel, files and the ONNX export."""
+    """The Train tab's run: Start and Stop (under T and α, in the settings column), then the run column: the run's
+    views, the bias panel, files and the ONNX export."""
 
     start: gr.Button
     stop: gr.Button
@@ -216,26 +231,31 @@ class Results(NamedTuple):
     why: WhyPanel  # after a run: agreement, calibration, per-class gains (kd_core.ui.why)
 
 
-def train_tab(students: gr.State, services: Services, class_code: gr.Textbox) -> TrainControls:
+def train_tab(students: gr.State, services: Services, class_code: gr.Textbox) -> tuple[TrainControls, Knobs]:
     """`class_code`: the session's class (kd_core.ui.board), sent as /distill's last parameter."""
-    gr.Markdown(FORMULA, latex_delimiters=INLINE_LATEX)
+    gr.Markdown(FORMULA, latex_delimiters=INLINE_LATEX, elem_classes="kd-formula")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            settings_column = knobs()
+            settings_column, buttons = knobs()
         with gr.Column(scale=3):
-            run_column = results()
+            run_column = results(*buttons)
     wire(settings_column, run_column, students, services, class_code)
-    return settings_column.train_controls()
+    return settings_column.train_controls(), settings_column
 
 
-def knobs() -> Knobs:
-    # the gesture first (a preset, T, α); everything else folded into groups that say their values
+def knobs() -> tuple[Knobs, tuple[gr.Button, gr.Button]]:
+    """The settings column and its Start and Stop buttons (the run column's events start from them)."""
+    # the gesture first (a preset, T, α, Start: on a phone's first screen too); everything else folded into groups
+    # that say their values
     preset = gr.Dropdown(list(settings.PRESETS), value=next(iter(settings.PRESETS)), label="Preset",
                          info="sets every knob; chosen on the validation split")
     temperature = gr.Slider(*settings.APP_TEMPERATURES, DEFAULTS.temperature, step=0.5, label="Temperature T",
-                            info="softens the teacher's and the KD student's softmax")
+                            info="softens both softmaxes")
     alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05, label="α: weight on the teacher's soft targets",
-                      info="1 − α weighs cross-entropy with the labels")
+                      info="1 − α weighs CE with the labels")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id=START_ID, min_width=100)
+        stop = gr.Button("Stop", variant="stop", min_width=100)
     with gr.Accordion(panels.data_label(DEFAULTS.dataset, DEFAULTS.train_size, settings.NO_HIDDEN_CLASS,
                                         DEFAULTS.unlabeled), open=False) as data_group:
         dataset = gr.Dropdown([(settings.DATASET_LABELS[name], name) for name in settings.app_datasets()],
@@ -273,14 +293,15 @@ def knobs() -> Knobs:
                              label="DKD β: weight on the non-target classes (dkd, dkd-std)")
         feature_weight = gr.Slider(0, 1, DEFAULTS.feature_weight, step=0.05,
                                    label="Feature weight w: on the feature loss, 1 − w on CE (hint, cosine)")
+    link_button = gr.Button("Copy a link to these settings", size="sm")
+    link_box = gr.Textbox(label="A link that opens the Train tab with these settings", visible=False,
+                          interactive=False, elem_id="kd-link")
     return Knobs(preset, temperature, alpha, data_group, dataset, teacher, train_size, hide_class, unlabeled,
-                 students_group, student, lr, epochs, seed, repeats, methods_group, methods, dkd_beta, feature_weight)
+                 students_group, student, lr, epochs, seed, repeats, methods_group, methods, dkd_beta, feature_weight,
+                 link_button, link_box), (start, stop)
 
 
-def results() -> Results:
-    with gr.Row():
-        start = gr.Button("Start", variant="primary", elem_id=START_ID)
-        stop = gr.Button("Stop", variant="stop")
+def results(start: gr.Button, stop: gr.Button) -> Results:
     status = gr.HTML('<div class="kd-status">Press Start to train both students.</div>')
     verdict_headline = gr.HTML()
     diagnosis = gr.HTML(elem_id="diagnosis")  # after a run: its findings (kd_core.engine.diagnosis), if any
@@ -294,8 +315,9 @@ def results() -> Results:
                 "seeds, its band ± one standard deviation; the teacher's is the grey line. **Test "
                 "images never choose anything** (defaults, presets, the sweep's best cell): a "
                 "validation split of 5,000 training images does; the test set only reports.")
+    # wrapped: at 1280×720 every column fits beside the settings (unwrapped, the last three were cut off)
     table = gr.Dataframe(label="Results on the 10,000 test images (mean ± std over seeds)", visible=False,
-                         interactive=False)
+                         interactive=False, wrap=True, elem_classes="kd-results")
     why = why_panel()
     with gr.Column(visible=False) as bias_box:
         gr.Markdown("### The hidden class's bias\nNo student saw a labelled image of the hidden class, "
@@ -356,6 +378,11 @@ def wire(knob: Knobs, shown: Results, students: gr.State, services: Services, cl
     run.success(show_headline, students, shown.verdict_headline, api_visibility="private")
     wire_why(run, students, shown.why)
     run.success(show_diagnosis, students, shown.diagnosis, api_visibility="private")
+    # the page's own address + the query, copied where the browser allows it, and shown in the box either way
+    knob.link_button.click(settings_link, [knob.preset, knob.temperature, knob.alpha, knob.repeats, knob.epochs,
+                                           knob.train_size, knob.methods, knob.hide_class], knob.link_box,
+                           api_visibility="private").then(None, knob.link_box, knob.link_box, js=COPY_LINK,
+                                                          api_visibility="private")
     shown.export.click(export_onnx, students, [shown.cards, shown.latency, shown.speedup], api_visibility="private",
                        concurrency_id="export", concurrency_limit=1)
     bias_outputs = [shown.bias_plot, shown.bias_caption, students]

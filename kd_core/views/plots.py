@@ -189,11 +189,33 @@ def sweep_frame(temperatures: Sequence[float], alphas: Sequence[float],
                  accuracy="float64")
 
 
+def text_colour(rgba: Sequence[float]) -> str:
+    """"white" on a dark cell, "black" on a light one: whichever contrasts more with the cell's colour (WCAG's
+    relative luminance of sRGB in [0, 1]; the two contrasts are equal at a luminance of 0.179)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.179 else "black"
+
+
+def cell_label(accuracy: float, gain: float | None = None, half_width: float | None = None,
+               wins: float | None = None, seeds: int | None = None) -> str:
+    """A sweep cell's text: its accuracy (%), then KD − CE (points) ± the half-width of its 95 % interval (so a
+    white cell with a large mean says why it is white: its interval holds 0), then the seeds it won."""
+    lines = [f"{accuracy:.1f}"]
+    if gain is not None and not math.isnan(gain):
+        spread = "" if half_width is None or math.isnan(half_width) else f" ± {half_width:.1f}"
+        lines.append(f"{gain:+.1f}{spread}")
+    if wins is not None and not math.isnan(wins) and seeds:
+        lines.append(f"{int(wins)}/{seeds}")
+    return "\n".join(lines)
+
+
 def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = "", ce_std: float = 0.0):
     """A matplotlib Figure: KD-student accuracy over T (rows) × α (columns), each cell annotated with its
-    mean (and the seeds it won), coloured by its gain over the CE baseline (`ce_acc`, a fraction) when that
-    gain is beyond the seed noise (its 95 % interval excludes 0: blue beats CE, red loses to it), and white
-    when it is not (or when there is one seed only)."""
+    mean, its gain over CE with its 95 % interval (columns gain, gain_low, gain_high, when present) and the
+    seeds it won, coloured by its gain over the CE baseline (`ce_acc`, a fraction) when that gain is beyond the
+    seed noise (its 95 % interval excludes 0: blue beats CE, red loses to it), and white when it is not (or
+    when there is one seed only). The text is white on the darkest cells (`text_colour`)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to images only
@@ -205,7 +227,7 @@ def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = "", ce_std: f
         beyond = frame.pivot(index="T", columns="alpha", values="beyond_noise").to_numpy().astype(bool)
         gain = gain * beyond
     limit = max(abs(gain).max(), 0.5)
-    size = (1.3 * len(grid.columns) + 2.5, 0.7 * len(grid.index) + 1.8)
+    size = (1.3 * len(grid.columns) + 2.5, 0.85 * len(grid.index) + 1.8)
     figure = Figure(figsize=size, layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(gain, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -213,16 +235,19 @@ def sweep_heatmap(frame: pd.DataFrame, ce_acc: float, title: str = "", ce_std: f
     axes.set_yticks(range(len(grid.index)), [f"{t:g}" for t in grid.index])
     axes.set_xlabel("α (weight on the teacher's soft targets)")
     axes.set_ylabel("temperature T")
-    wins = frame.pivot(index="T", columns="alpha", values="wins") if "wins" in frame else None
+    cells = {(row.T, row.alpha): row for row in frame.itertuples(index=False)}
+    seeds = int(frame["seeds"].iloc[0]) if "seeds" in frame else None
     for row, t in enumerate(grid.index):
         for col, a in enumerate(grid.columns):
-            label = f"{grid.loc[t, a]:.1f}"
-            if wins is not None and not math.isnan(wins.loc[t, a]):
-                label += f"\n{int(wins.loc[t, a])}/{int(frame['seeds'].iloc[0])}"
-            axes.text(col, row, label, ha="center", va="center", fontsize=9)
+            cell = cells[(t, a)]
+            half = ((cell.gain_high - cell.gain_low) / 2 if "gain_low" in frame else None)
+            label = cell_label(grid.loc[t, a], getattr(cell, "gain", None), half, getattr(cell, "wins", None), seeds)
+            colour = text_colour(image.cmap(image.norm(gain[row, col])))
+            axes.text(col, row, label, ha="center", va="center", fontsize=9, color=colour)
     figure.colorbar(image, ax=axes, label="KD − CE beyond seed noise (points)")
     spread = f" ± {100 * ce_std:.1f}" if ce_std else ""
-    axes.set_title(title or f"KD test accuracy (%), seeds won; CE {100 * ce_acc:.1f}{spread}%", fontsize=10)
+    axes.set_title(title or f"KD test accuracy (%), KD − CE ± 95 % interval (points), seeds won; "
+                            f"CE {100 * ce_acc:.1f}{spread}%", fontsize=10)
     return figure
 
 

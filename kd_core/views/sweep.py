@@ -28,12 +28,18 @@ class SweepView:
     done: bool
 
 
+def _points(interval: list[float] | None, end: int) -> float:
+    return math.nan if interval is None else round(100 * interval[end], 2)
+
+
 def finished_sweep_view(result, temperatures: list[float], alphas: list[float]) -> SweepView:
     """The heatmap of test accuracy coloured by the gain beyond seed noise, and the best cell chosen on the
     validation split."""
     grid = result.grid
     frame = plots.sweep_frame(temperatures, alphas, result.kd_acc).assign(
         gain=[round(100 * g["kd_minus_ce"]["mean"], 2) for g in grid],
+        gain_low=[_points(g["kd_minus_ce"]["ci95"], 0) for g in grid],  # its 95 % interval (NaN: one seed)
+        gain_high=[_points(g["kd_minus_ce"]["ci95"], 1) for g in grid],
         wins=[g["kd_wins"] for g in grid], beyond_noise=[g["beyond_noise"] for g in grid],
         seeds=len(result.stack.seeds))
     ce_mean, ce_std = mean_std(result.accuracies(0))
