@@ -27,13 +27,13 @@ import pandas as pd
 import torch
 
 from kd_core.config import RunConfig
+from kd_core.engine.budget import check_cpu_budget
 from kd_core.engine.events import Queued
 from kd_core.engine.loop import StackEvaluated, StackFinished, StackStarted, StackStep, train_stack
 from kd_core.engine.roles import FEATURE_METHODS, NAMES
 from kd_core.engine.stats import mean_std
 from kd_core.engine.train import (
     RunResult,
-    check_cpu_budget,
     kd_index,
     roles,
     run_result,
