@@ -86,12 +86,14 @@ def browser(screenshots):
         browser.close()
 
 
-def opened(browser, server, query: str):
+def opened(browser, server, query: str, ready: tuple[str, str] = ("button", "Start")):
+    """A page at `query`, once the element `ready` (role, name) shows: Start, or with lesson=N the Lesson tab (the
+    link's load event moves there, and Start is then out of sight: waiting for it would race the load)."""
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto(server.rstrip("/") + "/" + query)
-    expect(page.get_by_role("button", name="Start", exact=True)).to_be_visible()
+    expect(page.get_by_role(ready[0], name=ready[1], exact=True)).to_be_visible()
     return page
 
 
@@ -138,7 +140,7 @@ def test_a_bad_value_keeps_the_default_and_names_the_parameter(server, browser):
 def test_hide_hides_what_it_names_and_lesson_opens_its_step(server, screenshots, browser):
     from playwright.sync_api import expect
 
-    page = opened(browser, server, "?hide=data,students,methods&lesson=2")
+    page = opened(browser, server, "?hide=data,students,methods&lesson=2", ready=("tab", "Lesson"))
     expect(page.get_by_role("tab", name="Lesson")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_text("Step 2 of 5: CE vs KD with 1,000 labels")).to_be_visible()
     screenshots.open_tab(page, "Train")
