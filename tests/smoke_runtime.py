@@ -14,6 +14,7 @@ than a Space, which is the point).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = sorted((ROOT / "checkpoints" / "examples").glob("*.png"))[0]
 START_SECONDS = 180  # `python app.py` answers in ~20 s on 2 idle cores; CI's may be busy
 CALL_SECONDS = 600  # the longest call: Your data trains a teacher, then the students
+HUB_DATASET = "…or a Hub dataset (ORG/NAME[:CONFIG]; needs the internet)"  # the Your data tab's box
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens on the discard port: a request there fails at once
 SPACE_ENV = {"SYSTEM": "spaces", "SPACE_ID": "kd-playground/smoke", "OAUTH_CLIENT_ID": "smoke",
              "OAUTH_CLIENT_SECRET": "smoke", "OAUTH_SCOPES": "openid profile write-repos",
@@ -55,6 +57,7 @@ def free_port() -> int:
 def serve(port: int, workdir: Path, log) -> subprocess.Popen:
     """`python app.py` as a Space runs it, with this interpreter; returns once /config answers."""
     env = {**os.environ, **SPACE_ENV, "GRADIO_SERVER_PORT": str(port), "KD_CACHE_DIR": str(workdir / "cache"),
+           "KD_CLASS_BOARD_DB": str(workdir / "class_board.sqlite"),
            "GRADIO_TEMP_DIR": str(workdir / "gradio")}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + START_SECONDS
@@ -171,9 +174,14 @@ def calls(client: Client, page: Page, folder: Path) -> dict[str, Callable[[], st
     """Each endpoint's call, in order (the Predict tab's buttons need /distill's students); each returns its line."""
     def distill() -> str:
         *_, table, log_file, kd_file = client.predict(temperature=4, alpha=0.9, epochs=1, train_size=1000, repeats=1,
-                                                      api_name="/distill")
+                                                      class_code="smoke-class", api_name="/distill")
         check(bool(rows(table)) and bool(kd_file), f"no results table or KD student: {table!r}")
         return f"{len(rows(table))} rows of results, KD student file"
+
+    def class_board() -> str:  # the class's SQLite board (the standard library's) has /distill's point
+        board = client.predict("smoke-class", api_name="/class_board")
+        check(board["class"] == "smoke-class" and len(board["rows"]) == 1, f"not one point on the board: {board!r}")
+        return f"1 point at T = {board['rows'][0]['T']:g}"
 
     def predict() -> str:
         teacher = client.predict(handle_file(str(EXAMPLE)), api_name="/predict")[2]
@@ -215,13 +223,25 @@ def calls(client: Client, page: Page, folder: Path) -> dict[str, Callable[[], st
         values = {"Your images (.zip)": upload, "Teacher": page.choices("Teacher")[0],
                   "Architecture to train (Train one on my data)": arch, "Teacher epochs": 5,
                   "Hub id (ORG/NAME; needs the internet)": "", "Student image size (0: as uploaded)": 0,
-                  "Teacher image size (0: its own)": 0, "Student": "mlp-small", "Student epochs": 1, "Seeds": 1}
+                  "Teacher image size (0: its own)": 0, "Student": "mlp-small", "Student epochs": 1, "Seeds": 1,
+                  "Choose T and α on my validation split": True, HUB_DATASET: "", "Image column (blank: detect)": "",
+                  "Label column (blank: detect)": ""}
         start = [i for i, c in page.components.items() if c["props"].get("value") == "Start"
                  and any([i, "click"] in d["targets"] and len(d["inputs"]) == len(values) for d in page.dependencies)]
         check(len(start) == 1, f"{len(start)} Your data Start buttons")
-        table = page.press(start[0], values)[3]
+        outputs = page.press(start[0], values)
+        table, chosen = outputs[3], outputs[6]
         check(bool(rows(table)), f"no results table: {table!r}")
-        return f"{len(rows(table))} rows of results on the uploaded zip"
+        check("Chosen on your validation split" in str(chosen), f"T and α were not chosen: {chosen!r}")
+        # a Hub dataset: the `datasets` package is installed, and offline the id is refused in one line
+        check(importlib.util.find_spec("datasets") is not None, "the datasets package is not installed")
+        try:
+            page.press(start[0], {**values, "Your images (.zip)": None, HUB_DATASET: "nobody/no-such-dataset"})
+        except SmokeError as error:
+            check("cannot get hf:nobody/no-such-dataset" in str(error), f"not the Hub's one line: {error}")
+        else:
+            raise SmokeError("a Hub dataset id trained offline")
+        return f"{len(rows(table))} rows of results on the uploaded zip, T and α chosen; a Hub id refused offline"
 
     def publish() -> str:
         try:
@@ -232,8 +252,9 @@ def calls(client: Client, page: Page, folder: Path) -> dict[str, Callable[[], st
             return f"refused without a visitor's token: {error}"
         raise SmokeError("published without a visitor's token")
 
-    return {"/distill": distill, "/predict": predict, "/predict_sketch": predict_sketch, "/soften": soften,
-            "/sweep": sweep, "export ONNX (private)": export, "browser student (private)": browser_student,
+    return {"/distill": distill, "/class_board": class_board, "/predict": predict, "/predict_sketch": predict_sketch,
+            "/soften": soften, "/sweep": sweep, "export ONNX (private)": export,
+            "browser student (private)": browser_student,
             "Your data Start (private)": own_data, "Publish, signed out (private)": publish}
 
 
