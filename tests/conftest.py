@@ -47,6 +47,17 @@ def screenshots():
     return module
 
 
+@pytest.fixture(scope="module")
+def browser(screenshots):
+    """One headless Chromium per test module (/usr/bin/chromium, driven by Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = screenshots.launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
 @pytest.fixture(scope="session")
 def fashion():
     return load_dataset("fashion-mnist")

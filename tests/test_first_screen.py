@@ -8,16 +8,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def browser(screenshots):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = screenshots.launch_chromium(playwright)
-        yield browser
-        browser.close()
-
-
 @pytest.mark.browser
 def test_t_alpha_and_start_are_inside_the_first_laptop_screen(server, screenshots, browser, tmp_path):
     boxes = screenshots.first_screens(browser, server, tmp_path)

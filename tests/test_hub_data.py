@@ -4,6 +4,7 @@ applied, and a Hub id fails in one line at once offline."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -272,7 +273,7 @@ def test_offline_a_hub_id_is_one_line_within_seconds(monkeypatch, capsys):
         time.sleep(10)
         raise OSError("timed out")
 
-    monkeypatch.setattr(hub.socket, "create_connection", hang)
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
     code, _, err = run_cli(["distill", "--data", "hf:uoft-cs/cifar10", "--epochs", "1"], capsys)
     assert code == 2 and err.count("\n") == 1

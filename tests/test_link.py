@@ -76,16 +76,6 @@ def test_the_copied_query_opens_the_same_settings():
 
 # ------------------------------------------------------------------------------------------ Chromium
 
-@pytest.fixture(scope="module")
-def browser(screenshots):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = screenshots.launch_chromium(playwright)
-        yield browser
-        browser.close()
-
-
 def opened(browser, server, query: str, ready: tuple[str, str] = ("button", "Start")):
     """A page at `query`, once the element `ready` (role, name) shows: Start, or with lesson=N the Lesson tab (the
     link's load event moves there, and Start is then out of sight: waiting for it would race the load)."""

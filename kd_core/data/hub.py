@@ -20,20 +20,20 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import tempfile
-import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kd_core.models import weights
+
 HUB_PREFIX = "hf:"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")  # ORG/NAME, as the Hub spells repository ids
 IMAGE_COLUMNS = ("image", "img", "images", "picture", "photo")  # preferred, in order, among several image columns
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "category", "target")
-OFFLINE_CHECK_S = 1.5  # the Hub must answer within this, else the run stops with one line (as for teachers)
+OFFLINE_CHECK_S = weights.OFFLINE_CHECK_S  # the Hub must answer within this, else one line (as for teachers)
 NO_LABEL = -1  # ClassLabel's value for an unlabelled row
 
 
@@ -219,19 +219,7 @@ def _check_online(data: str) -> None:
 
     endpoint = urlparse(constants.ENDPOINT)
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    answered: list[bool] = []
-
-    def connect() -> None:  # in a thread: name resolution has no timeout of its own
-        try:
-            socket.create_connection((host, port), timeout=OFFLINE_CHECK_S).close()
-            answered.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(OFFLINE_CHECK_S)
-    if not answered:
+    if not weights.answers(host, port, OFFLINE_CHECK_S):
         raise ValueError(f"cannot get {data}: {host} did not answer within {OFFLINE_CHECK_S:g} s (offline?); "
                          f"with HF_HUB_OFFLINE=1 a dataset in the local cache loads, and so do save_to_disk folders "
                          f"and parquet files")

@@ -72,24 +72,30 @@ def hub_file(repo_id: str) -> Path:
     return files[0]
 
 
-def reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
-    """Return when `cached` exists or `host` answers on port 443 within OFFLINE_CHECK_S; else ValueError."""
-    if cached is not None and cached.is_file():
-        return
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") and host == "huggingface.co":
-        raise ValueError(f"cannot get {what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache")
+def answers(host: str, port: int, within_s: float = OFFLINE_CHECK_S) -> bool:
+    """Whether `host` accepts a connection on `port` within `within_s`: how a download learns it is offline at once
+    (the libraries retry for 20 s or more before failing)."""
     answered: list[bool] = []
 
     def connect() -> None:  # in a thread: name resolution has no timeout of its own
         try:
-            socket.create_connection((host, 443), timeout=OFFLINE_CHECK_S).close()
+            socket.create_connection((host, port), timeout=within_s).close()
             answered.append(True)
         except OSError:
             pass
 
     thread = threading.Thread(target=connect, daemon=True)
     thread.start()
-    thread.join(OFFLINE_CHECK_S)
-    if not answered:
+    thread.join(within_s)
+    return bool(answered)
+
+
+def reachable_or_cached(cached: Path | None, host: str, what: str) -> None:
+    """Return when `cached` exists or `host` answers on port 443 within OFFLINE_CHECK_S; else ValueError."""
+    if cached is not None and cached.is_file():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") and host == "huggingface.co":
+        raise ValueError(f"cannot get {what}: HF_HUB_OFFLINE is set and it is not in the local Hub cache")
+    if not answers(host, 443):
         raise ValueError(f"cannot get {what}: {host} did not answer within {OFFLINE_CHECK_S:g} s (offline?) "
                          f"and it is not cached on this machine")

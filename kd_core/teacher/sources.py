@@ -30,6 +30,7 @@ from torch import nn
 from kd_core.data.datasets import Dataset
 from kd_core.models import checkpoints, external, weights
 from kd_core.models import zoo as models
+from kd_core.models.students import new_head
 from kd_core.teacher.logits import cache_dir, teacher_logits
 from kd_core.teacher.training import RECIPE, TeacherEpoch, TeacherProgress, TeacherRecipe, fit_teacher
 
@@ -154,18 +155,9 @@ def _torchvision_network(name: str, cfg, dataset: Dataset):
         if not cfg.teacher_epochs:
             raise ValueError(f"teacher torchvision:{name} predicts {len(tv_weights.meta['categories'])} classes but "
                              f"the data has {dataset.num_classes}; pass --teacher-epochs N to train a new head")
-        net = _replace_last_linear(net, dataset.num_classes)
+        net = new_head(net, dataset.num_classes)  # a torchvision network: its last Linear replaced
     return net, {"arch": cfg.teacher, "size": preset.crop_size[0], "mean": tuple(preset.mean),
                  "std": tuple(preset.std)}
-
-
-def _replace_last_linear(net: nn.Module, num_classes: int) -> nn.Module:
-    last = models.classifier(net)
-    for module in net.modules():
-        for child_name, child in module.named_children():
-            if child is last:
-                setattr(module, child_name, nn.Linear(last.in_features, num_classes))
-    return net
 
 
 # ------------------------------------------------------------------------------------------ downloads
