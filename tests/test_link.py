@@ -151,3 +151,21 @@ def test_the_copy_button_shows_a_link_that_opens_these_settings(server, screensh
     box = page.locator("#kd-link textarea, #kd-link input").first
     expect(box).to_have_value(server.rstrip("/") + "/?T=3&epochs=7&methods=kd%2Cdist")
     page.close()
+
+
+@pytest.mark.browser
+def test_start_pressed_at_once_trains_the_links_settings_in_its_class(server, screenshots, browser):
+    """Start is enabled only once the page's link is applied: pressed as soon as it can be, the run has the link's
+    seeds and T, and its point lands on the link's class board (before, it trained the defaults, outside the class)."""
+    import uuid
+
+    from gradio_client import Client
+
+    code = f"link-{uuid.uuid4().hex[:8]}"
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(server.rstrip("/") + f"/?class={code}&T=2&seeds=2")
+    page.get_by_role("button", name="Start", exact=True).click()  # waits for it to be enabled, no longer
+    page.locator(".kd-headline").first.wait_for(timeout=120_000)
+    page.close()
+    rows = Client(server, verbose=False).predict(code, api_name="/class_board")["rows"]
+    assert [(row["T"], row["seeds"]) for row in rows] == [(2.0, 2)]

@@ -138,13 +138,15 @@ def board_tab(session: Session) -> Board:
     return Board(*session, code, join, heading, charts, by_T, by_alpha, timer)
 
 
-def wire(page: gr.Blocks, tabs: gr.Tabs, shown: Board, services: Services) -> None:
-    """The link's class and view at load, the Join button, the live refresh, and /class_board."""
+def wire(page: gr.Blocks, tabs: gr.Tabs, shown: Board, services: Services, after=None):
+    """The link's class and view at load (after the event `after`, when given: one link reader at a time, since both
+    may select a tab), the Join button, the live refresh, and /class_board. Returns the class's load event."""
     board = services.board
     view = [shown.heading, shown.by_T, shown.by_alpha, shown.shown]
-    page.load(join_from_link(board), None,
-              [shown.class_code, shown.code, shown.timer, *view, shown.projector, tabs, shown.charts],
-              js=PROJECTOR_JS, api_visibility="private", show_progress="hidden")
+    outputs = [shown.class_code, shown.code, shown.timer, *view, shown.projector, tabs, shown.charts]
+    load = page.load if after is None else after.then
+    joined = load(join_from_link(board), None, outputs, js=PROJECTOR_JS, api_visibility="private",
+                  show_progress="hidden")
     shown.join.click(join_typed(board), [shown.code, shown.projector],
                      [shown.class_code, shown.timer, *view, shown.charts],
                      api_visibility="private")
@@ -152,3 +154,4 @@ def wire(page: gr.Blocks, tabs: gr.Tabs, shown: Board, services: Services) -> No
                      api_visibility="private", show_progress="hidden", concurrency_id="board",
                      concurrency_limit=16)
     gr.api(class_board_api(board), api_name="class_board", concurrency_id="board")
+    return joined

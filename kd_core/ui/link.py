@@ -45,12 +45,13 @@ def open_link(request: gr.Request, widgets: int):
     return notice, gr.Tabs(selected="lesson"), preset, *values, *groups, *step_widgets(opened.lesson)
 
 
-def wire_link(page: gr.Blocks, notice: gr.Markdown, tabs: gr.Tabs, knobs: Knobs, lesson: LessonControls) -> None:
-    """Read the page's query when it loads (kd_core.views.link: the parameters, and the names `hide` takes)."""
+def wire_link(page: gr.Blocks, notice: gr.Markdown, tabs: gr.Tabs, knobs: Knobs, lesson: LessonControls):
+    """Read the page's query when it loads (kd_core.views.link: the parameters, and the names `hide` takes); returns
+    the load event, which the page's other link readers follow (`.then`)."""
     controls = knobs.train_controls()
     outputs = [notice, tabs, controls.preset, *controls.preset_outputs, *controls.groups, *lesson]
 
     def load(request: gr.Request):
         return open_link(request, len(outputs))
 
-    page.load(load, None, outputs, api_visibility="private", show_progress="hidden")
+    return page.load(load, None, outputs, api_visibility="private", show_progress="hidden")

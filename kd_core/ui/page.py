@@ -73,7 +73,7 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
         class_board = board.board_tab_state()
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                train, knobs = train_tab(students, services, class_board.class_code)
+                train, knobs, start = train_tab(students, services, class_board.class_code)
             with gr.Tab("Predict"):
                 predict_tab(page, students)
             with gr.Tab("Dark knowledge", id="dark-knowledge"):
@@ -86,7 +86,9 @@ def build(services: Services, delete_cache: tuple[int, int]) -> gr.Blocks:
                 own_data_tab(services)
             with gr.Tab("Board", id="board"):
                 class_board = board.board_tab(class_board)
-        board.wire(page, tabs, class_board, services)  # /?class=CODE joins; &view=board: the projector view
-        wire_link(page, notice, tabs, knobs, lesson)  # the query's knobs, hidden controls and lesson step
+        linked = wire_link(page, notice, tabs, knobs, lesson)  # the query's knobs, hidden controls and lesson step
+        joined = board.wire(page, tabs, class_board, services, after=linked)  # /?class=CODE; &view=board
+        joined.then(lambda: gr.Button(interactive=True), None, start, api_visibility="private",
+                    show_progress="hidden")  # the link is applied: Start trains what the page shows
         page.unload(release_session(page))
     return page.queue(max_size=64, default_concurrency_limit=4)

@@ -231,8 +231,10 @@ class Results(NamedTuple):
     why: WhyPanel  # after a run: agreement, calibration, per-class gains (kd_core.ui.why)
 
 
-def train_tab(students: gr.State, services: Services, class_code: gr.Textbox) -> tuple[TrainControls, Knobs]:
-    """`class_code`: the session's class (kd_core.ui.board), sent as /distill's last parameter."""
+def train_tab(students: gr.State, services: Services,
+              class_code: gr.Textbox) -> tuple[TrainControls, Knobs, gr.Button]:
+    """`class_code`: the session's class (kd_core.ui.board), sent as /distill's last parameter. Returns Start too:
+    it is enabled once the page's link has been read (kd_core.ui.page)."""
     gr.Markdown(FORMULA, latex_delimiters=INLINE_LATEX, elem_classes="kd-formula")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -240,7 +242,7 @@ def train_tab(students: gr.State, services: Services, class_code: gr.Textbox) ->
         with gr.Column(scale=3):
             run_column = results(*buttons)
     wire(settings_column, run_column, students, services, class_code)
-    return settings_column.train_controls(), settings_column
+    return settings_column.train_controls(), settings_column, run_column.start
 
 
 def knobs() -> tuple[Knobs, tuple[gr.Button, gr.Button]]:
@@ -254,7 +256,9 @@ def knobs() -> tuple[Knobs, tuple[gr.Button, gr.Button]]:
     alpha = gr.Slider(0, 1, DEFAULTS.alpha, step=0.05, label="α: weight on the teacher's soft targets",
                       info="1 − α weighs CE with the labels")
     with gr.Row():
-        start = gr.Button("Start", variant="primary", elem_id=START_ID, min_width=100)
+        # off until the page's load events have applied its link (/?seeds=3&class=CODE): a Start pressed before
+        # them would train the defaults, outside the class
+        start = gr.Button("Start", variant="primary", elem_id=START_ID, min_width=100, interactive=False)
         stop = gr.Button("Stop", variant="stop", min_width=100)
     with gr.Accordion(panels.data_label(DEFAULTS.dataset, DEFAULTS.train_size, settings.NO_HIDDEN_CLASS,
                                         DEFAULTS.unlabeled), open=False) as data_group:
