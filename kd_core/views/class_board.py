@@ -59,7 +59,9 @@ def board_spec(points: Sequence[Point], axis: str, size: Size = TAB) -> dict:
     scale = {"domain": [-0.05, 1.05], "nice": False} if axis == "alpha" else {"zero": False, "padding": size.font}
     x = {"field": "x", "type": "quantitative", "title": AXES[axis], "scale": scale,
          **({"axis": {"values": [0, 0.2, 0.4, 0.6, 0.8, 1]}} if axis == "alpha" else {})}
-    y = {"field": "gain", "type": "quantitative", "title": "KD − CE (points)"}
+    # at least ±2 points in view: an empty board (only the zero line) otherwise gets ticks like 0.000000
+    y = {"field": "gain", "type": "quantitative", "title": "KD − CE (points)",
+         "scale": {"domain": {"unionWith": [-2, 2]}}}
     layers = [
         {"data": {"values": [{"zero": 0}]}, "mark": {"type": "rule", "color": "#7f7f7f", "strokeDash": [4, 4]},
          "encoding": {"y": {"field": "zero", "type": "quantitative"}}},
