@@ -16,10 +16,9 @@ from pathlib import Path
 
 from kd_core.config import RunConfig
 from kd_core.engine import choose
-from kd_core.engine.diagnosis import stack_teacher_check
+from kd_core.engine.diagnosis import ce_val_acc, stack_teacher_check
 from kd_core.engine.estimate import check_cpu_up_front
 from kd_core.engine.events import StackEvaluated, StackFinished, StackStarted
-from kd_core.engine.stats import mean_std
 from kd_core.engine.sweep import run_sweep
 from kd_core.engine.train import distill, kd_index, run_result, save_student
 from kd_core.models import checkpoints
@@ -164,13 +163,12 @@ def choose_on_validation(run: Run, grid: tuple[list[float], list[float]]) -> dic
 def check_teacher_early(grid_stack, alpha: float) -> None:
     """The teacher against the grid's CE students on validation, before the run's students train: one line either
     way (the same check the JSON's `diagnosis` gives at the end; the run goes on, its CE twin shows the truth)."""
-    ce_val = mean_std([seed[0] for seed in grid_stack.val_acc])[0]
-    finding = stack_teacher_check(grid_stack, ce_val, alpha)
+    finding = stack_teacher_check(grid_stack, alpha)
     if finding is not None:
         say(f"teacher check, before the students: {finding.message}")
     else:
         say(f"teacher check, before the students: the teacher ({grid_stack.teacher_val_acc:.1%} on validation) is "
-            f"clearly ahead of the CE student ({ce_val:.1%})")
+            f"clearly ahead of the CE student ({ce_val_acc(grid_stack):.1%})")
 
 
 # ------------------------------------------------------------------------------------------ distill, sweep
@@ -189,17 +187,18 @@ def distill_command(cfg: RunConfig, save_to: str | None, argv: list[str],
         if isinstance(event, StackFinished):
             result = run_result(event.result)
             say(f"test: CE {result.ce_acc:.4f}  KD {result.kd_acc:.4f}; {result.verdict}")
-            say_why(result.why())
+            summary = result.summary()  # the why (agreement, calibration) counted once: the line and the JSON
+            say_why(summary)
             for method in result.methods() if len(cfg.methods) > 1 else ():
                 say(f"  {method['method']}: {method['acc']:.4f} ± {method['acc_std']:.4f}; {method['verdict']}")
     if save_to:
         save_students(result, Path(save_to), argv)
-    return {**with_data(result.summary(), run), **added, "chosen": chosen}
+    return {**with_data(summary, run), **added, "chosen": chosen}
 
 
 def say_why(why: dict) -> None:
-    """One line of what KD changed besides top-1 (the JSON's agreement and calibration)."""
-    if why:
+    """One line of what KD changed besides top-1 (a summary's agreement and calibration, when it has them)."""
+    if "calibration" in why:
         agreement, ece = why["agreement"], why["calibration"]
         say(f"why: the student repeats the teacher's mistakes on {100 * agreement['kd_copied_errors']:.1f}% of them "
             f"with KD, {100 * agreement['ce_copied_errors']:.1f}% with CE; calibration error (ECE, 15 bins) teacher "

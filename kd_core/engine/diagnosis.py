@@ -91,19 +91,25 @@ def teacher_name(teacher) -> tuple[str, int | None]:
     return source, teacher.meta.get("teacher_epochs")
 
 
-def stack_teacher_check(stack, ce_val: float, alpha: float) -> Finding | None:
-    """`teacher_check` on a finished stack (kd_core.engine.loop.StackResult): its teacher and validation split."""
+def ce_val_acc(stack) -> float:
+    """The CE students' validation accuracy on a finished stack, mean over seeds (CE is every stack's role 0)."""
+    return sum(seed[0] for seed in stack.val_acc) / len(stack.val_acc)
+
+
+def stack_teacher_check(stack, alpha: float) -> Finding | None:
+    """`teacher_check` on a finished stack (kd_core.engine.loop.StackResult): its teacher, its CE students and its
+    validation split."""
     n_val = stack.val_logits.shape[1] if stack.val_logits is not None and stack.val_logits.dim() == 3 else 0
     name, epochs = teacher_name(stack.teacher)
-    return teacher_check(name, stack.teacher_val_acc, ce_val, n_val, alpha, epochs)
+    return teacher_check(name, stack.teacher_val_acc, ce_val_acc(stack), n_val, alpha, epochs)
 
 
 def diagnose(result) -> list[Finding]:
     """The findings of a finished run (a `kd_core.engine.train.RunResult`), on validation figures only."""
     cfg, stack = result.config, result.stack
     teacher_val = stack.teacher_val_acc
-    ce_val = sum(result.accuracies("ce", "val")) / len(result.seeds)
-    found = stack_teacher_check(stack, ce_val, cfg.alpha)
+    ce_val = ce_val_acc(stack)
+    found = stack_teacher_check(stack, cfg.alpha)
     if found is not None:
         return [found]
     difference = result.difference

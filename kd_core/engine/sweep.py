@@ -101,7 +101,7 @@ class SweepResult:
 
     def teacher_finding(self, alpha: float):
         """The teacher check (kd_core.engine.diagnosis) against the CE student's validation accuracy."""
-        return stack_teacher_check(self.stack, mean_std(self.accuracies(0, "val"))[0], alpha)
+        return stack_teacher_check(self.stack, alpha)
 
     def frame(self):
         """The grid as a pandas DataFrame: T, alpha, kd_acc, kd_hidden_acc, kd_acc_std, kd_val_acc, the gain
