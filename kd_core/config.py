@@ -109,12 +109,12 @@ class RunConfig:
         from kd_core.models.zoo import PRETRAINED, STUDENTS  # deferred: keeps `import kd_core.config` free of torch
 
         _check_data_fields(self)
-        if self.student not in STUDENTS and not _is_outside_name(self.student):
+        if self.student not in STUDENTS and not is_outside_student(self.student):
             raise ValueError(f"unknown model {self.student!r} for a student; choose one of "
                              f"{', '.join(STUDENTS)}, or {', '.join(STUDENT_SOURCES)}")
         if not isinstance(self.student_pretrained, bool):
             raise ValueError(f"student_pretrained must be true or false; got {self.student_pretrained!r}")
-        if self.student_pretrained and not self.student.startswith(("timm:", "torchvision:")):
+        if self.student_pretrained and not self.student.startswith(PRETRAINED_STUDENT_PREFIXES):
             raise ValueError("student_pretrained needs a timm:NAME or torchvision:NAME student (hf-hub: and "
                              "local-dir: students are always pretrained; zoo ResNets take pretrained)")
         if not isinstance(self.augment, bool):
@@ -150,12 +150,14 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-STUDENT_SOURCES = ("timm:NAME", "hf-hub:ORG/NAME", "local-dir:PATH", "torchvision:NAME")
+STUDENT_SOURCES = ("timm:NAME", "hf-hub:ORG/NAME", "local-dir:PATH", "torchvision:NAME")  # as messages name them
+STUDENT_PREFIXES = tuple(source.partition(":")[0] + ":" for source in STUDENT_SOURCES)
+PRETRAINED_STUDENT_PREFIXES = ("timm:", "torchvision:")  # the ones --student-pretrained applies to
 
 
-def _is_outside_name(name) -> bool:
-    return isinstance(name, str) and name.startswith(("timm:", "hf-hub:", "local-dir:", "torchvision:")) and \
-        len(name.partition(":")[2]) > 0
+def is_outside_student(name) -> bool:
+    """A student from outside the zoo (kd_core.models.students): one of STUDENT_PREFIXES and a name after it."""
+    return isinstance(name, str) and name.startswith(STUDENT_PREFIXES) and len(name.partition(":")[2]) > 0
 
 
 def _check_data_fields(cfg: RunConfig) -> None:

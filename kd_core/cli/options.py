@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig
-from kd_core.models import students
+from kd_core.config import DATASETS, DEVICES, MAX_EPOCHS, MAX_REPEATS, RunConfig, is_outside_student
 from kd_core.models.zoo import STUDENTS
 
 DEFAULTS = RunConfig()
@@ -72,7 +71,7 @@ def run_config(args: argparse.Namespace, **extra) -> RunConfig:
 # ------------------------------------------------------------------ your own data and teacher (sources, teachers)
 
 def student_name(text: str) -> str:
-    if text in STUDENTS or students.is_outside(text):
+    if text in STUDENTS or is_outside_student(text):
         return text
     raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(STUDENTS))}, "
                                      f"or timm:NAME, hf-hub:ORG/NAME, local-dir:PATH, torchvision:NAME)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kd_core.config import CPU_TFLOP_PER_S, RunConfig
+from kd_core.config import CPU_TFLOP_PER_S, RunConfig, is_outside_student
 from kd_core.data.datasets import IMAGE_SHAPES, TRAIN_SET_SIZES, VALIDATION_SIZE
 from kd_core.engine.run_data import LIVE_VALIDATION
 from kd_core.models import external, students
@@ -54,7 +54,7 @@ def estimate_tflop(cfg: RunConfig) -> float:
 
 def network_flops(spec: str, pretrained: bool, shape: tuple[int, int, int], classes: int, size: int = 0) -> int:
     """Forward FLOPs per image of a freshly built `spec` (no weights) at the side it would see."""
-    if not students.is_outside(spec):
+    if not is_outside_student(spec):
         return models.flops_per_sample(models.build(spec, shape, classes), shape)
     source, _, name = spec.partition(":")
     if source == "hf-hub" or (source == "local-dir" and not (Path(name) / "config.json").is_file()):

@@ -22,13 +22,6 @@ from torch import nn
 from kd_core.models import external, weights
 from kd_core.models import zoo as models
 
-SOURCES = ("timm:", "hf-hub:", "local-dir:", "torchvision:")
-PRETRAINED_SOURCES = ("timm:", "torchvision:")  # the ones --student-pretrained applies to
-
-
-def is_outside(name: str) -> bool:
-    return isinstance(name, str) and name.startswith(SOURCES) and len(name.partition(":")[2]) > 0
-
 
 def pretrained(cfg) -> bool:
     """Whether the run's students start from trained weights of an outside source (Hub and folders always do)."""
