@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kd_core.models import predict
+from kd_core.models import predict, zoo
 from kd_core.models.checkpoints import atomic_write
 from kd_core.publish import web_runtime
 from kd_core.publish.export import INPUT_NAME, onnx_logits, onnx_session, to_onnx
@@ -50,7 +50,7 @@ def student_onnx(classifier: predict.Classifier, folder: Path) -> tuple[Path, ob
     """(the student's .onnx in `folder`, named by its content, and an ONNX Runtime session on it); exported once
     per student module while the file lasts (the app's cache is cleaned hourly). ValueError for a student over
     BROWSER_MAX_BYTES."""
-    size = sum(t.numel() * t.element_size() for t in (*classifier.model.parameters(), *classifier.model.buffers()))
+    size = zoo.describe(classifier.model)["bytes"]
     if size > BROWSER_MAX_BYTES:
         raise ValueError(f"this KD student is too large to run in your browser ({size / 1e6:,.0f} MB of weights, "
                          f"at most {BROWSER_MAX_BYTES / 1e6:,.0f} MB); the server's prediction is its answer")

@@ -15,8 +15,8 @@ from kd_core.config import MAX_REPEATS
 from kd_core.run import Run, TeacherEpoch
 from kd_core.serve import own_data
 from kd_core.ui.common import DEFAULTS, TOP_K, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.ui.why import why_panel, wire_why
-from kd_core.views import headline, joined, plots, why
+from kd_core.ui.why import show_diagnosis, why_panel, wire_why
+from kd_core.views import joined, plots, why
 from kd_core.views.teacher import status_line as teacher_status
 
 
@@ -61,11 +61,6 @@ def distill_own_data(services: Services, upload, kind: str, arch: str, hub_id: s
         done = view.table is not None
         yield *updates(view), view.students if done else gr.skip(), prepared if done else gr.skip(), shown
         shown = gr.skip()
-
-
-def show_diagnosis(students) -> str:
-    """After a run: why it came out as it did, and the fix (kd_core.engine.diagnosis)."""
-    return headline.diagnosis_html(None if students is None else students.summary)
 
 
 @user_errors

@@ -18,7 +18,7 @@ from kd_core.engine.roles import METHODS
 from kd_core.run import resolve_run
 from kd_core.serve import settings
 from kd_core.ui.common import DEFAULTS, Services, ViewUpdates, live_run_here, stopped, user_errors, with_services
-from kd_core.ui.why import WhyPanel, why_panel, wire_why
+from kd_core.ui.why import WhyPanel, show_diagnosis, why_panel, wire_why
 from kd_core.views import export, headline, joined, link, panels, plots, session
 from kd_core.views.bias import bias_view
 
@@ -95,11 +95,6 @@ def auto_bias(students: session.SessionStudents | None) -> float:
 def show_headline(students: session.SessionStudents | None) -> str:
     """After a run: the verdict as the headline above the charts (kd_core.views.headline)."""
     return headline.headline_html(None if students is None else students.summary)
-
-
-def show_diagnosis(students: session.SessionStudents | None) -> str:
-    """After a run: why it came out as it did, and the fix (kd_core.engine.diagnosis), under the headline."""
-    return headline.diagnosis_html(None if students is None else students.summary)
 
 
 def show_downloads(students: session.SessionStudents | None):

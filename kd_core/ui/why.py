@@ -9,7 +9,7 @@ from typing import NamedTuple
 import gradio as gr
 from gradio.components.plot import PlotData
 
-from kd_core.views import plots, why
+from kd_core.views import headline, plots, why
 from kd_core.views.session import SessionStudents
 
 
@@ -40,3 +40,9 @@ def show_why(students: SessionStudents | None):
 
 def wire_why(run: gr.events.Dependency, students: gr.State, panel: WhyPanel) -> None:
     run.success(show_why, students, [panel.box, panel.text, panel.reliability], api_visibility="private")
+
+
+def show_diagnosis(students: SessionStudents | None) -> str:
+    """After a run: why it came out as it did, and the fix (kd_core.engine.diagnosis), under the headline of the
+    Train and the Your data tabs."""
+    return headline.diagnosis_html(None if students is None else students.summary)
